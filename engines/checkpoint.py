@@ -1,0 +1,148 @@
+"""Checkpoint directories: `model.safetensors` (weights only, never pickle) + `model.json`.
+
+model.json holds: format, preset, model (architecture), identities, step, training config,
+sha256 of model.safetensors. An optional `optimizer.safetensors` holds Adam state for --resume.
+Saves are atomic: everything is written into a sibling temporary directory which then replaces
+the checkpoint by rename, so a crash leaves either the old checkpoint or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from engines.model import ModelConfig, SwapModel
+from stages.errors import ModelError
+
+FORMAT = "swapstream-checkpoint-1"
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / torch.save zip
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (on CPU, eval mode) and its metadata."""
+
+    model: SwapModel
+    preset: str
+    step: int = 0
+    training: dict = field(default_factory=dict)
+    optimizer: dict[str, torch.Tensor] | None = None
+
+    @property
+    def identities(self) -> list[str]:
+        return self.model.identities
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: SwapModel, preset: str, step: int = 0,
+                    training: dict | None = None,
+                    optimizer: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint directory atomically; returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, tmp / "model.safetensors")
+        if optimizer:
+            save_file({k: v.detach().cpu().contiguous() for k, v in optimizer.items()},
+                      tmp / "optimizer.safetensors")
+        meta = {"format": FORMAT, "preset": preset, "model": model.cfg.to_dict(),
+                "identities": model.identities, "step": int(step), "training": training or {},
+                "sha256": _sha256(tmp / "model.safetensors")}
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    """model.json of a checkpoint, checked; raises ModelError naming the problem and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model not found: {path}. Train one with `swapstream train --a FACESET "
+                         f"--b FACESET -o {path}` or pass the right --model path")
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4)
+        kind = "a pickle/torch.save file" if head.startswith(PICKLE_MAGIC) else "a file"
+        raise ModelError(f"model {path} is {kind}, not a swapstream checkpoint directory "
+                         f"(model.safetensors + model.json); pickled models are never loaded. "
+                         f"Pass the directory written by `swapstream train`")
+    meta_file = path / "model.json"
+    if not meta_file.exists() or not (path / "model.safetensors").exists():
+        raise ModelError(f"{path} is not a swapstream checkpoint: it needs model.json and "
+                         f"model.safetensors. Pass the directory written by `swapstream train`")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{meta_file} is corrupt ({e}); restore it or retrain the model") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{meta_file} is not a {FORMAT} file; pass a checkpoint written by "
+                         f"`swapstream train`")
+    return meta
+
+
+def load_checkpoint(path: str | Path, expect_preset: str | None = None,
+                    with_optimizer: bool = False) -> Checkpoint:
+    """Load and verify a checkpoint (hash, preset, tensor shapes). Model is on CPU in eval mode."""
+    path = Path(path)
+    meta = read_meta(path)
+    weights_file = path / "model.safetensors"
+    with open(weights_file, "rb") as f:
+        if f.read(4).startswith(PICKLE_MAGIC):
+            raise ModelError(f"{weights_file} is a pickle, not safetensors; pickled weights are "
+                             f"never loaded. Retrain, or convert the weights to safetensors")
+    if _sha256(weights_file) != meta.get("sha256"):
+        raise ModelError(f"{weights_file} does not match the hash in model.json (truncated or "
+                         f"corrupt); restore the checkpoint from a backup or retrain")
+    preset = meta["preset"]
+    if expect_preset is not None and preset != expect_preset:
+        raise ModelError(f"checkpoint {path} is preset {preset!r}, not {expect_preset!r}; pass "
+                         f"--preset {preset} or a new output directory")
+    try:
+        cfg = ModelConfig.from_dict(meta["model"])
+        model = SwapModel(cfg, meta["identities"])
+        state = load_file(weights_file)
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"checkpoint {path} does not load into preset {preset!r} ({first}); "
+                         f"it is corrupt or from another version: retrain it") from None
+    model.eval()
+    opt = None
+    opt_file = path / "optimizer.safetensors"
+    if with_optimizer and opt_file.exists():
+        try:
+            opt = load_file(opt_file)
+        except SafetensorError as e:
+            raise ModelError(f"{opt_file} is corrupt ({e}); delete it to resume with a fresh "
+                             f"optimizer") from None
+    return Checkpoint(model, preset, int(meta.get("step", 0)), meta.get("training", {}), opt)

@@ -1,0 +1,1 @@
+"""Wiring and running: the CLI, configuration, runners, and the demo."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: plain Python classes with setup() / process(batch) / flush(). No Ray here."""

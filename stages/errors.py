@@ -1,0 +1,29 @@
+"""Errors a user can fix. The CLI prints the message as one line and exits 2.
+
+Each message names the value, what was expected and how to fix it. Internal bugs raise anything
+else and keep their traceback.
+"""
+
+
+class SwapstreamError(Exception):
+    """Base class of every user-fixable error."""
+
+
+class InputError(SwapstreamError):
+    """The input media is missing, unreadable, truncated or has no video."""
+
+
+class OutputError(SwapstreamError):
+    """The output path cannot be written."""
+
+
+class ModelError(SwapstreamError):
+    """The model checkpoint is missing, corrupt, of another preset, or lacks an identity."""
+
+
+class FacesetError(SwapstreamError):
+    """A faceset is missing, empty or inconsistent."""
+
+
+class ConfigError(SwapstreamError):
+    """A setting has a value that is not allowed."""

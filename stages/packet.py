@@ -1,0 +1,91 @@
+"""What flows between stages: FramePacket with its Face records.
+
+Typed dataclasses that check their shapes on construction; repr prints shapes, never pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+
+def _shape(a: np.ndarray | None) -> str:
+    return "None" if a is None else f"{a.dtype}{list(a.shape)}"
+
+
+@dataclass(repr=False)
+class Face:
+    """One face in one frame.
+
+    landmarks: (478, 2) float32, x/y pixels in the frame.
+    score: detector/landmark confidence in [0, 1].
+    matrix: (2, 3) float64 frame -> crop affine (set by align).
+    crop: (S, S, 3) uint8 RGB aligned face (set by align), S = model input size.
+    swapped: (S, S, 3) uint8 RGB face from the engine (set by swap).
+    mask: (S, S) float32 in [0, 1], the decoder's learned mask (set by swap).
+    track: id linking a face to the same person in neighbouring frames (set by align).
+    errors: why this face was not swapped, if it was not; the frame still flows.
+    """
+
+    landmarks: np.ndarray
+    score: float = 1.0
+    matrix: np.ndarray | None = None
+    crop: np.ndarray | None = None
+    swapped: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    track: int = -1
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.landmarks = np.asarray(self.landmarks, np.float32)
+        if self.landmarks.shape != (478, 2):
+            raise ValueError(f"Face.landmarks must be (478, 2), got {self.landmarks.shape}")
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1) of the landmarks in frame pixels."""
+        lo, hi = self.landmarks.min(0), self.landmarks.max(0)
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def __repr__(self) -> str:
+        x0, y0, x1, y1 = self.bbox
+        return (f"Face(track={self.track}, box=({x0:.0f},{y0:.0f},{x1:.0f},{y1:.0f}), "
+                f"score={self.score:.2f}, crop={_shape(self.crop)}, swapped={_shape(self.swapped)}, "
+                f"mask={_shape(self.mask)}, errors={self.errors})")
+
+
+@dataclass(repr=False)
+class FramePacket:
+    """One video frame and what the stages learned about it.
+
+    frame: (H, W, 3) uint8 RGB, C-contiguous.
+    pts: presentation timestamp in time_base units (None when the container gives none).
+    """
+
+    index: int
+    pts: int | None
+    time_base: Fraction
+    frame: np.ndarray
+    faces: list[Face] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        f = self.frame
+        if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+            raise ValueError(f"FramePacket.frame must be (H, W, 3) uint8, got {_shape(f)}")
+        if not f.flags.c_contiguous:
+            self.frame = np.ascontiguousarray(f)
+
+    @property
+    def time(self) -> float | None:
+        """Presentation time in seconds."""
+        return None if self.pts is None else float(self.pts * self.time_base)
+
+    def __repr__(self) -> str:
+        return (f"FramePacket(index={self.index}, pts={self.pts}, time_base={self.time_base}, "
+                f"frame={_shape(self.frame)}, faces={self.faces})")

@@ -1,0 +1,1 @@
+"""Faceset extraction, augmentation, losses and the training loop (single process; Ray Train later)."""
