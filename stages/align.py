@@ -1,0 +1,130 @@
+"""Align each face to the canonical template and cut the model's input crop.
+
+Runs on frames in order (the runner restores order before it): it keeps one One Euro filter per
+tracked face, so landmarks are smoothed over time before the alignment is computed. Tracks end
+when a face is lost and all end at a scene cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stages.errors import ConfigError
+from stages.geometry import STABLE_LANDMARKS, alignment_matrix, template_in_crop, transform_points
+from stages.packet import Face, FramePacket
+from stages.smoothing import OneEuro
+
+
+@dataclass
+class AlignSettings:
+    """size: crop side (px) = model input; coverage: share of the crop side taken by the stable
+    landmarks (see geometry.template_in_crop); smoothing: One Euro on landmarks per track;
+    scene_cut: mean abs grey-level change (0-255) of a thumbnail that counts as a cut;
+    max_residual: RMS alignment error (share of face size) above which a face is not swapped."""
+
+    size: int = 64
+    coverage: float = 0.7
+    smoothing: bool = True
+    min_cutoff: float = 1.5
+    beta: float = 8.0
+    scene_cut: float = 35.0
+    max_residual: float = 0.12
+
+    def __post_init__(self) -> None:
+        if not 0.2 <= self.coverage <= 1.0:
+            raise ConfigError(f"coverage {self.coverage} is outside 0.2-1.0; 0.7 suits most faces")
+        if self.size < 16:
+            raise ConfigError(f"crop size {self.size} is too small; use the model's input size")
+
+
+@dataclass
+class _Track:
+    id: int
+    filter: OneEuro
+    center: np.ndarray
+    size: float
+
+
+def crop_face(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Warp (H, W, 3) uint8 frame into a (size, size, 3) uint8 crop with the (2, 3) matrix.
+
+    Large faces are first warped at a multiple of the size and then area-averaged down, so that
+    a 600 px face shrunk to 64 px does not alias.
+    """
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    k = int(min(4, max(1, np.floor(1 / max(scale, 1e-6)))))
+    if k == 1:
+        return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+    big = cv2.warpAffine(frame, matrix * [[k], [k]], (size * k, size * k), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class AlignStage:
+    """Sets face.track, smoothed face.landmarks, face.matrix and face.crop; flags bad fits."""
+
+    def __init__(self, settings: AlignSettings | None = None) -> None:
+        self.settings = settings or AlignSettings()
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._thumb: np.ndarray | None = None
+        self._last_index = -2
+
+    def setup(self) -> None:
+        pass
+
+    def flush(self) -> list[FramePacket]:
+        return []
+
+    def process(self, batch: list[FramePacket]) -> list[FramePacket]:
+        for packet in batch:
+            self._align(packet)
+        return batch
+
+    def _scene_cut(self, frame: np.ndarray) -> bool:
+        thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (32, 18),
+                           interpolation=cv2.INTER_AREA).astype(np.float32)
+        cut = self._thumb is not None and float(np.abs(thumb - self._thumb).mean()) > self.settings.scene_cut
+        self._thumb = thumb
+        return cut
+
+    def _align(self, packet: FramePacket) -> None:
+        s = self.settings
+        if self._scene_cut(packet.frame) or packet.index != self._last_index + 1:
+            self._tracks = []
+        self._last_index = packet.index
+        t = packet.time if packet.time is not None else packet.index / 30.0
+        free = list(self._tracks)
+        kept: list[_Track] = []
+        for face in packet.faces:
+            center = face.landmarks.mean(0)
+            size = float(np.ptp(face.landmarks[:, 1]))
+            track = min(free, key=lambda tr: np.linalg.norm(tr.center - center), default=None)
+            if track is None or np.linalg.norm(track.center - center) > 0.5 * max(size, track.size):
+                track = _Track(self._next_id, OneEuro(s.min_cutoff, s.beta), center, size)
+                self._next_id += 1
+            else:
+                free.remove(track)
+            track.center, track.size = center, size
+            kept.append(track)
+            face.track = track.id
+            if s.smoothing:
+                face.landmarks = track.filter(face.landmarks, t).astype(np.float32)
+            self._fit(packet.frame, face)
+        self._tracks = kept  # a track not seen in this frame is lost: its filter restarts
+
+    def _fit(self, frame: np.ndarray, face: Face) -> None:
+        s = self.settings
+        face.matrix = alignment_matrix(face.landmarks, s.size, s.coverage)
+        tpl = template_in_crop(s.size, s.coverage)[STABLE_LANDMARKS]
+        moved = transform_points(face.landmarks[STABLE_LANDMARKS], face.matrix)
+        residual = float(np.sqrt(((moved - tpl) ** 2).sum(1).mean())) / (s.size * s.coverage)
+        if residual > s.max_residual:
+            face.errors.append(f"alignment residual {residual:.2f} > {s.max_residual} "
+                               f"(profile or distorted face)")
+            return
+        face.crop = crop_face(frame, face.matrix, s.size)

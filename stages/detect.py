@@ -1,0 +1,192 @@
+"""Detect faces and their 478 landmarks with MediaPipe, small faces in large frames included.
+
+Both MediaPipe models shrink what they are given to 128-192 px, so on a whole 1080p frame they
+miss faces under ~190 px (shared/PLATFORM.md). So a full search runs the full-range detector over
+a pyramid of overlapping square tiles, each tile small enough that the smallest wanted face is
+>= 1/8 of it, then runs FaceMesh on a crop around each face found (the face filling about half
+the crop). Between full searches, each known face is tracked: FaceMesh runs on a crop around its
+last landmarks. A full search runs every `detect_every` frames, when a track is lost, and when
+frames do not arrive consecutively (a detect actor in a pool may get any chunk of the video).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from stages.errors import ConfigError
+from stages.packet import Face, FramePacket
+
+MESH_INPUT = 256  # crop side given to FaceMesh
+# The full-range detector finds faces down to about 1/10 of its image width (PLATFORM.md); face
+# height is ~1.25x face width, so a tile of side 8 * min_face still finds faces min_face px tall.
+TILE_PER_FACE = 8
+
+
+@dataclass
+class DetectSettings:
+    """min_face: smallest face height (frame px) to find; max_faces: per frame."""
+
+    min_face: int = 64
+    max_faces: int = 8
+    detect_every: int = 8
+    det_confidence: float = 0.5
+    mesh_confidence: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.min_face < 16:
+            raise ConfigError(f"min_face {self.min_face} is below 16 px; FaceMesh cannot place "
+                              f"478 landmarks on smaller faces: use 16 or more")
+        if self.detect_every < 1 or self.max_faces < 1:
+            raise ConfigError("detect_every and max_faces must be 1 or more")
+
+
+def search_tiles(width: int, height: int, min_face: int) -> list[tuple[int, int, int]]:
+    """Square tiles (x, y, side) for a full search: the whole frame, then ever smaller tiles.
+
+    Each level halves the tile side until a face `min_face` px tall is >= 1/8 of a tile; tiles
+    overlap by a quarter of their side, so a face up to that size lies whole in some tile, and
+    larger ones are found at the coarser level.
+    """
+    tiles = [(0, 0, max(width, height))]  # the whole frame (the detector pads to square)
+    reach = TILE_PER_FACE * min_face * 1.25  # the detector still works a little past 1/8
+    side = min(width, height)
+    while max(width, height) > reach and side >= 64:
+        stride = max(int(side * 0.75), 1)
+        xs = list(range(0, max(width - side, 0) + 1, stride))
+        ys = list(range(0, max(height - side, 0) + 1, stride))
+        if xs[-1] + side < width:
+            xs.append(width - side)
+        if ys[-1] + side < height:
+            ys.append(height - side)
+        tiles += [(x, y, side) for y in ys for x in xs]
+        if side <= reach:
+            break
+        side //= 2
+    return tiles
+
+
+def _iou(a: tuple, b: tuple) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _contained(a: tuple, b: tuple) -> float:
+    """Share of the smaller box that lies inside the other."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / small if small > 0 else 0.0
+
+
+class DetectStage:
+    """Adds Face records (landmarks, score) to each FramePacket; keeps tracks across frames."""
+
+    def __init__(self, settings: DetectSettings | None = None) -> None:
+        self.settings = settings or DetectSettings()
+        self._detector = None
+        self._mesh = None
+        self._tracks: list[np.ndarray] = []  # last landmarks (478, 2) of each tracked face
+        self._last_index = -2
+        self._last_search = -(10**9)
+        self._lost = False
+
+    def setup(self) -> None:
+        import mediapipe as mp  # heavy import, only where the stage runs
+
+        s = self.settings
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=s.det_confidence)
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=2, refine_landmarks=True,
+            min_detection_confidence=s.mesh_confidence)
+
+    def process(self, batch: list[FramePacket]) -> list[FramePacket]:
+        if self._mesh is None:
+            self.setup()
+        for packet in batch:
+            packet.faces = [Face(lm, score) for lm, score in self._faces_in(packet)]
+        return batch
+
+    def flush(self) -> list[FramePacket]:
+        return []
+
+    def close(self) -> None:
+        for m in (self._detector, self._mesh):
+            if m is not None:
+                m.close()
+        self._detector = self._mesh = None
+
+    # --- per frame -------------------------------------------------------------------------
+    def _faces_in(self, packet: FramePacket) -> list[tuple[np.ndarray, float]]:
+        frame, i = packet.frame, packet.index
+        if i != self._last_index + 1:
+            self._tracks = []  # not the next frame: tracks say nothing about this one
+        found: list[tuple[np.ndarray, float]] = []
+        for prev in self._tracks:
+            lm = self._mesh_around(frame, _bbox(prev), 1.7)
+            if lm is not None and _iou(_bbox(lm), _bbox(prev)) > 0.3:
+                found.append((lm, 1.0))
+            else:
+                self._lost = True
+        s = self.settings
+        if self._lost or not self._tracks or i - self._last_search >= s.detect_every:
+            self._last_search, self._lost = i, False
+            for box, score in self._search(frame):
+                if len(found) >= s.max_faces:
+                    break
+                if any(_contained(box, _bbox(lm)) > 0.5 for lm, _ in found):
+                    continue
+                lm = self._mesh_around(frame, box, 2.0)
+                if lm is not None and not any(_iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
+                    found.append((lm, score))
+        self._tracks = [lm for lm, _ in found]
+        self._last_index = i
+        return found
+
+    def _search(self, frame: np.ndarray) -> list[tuple[tuple, float]]:
+        """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged."""
+        h, w = frame.shape[:2]
+        boxes: list[tuple[tuple, float]] = []
+        for x, y, side in search_tiles(w, h, self.settings.min_face):
+            tile = frame[y:y + side, x:x + side]
+            th, tw = tile.shape[:2]
+            res = self._detector.process(tile)
+            for d in res.detections or []:
+                r = d.location_data.relative_bounding_box
+                box = (x + r.xmin * tw, y + r.ymin * th, x + (r.xmin + r.width) * tw,
+                       y + (r.ymin + r.height) * th)
+                boxes.append((box, float(d.score[0])))
+        boxes.sort(key=lambda b: -b[1])
+        kept: list[tuple[tuple, float]] = []
+        for box, score in boxes:
+            if all(_iou(box, k) < 0.3 and _contained(box, k) < 0.6 for k, _ in kept):
+                kept.append((box, score))
+        return kept
+
+    def _mesh_around(self, frame: np.ndarray, box: tuple, zoom: float) -> np.ndarray | None:
+        """FaceMesh on a square crop `zoom` x the box, centred on it: (478, 2) frame px or None."""
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        side = zoom * max(box[2] - box[0], box[3] - box[1], 8.0)
+        s = MESH_INPUT / side
+        m = np.array([[s, 0, MESH_INPUT / 2 - s * cx], [0, s, MESH_INPUT / 2 - s * cy]])
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        crop = cv2.warpAffine(frame, m, (MESH_INPUT, MESH_INPUT), flags=interp,
+                              borderMode=cv2.BORDER_REPLICATE)
+        res = self._mesh.process(crop)
+        if not res.multi_face_landmarks:
+            return None
+        cands = [np.array([(p.x, p.y) for p in f.landmark], np.float64) * MESH_INPUT
+                 for f in res.multi_face_landmarks]
+        best = min(cands, key=lambda c: np.linalg.norm(c.mean(0) - MESH_INPUT / 2))
+        return ((best - m[:, 2]) / s).astype(np.float32)  # back to frame px
+
+
+def _bbox(lm: np.ndarray) -> tuple[float, float, float, float]:
+    lo, hi = lm.min(0), lm.max(0)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
