@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import av
@@ -21,7 +21,7 @@ _FACE_BOX = {"astronaut": (179, 71, 271, 177), "grace_hopper": (173, 132, 356, 3
 FACES = tuple(_FACE_BOX)
 
 
-@lru_cache(maxsize=None)
+@cache
 def source_image(name: str) -> np.ndarray:
     """(H, W, 3) uint8 RGB photo of the named sample face."""
     if name == "astronaut":
@@ -37,7 +37,7 @@ def source_image(name: str) -> np.ndarray:
     raise ValueError(f"unknown sample face {name!r}; choose from {', '.join(FACES)}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def head(name: str) -> tuple[np.ndarray, np.ndarray]:
     """Square head cut-out: ((S, S, 3) uint8 RGB, (S, S) float32 alpha in [0, 1]); face ~ S/2."""
     img = source_image(name)

@@ -11,6 +11,9 @@ frames do not arrive consecutively (a detect actor in a pool may get any chunk o
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -100,11 +103,16 @@ class DetectStage:
         import mediapipe as mp  # heavy import, only where the stage runs
 
         s = self.settings
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=s.det_confidence)
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=2, refine_landmarks=True,
-            min_detection_confidence=s.mesh_confidence)
+        with _quiet_stderr():
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=s.det_confidence)
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=2, refine_landmarks=True,
+                min_detection_confidence=s.mesh_confidence)
+            # first inference starts the TFLite delegates, which log to stderr from C++
+            blank = np.zeros((MESH_INPUT, MESH_INPUT, 3), np.uint8)
+            self._detector.process(blank)
+            self._mesh.process(blank)
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         if self._mesh is None:
@@ -185,6 +193,24 @@ class DetectStage:
                  for f in res.multi_face_landmarks]
         best = min(cands, key=lambda c: np.linalg.norm(c.mean(0) - MESH_INPUT / 2))
         return ((best - m[:, 2]) / s).astype(np.float32)  # back to frame px
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to /dev/null (C++ logs bypass Python) unless SWAPSTREAM_VERBOSE."""
+    if os.environ.get("SWAPSTREAM_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _bbox(lm: np.ndarray) -> tuple[float, float, float, float]:

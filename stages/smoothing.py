@@ -1,6 +1,6 @@
 """One Euro filter (Casiez et al., CHI 2012) for landmark sets: less jitter when still, little
 lag when moving. Speeds are measured in face sizes per second so that one setting fits small and
-large faces alike.
+large faces alike, and taken for the face as a whole.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ class OneEuro:
         size = max(float(np.ptp(x[:, 1])), 1.0)
         dx = (x - self._x) / dt
         self._dx = self._dx + _alpha(self.d_cutoff, dt) * (dx - self._dx)
-        speed = np.linalg.norm(self._dx, axis=1, keepdims=True) / size  # (K, 1) sizes/s
+        # speed of the whole face (mean velocity): per-point speeds are mostly landmark noise,
+        # which would open the filter exactly when it should smooth
+        speed = float(np.linalg.norm(self._dx.mean(0))) / size  # face sizes per second
         a = _alpha(self.min_cutoff + self.beta * speed, dt)
         self._x = self._x + a * (x - self._x)
         self._t = t

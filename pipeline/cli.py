@@ -1,0 +1,186 @@
+"""The `swapstream` command: extract, train, convert, demo.
+
+User-fixable problems (SwapstreamError) print one line and exit 2; Ctrl-C exits 130; either way
+no half-written output is left under the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+EPILOG = "Swapping someone's face needs their consent. Output video is tagged as synthetic media."
+
+
+def _quiet_native_logs() -> None:
+    # MediaPipe / TFLite / absl log to stderr from C++; keep the terminal for our own lines.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="swap the faces of a video",
+                       description="Swap every face in INPUT with the other identity of MODEL and "
+                                   "write OUTPUT with the same frames, timestamps and audio.")
+    p.add_argument("input", help="video file to convert (any format FFmpeg reads)")
+    p.add_argument("output", help="video file to write (.mp4, .mkv, .mov)")
+    p.add_argument("--model", required=True, help="checkpoint directory from `swapstream train`")
+    p.add_argument("--swap", dest="direction", default=None, choices=["a2b", "b2a"],
+                   help="a2b: faces of A get B's face (default); b2a: the reverse")
+    p.add_argument("--runner", default=None, choices=["local"], help="how stages run (default local)")
+    p.add_argument("--engine", default=None, help="swap engine (default eager)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--config", help="YAML file with detect/align/blend/encode sections")
+    p.add_argument("--color", choices=["none", "reinhard", "hist"], help="colour matching (reinhard)")
+    p.add_argument("--sharpen", choices=["none", "unsharp", "gaussian", "box"], help="sharpening (none)")
+    p.add_argument("--sharpen-amount", type=float, help="sharpening strength (0.5)")
+    p.add_argument("--composite", choices=["alpha", "seamless"], help="compositing (alpha)")
+    p.add_argument("--min-face", type=int, help="smallest face height to find, px (64)")
+    p.add_argument("--no-smoothing", action="store_true", help="turn off landmark smoothing")
+    p.add_argument("--crf", type=int, help="H.264 quality, lower is better (18)")
+    p.add_argument("--preset", help="x264 preset (fast)")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(a) -> int:
+    from pipeline.config import ConvertConfig, fill, load_yaml, merge
+    from pipeline.convert import convert
+
+    values = load_yaml(a.config) if a.config else {}
+    flags = {"model": a.model, "direction": a.direction, "runner": a.runner, "engine": a.engine,
+             "device": a.device,
+             "blend": {"color": a.color, "sharpen": a.sharpen, "sharpen_amount": a.sharpen_amount,
+                       "composite": a.composite},
+             "detect": {"min_face": a.min_face},
+             "align": {"smoothing": False if a.no_smoothing else None},
+             "encode": {"crf": a.crf, "preset": a.preset}}
+    cfg = fill(ConvertConfig, merge(values, _drop_none(flags)))
+    summary = convert(a.input, a.output, cfg, progress=not a.quiet)
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def _add_extract(sub) -> None:
+    p = sub.add_parser("extract", help="extract aligned faces from videos or image folders",
+                       description="Find, align and save every face of SRC (videos and/or folders "
+                                   "of images) as a faceset for training.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="video files and/or image folders")
+    p.add_argument("-o", "--output", required=True, help="faceset directory to write (or extend)")
+    p.add_argument("--every", type=int, default=1, help="keep every Nth video frame (1)")
+    p.add_argument("--min-size", type=int, default=64, help="smallest face height kept, px (64)")
+    p.add_argument("--blur", type=float, default=0.0,
+                   help="drop faces less sharp than this (variance of Laplacian; 0 keeps all)")
+    p.set_defaults(func=_run_extract)
+
+
+def _run_extract(a) -> int:
+    from training.extract import ExtractSettings, extract
+
+    r = extract(a.sources, a.output, ExtractSettings(a.every, a.min_size, a.blur), progress=not a.quiet)
+    print(f"wrote {r.faces} faces from {r.frames} frames to {a.output} "
+          f"({r.too_small} too small, {r.too_blurry} too blurry); contact sheet: {r.contact_sheet}")
+    for s in r.sources_without_faces:
+        print(f"note: no faces found in {s}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a swap model on two facesets",
+                       description="Train the shared-encoder / two-decoder model on facesets A "
+                                   "and B. Checkpoints and preview.png go to the output directory.")
+    p.add_argument("--a", required=True, help="faceset of identity A")
+    p.add_argument("--b", required=True, help="faceset of identity B")
+    p.add_argument("-o", "--output", required=True, help="checkpoint directory")
+    p.add_argument("--preset", default="lite64", help="lite64 (CPU) | original64 | hd128 (GPU)")
+    p.add_argument("--steps", type=int, default=1000, help="total training steps (1000)")
+    p.add_argument("--batch-size", type=int, default=16, help="faces per identity per step (16)")
+    p.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (5e-5)")
+    p.add_argument("--coverage", type=float, default=0.7, help="crop coverage of the face (0.7)")
+    p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps (250)")
+    p.add_argument("--preview-every", type=int, default=250, help="preview.png every N steps (250)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in -o")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(a) -> int:
+    from training.loop import TrainConfig, train
+
+    cfg = TrainConfig(a=a.a, b=a.b, out=a.output, preset=a.preset, steps=a.steps,
+                      batch_size=a.batch_size, lr=a.lr, coverage=a.coverage, save_every=a.save_every,
+                      preview_every=a.preview_every, device=a.device, seed=a.seed, resume=a.resume)
+    r = train(cfg, progress=not a.quiet)
+    last = r.history[-1] if r.history else {}
+    print(f"trained to step {r.step} ({r.seconds_per_step * 1000:.0f} ms/step); "
+          f"loss A {last.get('loss_a', float('nan')):.4f}, loss B {last.get('loss_b', float('nan')):.4f}; "
+          f"checkpoint {r.checkpoint}; preview {r.preview}")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the whole job on built-in sample faces",
+                       description="Build two sample clips, extract, train lite64 for a few "
+                                   "minutes, convert, and write a comparison image.")
+    p.add_argument("-o", "--output", default="demo_output", help="directory for everything (demo_output)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: a ~4 minute budget)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(a) -> int:
+    from pipeline.demo import run_demo
+
+    run_demo(Path(a.output), steps=a.steps, progress=not a.quiet)
+    return 0
+
+
+def _drop_none(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _drop_none(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="swapstream", epilog=EPILOG,
+                                description="Face swapping for whole videos: extract, train, convert.")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_extract, _add_train, _add_convert, _add_demo):
+        add(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ["SWAPSTREAM_VERBOSE"] = "1"
+    else:
+        _quiet_native_logs()
+    from stages.errors import SwapstreamError
+
+    try:
+        return args.func(args)
+    except SwapstreamError as e:
+        if args.verbose:
+            raise
+        print(f"swapstream: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("swapstream: interrupted; no output was written under the final name", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Configuration: dataclasses filled from a YAML file and CLI flags; unknown keys are errors.
+
+A YAML file has one section per stage, named as the fields of ConvertConfig:
+
+    detect: {min_face: 48, detect_every: 4}
+    align: {smoothing: true, beta: 8.0}
+    blend: {color: hist, sharpen: unsharp, sharpen_amount: 0.3}
+    encode: {crf: 20, preset: medium}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.blend import BlendSettings
+from stages.detect import DetectSettings
+from stages.errors import ConfigError
+
+
+@dataclass
+class AlignOptions:
+    """The parts of AlignSettings a user sets; size and coverage come from the model."""
+
+    smoothing: bool = True
+    min_cutoff: float = 1.5
+    beta: float = 8.0
+    scene_cut: float = 35.0
+    max_residual: float = 0.12
+
+
+@dataclass
+class EncodeOptions:
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "fast"
+
+
+@dataclass
+class ConvertConfig:
+    """Everything `swapstream convert` needs besides input and output."""
+
+    model: str = ""
+    direction: str = "a2b"
+    engine: str = "eager"
+    device: str = "auto"
+    runner: str = "local"
+    batch_size: int = 8
+    detect: DetectSettings = field(default_factory=DetectSettings)
+    align: AlignOptions = field(default_factory=AlignOptions)
+    blend: BlendSettings = field(default_factory=BlendSettings)
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+
+
+def fill(cls: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass `cls` from a dict, recursing into dataclass fields; unknown keys raise."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a mapping of settings, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown setting {where}.{unknown[0]}; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING \
+            else fields[name].default
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = fill(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}; check the --config path")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]}); fix it") from None
+    return data
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge two nested dicts (override wins)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def write_resolved(cfg: Any, path: str | Path, extra: dict | None = None) -> None:
+    """Write the resolved configuration as JSON (next to an output)."""
+    Path(path).write_text(json.dumps({**to_dict(cfg), **(extra or {})}, indent=2, default=str))

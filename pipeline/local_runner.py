@@ -1,0 +1,80 @@
+"""The local runner: every stage object in one process, in order. The reference for other runners.
+
+Frames are pulled from the source in batches, pushed through each stage's process(), then into
+the sink. At the end each stage's flush() output goes through the stages after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+from tqdm import tqdm
+
+from stages.packet import FramePacket
+
+
+@dataclass
+class StageStats:
+    name: str
+    frames: int = 0
+    busy_s: float = 0.0
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    seconds: float = 0.0
+    stages: list[StageStats] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _batches(it: Iterable[FramePacket], n: int) -> Iterator[list[FramePacket]]:
+    it = iter(it)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+class LocalRunner:
+    """Runs `stages` (objects with setup/process/flush) then `sink` over `frames`."""
+
+    def __init__(self, stages: list, sink, batch_size: int = 8, progress: bool = True,
+                 total: int | None = None, desc: str = "convert") -> None:
+        self.stages, self.sink = stages, sink
+        self.batch_size = batch_size
+        self.progress, self.total, self.desc = progress, total, desc
+        self.stats = RunStats(stages=[StageStats(type(s).__name__.removesuffix("Stage").lower())
+                                      for s in [*stages, sink]])
+
+    def _through(self, batch: list[FramePacket], start: int) -> list[FramePacket]:
+        for st, stats in zip(self.stages[start:] + [self.sink], self.stats.stages[start:]):
+            t = time.perf_counter()
+            batch = st.process(batch)
+            stats.busy_s += time.perf_counter() - t
+            stats.frames += len(batch)
+        return batch
+
+    def run(self, frames: Iterable[FramePacket]) -> RunStats:
+        for st in [*self.stages, self.sink]:
+            st.setup()
+        t0 = time.perf_counter()
+        bar = tqdm(total=self.total, unit="frame", desc=self.desc, disable=not self.progress,
+                   dynamic_ncols=True)
+        try:
+            for batch in _batches(frames, self.batch_size):
+                self.stats.frames += len(self._through(batch, 0))
+                bar.update(len(batch))
+            for i, st in enumerate([*self.stages, self.sink]):
+                rest = st.flush()
+                if rest and i < len(self.stages):
+                    self.stats.frames += len(self._through(rest, i + 1))
+                    bar.update(len(rest))
+        finally:
+            bar.close()
+        self.stats.seconds = time.perf_counter() - t0
+        return self.stats

@@ -1,0 +1,288 @@
+"""Encode stage: the pipeline's sink. Writes FramePackets to H.264 and remuxes the source's audio.
+
+- Video: yuv420p H.264 (libx264, `crf`, `preset`). The encoder and stream time base are the input's
+  and every frame keeps its input pts, so variable frame rate and exact timestamps survive.
+- Odd sizes: 4:2:0 chroma needs even width and height, so an odd last row/column is padded by
+  repeating the edge pixels; the output is then one pixel taller/wider than the input.
+- Audio: every audio stream of `audio_from` is copied packet for packet (no re-encode), interleaved
+  with the video as it is written. A stream the container refuses (e.g. PCM in .mp4) is re-encoded
+  to AAC instead, and `warnings` says so.
+- Metadata marks the file as synthetic media: `comment` and a custom `synthetic_media=1` key.
+- The file is written under a temporary name next to the output and renamed only when complete,
+  so a crash or `abort()` never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from stages.decode import StreamInfo
+from stages.errors import ConfigError, InputError, OutputError
+from stages.packet import FramePacket
+
+# Output extension -> FFmpeg muxer. Only containers that carry H.264 with exact timestamps.
+_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+@dataclass
+class EncodeSettings:
+    path: str  # final output path
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "fast"
+    audio_from: str | None = None  # input whose audio streams are copied (remuxed, not re-encoded)
+    synthetic_tag: str = "synthetic media: faces replaced by swapstream"
+
+
+def _pad_even(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H + H%2, W + W%2, 3) uint8, the odd row/column repeated from the edge."""
+    ph, pw = frame.shape[0] % 2, frame.shape[1] % 2
+    if ph or pw:
+        return np.pad(frame, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    return frame
+
+
+# Standard layouts by channel count: PCM from .wav/.mkv often has an unordered "2 channels" layout,
+# which the mp4 muxer refuses; AAC carries at most 8 channels (more are downmixed to stereo).
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _aac_layout(layout) -> str:
+    if layout.name.endswith("channels"):
+        return _LAYOUTS.get(layout.nb_channels, "stereo")
+    return layout.name if layout.nb_channels <= 8 else "stereo"
+
+
+def _remux_ok(muxer: str, src_path: str, index: int) -> bool:
+    """Whether `muxer` accepts a copy of audio stream `index` of `src_path`. Tried in memory with
+    its first packets and the trailer, because some refusals only show there (mp4 writes its
+    index at the end and refuses e.g. PCM with an unordered channel layout only then)."""
+    try:
+        with av.open(src_path) as src, av.open(io.BytesIO(), "w", format=muxer) as trial:
+            template = src.streams[index]
+            out = trial.add_stream_from_template(template)
+            trial.start_encoding()
+            sent = 0
+            for pkt in src.demux(template):
+                if pkt.size and pkt.dts is not None:
+                    pkt.stream = out
+                    trial.mux(pkt)
+                    sent += 1
+                if sent == 3:
+                    break
+        return True
+    except (av.FFmpegError, ValueError):
+        return False
+
+
+def synthetic_tags(path: str | os.PathLike) -> dict[str, str]:
+    """The container's synthetic-media tags as {"comment": ..., "synthetic_media": ...}; keys are
+    lower-cased because Matroska reads them back upper-case; a key the file lacks is left out."""
+    with av.open(str(path)) as c:
+        tags = {k.lower(): v for k, v in c.metadata.items()}
+    return {k: tags[k] for k in ("comment", "synthetic_media") if k in tags}
+
+
+class EncodeStage:
+    """Sink stage: `setup()`, `process(batch)` for each batch in order, then `flush()` or `abort()`."""
+
+    def __init__(self, settings: EncodeSettings, info: StreamInfo):
+        self.settings = settings
+        self.info = info
+        self.warnings: list[str] = []
+        self.temp_path: Path | None = None
+        self._out = None  # av OutputContainer on temp_path
+        self._video = None
+        self._src = None  # av InputContainer of audio_from
+        self._audio: dict[int, tuple[object, bool]] = {}  # source stream index -> (out stream, re-encode)
+        self._audio_packets = None  # iterator over the source's audio packets
+        self._pending = None  # next source audio packet, not yet due
+        self._prev_pts: int | None = None
+        self._step = 1  # typical frame duration in pts units, for packets without pts
+        self._nudged = False  # warned once about non-increasing pts
+        self._done = False
+
+    # ----------------------------------------------------------------------------------- setup
+    def validate(self) -> Path:
+        """Check the output path (folder exists and is writable, known extension); OutputError if not."""
+        path = Path(self.settings.path)
+        parent = path.absolute().parent
+        if path.is_dir():
+            raise OutputError(f"{path}: output path is a directory; give a file name such as {path}/out.mp4")
+        if not parent.is_dir():
+            raise OutputError(f"{path}: output folder {parent} does not exist; create it first "
+                              f"(mkdir -p {parent})")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"{path}: output folder {parent} is not writable; choose another folder "
+                              "or fix its permissions")
+        if path.suffix.lower() not in _CONTAINERS:
+            raise OutputError(f"{path}: unknown output extension {path.suffix!r}; "
+                              f"use one of {', '.join(_CONTAINERS)}")
+        return path
+
+    def setup(self) -> None:
+        """Validate the output path, open the temporary file, add the streams, write the header."""
+        path = self.validate()
+        muxer = _CONTAINERS[path.suffix.lower()]
+        try:
+            is_video = av.Codec(self.settings.codec, "w").type == "video"
+        except ValueError:  # UnknownCodecError
+            is_video = False
+        if not is_video:
+            raise ConfigError(f"encode codec {self.settings.codec!r} is not a video encoder in this FFmpeg; "
+                              "use libx264")
+        # Keep the extension so tools (and the muxer guess) see the right container.
+        self.temp_path = path.absolute().parent / f".{path.stem}.partial-{os.getpid()}{path.suffix}"
+        options = {}
+        if muxer in ("mp4", "mov"):
+            # use_metadata_tags: keep custom keys (synthetic_media); faststart: index up front for players.
+            options["movflags"] = "use_metadata_tags+faststart"
+        try:
+            self._out = av.open(str(self.temp_path), "w", format=muxer, options=options)
+        except (av.FFmpegError, OSError) as err:
+            raise OutputError(f"{path}: cannot create the output file ({err}); check free space "
+                              "and permissions") from None
+        try:
+            self._out.metadata["comment"] = self.settings.synthetic_tag
+            self._out.metadata["synthetic_media"] = "1"
+            self._add_video()
+            if self.settings.audio_from:
+                self._add_audio(muxer)
+            self._out.start_encoding()
+        except av.FFmpegError as err:
+            self.abort()
+            raise OutputError(f"{path}: cannot write the output header ({err}); "
+                              "try the .mkv extension") from None
+        except BaseException:
+            self.abort()  # no temp file left behind, whatever went wrong
+            raise
+
+    def _add_video(self) -> None:
+        info, s = self.info, self.settings
+        tb = info.time_base
+        rate = Fraction(info.fps).limit_denominator(100_000) if info.fps else Fraction(30)
+        v = self._video = self._out.add_stream(s.codec, rate=rate)
+        v.width, v.height = info.width + info.width % 2, info.height + info.height % 2
+        v.pix_fmt = "yuv420p"
+        # The input's time base on stream and encoder: input pts go through unchanged.
+        v.time_base = tb
+        v.codec_context.time_base = tb
+        if s.codec in ("libx264", "libx265"):
+            v.options = {"crf": str(s.crf), "preset": s.preset}
+        self._step = max(1, int(round(1 / (rate * tb))))
+
+    def _add_audio(self, muxer: str) -> None:
+        src_path = self.settings.audio_from
+        try:
+            self._src = av.open(src_path)
+        except (av.FFmpegError, OSError) as err:
+            raise InputError(f"{src_path}: cannot read audio from it ({err}); check the audio_from path") \
+                from None
+        for a in self._src.streams.audio:
+            if _remux_ok(muxer, src_path, a.index):
+                self._audio[a.index] = (self._out.add_stream_from_template(a), False)
+            else:
+                out = self._out.add_stream("aac", rate=a.rate, layout=_aac_layout(a.layout))
+                self._audio[a.index] = (out, True)
+                self.warnings.append(f"audio stream {a.index} ({a.codec_context.name}) of {src_path} cannot "
+                                     f"be copied into {muxer}; re-encoded to AAC")
+        if self._audio:
+            self._audio_packets = iter(self._src.demux(*self._src.streams.audio))
+
+    # --------------------------------------------------------------------------------- writing
+    def process(self, batch: list[FramePacket]) -> list[FramePacket]:
+        """Encode the frames of `batch` ((H, W, 3) uint8 RGB, in order) and return the batch."""
+        if self._out is None:
+            raise RuntimeError("EncodeStage.setup() has not been called (or flush/abort already ran)")
+        tb, v = self.info.time_base, self._video
+        for packet in batch:
+            frame = packet.frame
+            if frame.shape[:2] != (self.info.height, self.info.width):
+                raise ValueError(f"frame {packet.index} is {frame.shape[1]}x{frame.shape[0]}, the stream "
+                                 f"is {self.info.width}x{self.info.height}")
+            pts = packet.pts
+            if pts is not None and packet.time_base != tb:
+                pts = int(round(pts * packet.time_base / tb))
+            if pts is None:
+                pts = 0 if self._prev_pts is None else self._prev_pts + self._step
+            elif self._prev_pts is not None and pts <= self._prev_pts:
+                # The encoder refuses non-increasing pts; nudge rather than drop the frame.
+                if not self._nudged:
+                    self.warnings.append(f"frame {packet.index}: pts {pts} not after {self._prev_pts}; "
+                                         "written 1 tick later (later such frames likewise)")
+                    self._nudged = True
+                pts = self._prev_pts + 1
+            vf = av.VideoFrame.from_ndarray(_pad_even(frame), format="rgb24")
+            vf.pts, vf.time_base = pts, tb
+            self._out.mux(v.encode(vf))  # PyAV converts rgb24 -> yuv420p for the encoder
+            self._prev_pts = pts
+        if self._prev_pts is not None:
+            self._mux_audio(until=float(self._prev_pts * tb))
+        return batch
+
+    def _mux_audio(self, until: float | None) -> None:
+        """Mux source audio packets whose dts time <= `until` seconds (all when None)."""
+        if self._audio_packets is None:
+            return
+        while True:
+            pkt = self._pending
+            if pkt is None:
+                pkt = next(self._audio_packets, None)
+                if pkt is None:
+                    self._audio_packets = None
+                    return
+            ts = pkt.dts if pkt.dts is not None else pkt.pts
+            if until is not None and ts is not None and float(ts * pkt.time_base) > until:
+                self._pending = pkt  # not due yet: keeps audio interleaved with the video
+                return
+            self._pending = None
+            out, reencode = self._audio[pkt.stream.index]
+            if reencode:
+                for frame in pkt.decode():  # an empty packet drains the decoder
+                    self._out.mux(out.encode(frame))
+            elif pkt.size:  # demux ends with empty flush packets: not for the muxer
+                pkt.stream = out
+                self._out.mux(pkt)
+
+    def flush(self) -> list[FramePacket]:
+        """Drain the encoder, mux the remaining audio, close and rename the file into place."""
+        if self._done:
+            return []
+        if self._out is None:
+            raise RuntimeError("EncodeStage.setup() has not been called")
+        self._out.mux(self._video.encode())
+        self._mux_audio(until=None)
+        for out, reencode in self._audio.values():
+            if reencode:
+                self._out.mux(out.encode())
+        self._out.close()
+        self._out = None
+        self._close_source()
+        os.replace(self.temp_path, self.settings.path)  # atomic: readers see all or nothing
+        self._done = True
+        return []
+
+    def _close_source(self) -> None:
+        self._audio_packets = self._pending = None
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+
+    def abort(self) -> None:
+        """Close and delete the temporary file; safe to call twice and after flush()."""
+        if self._out is not None:
+            try:
+                self._out.close()
+            except Exception:  # noqa: BLE001 - closing a broken file must not hide the first error
+                pass
+            self._out = None
+        self._close_source()
+        if self.temp_path is not None and not self._done:
+            self.temp_path.unlink(missing_ok=True)

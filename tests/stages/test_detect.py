@@ -1,0 +1,93 @@
+"""Detect stage on real frames with real MediaPipe."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from pipeline.samples import background, render_frames
+from stages.detect import DetectSettings, DetectStage, search_tiles
+from stages.errors import ConfigError
+from stages.packet import FramePacket
+
+
+def packets(frames, start=0):
+    return [FramePacket(start + i, start + i, Fraction(1, 30), f) for i, f in enumerate(frames)]
+
+
+@pytest.fixture(scope="module")
+def detect():
+    d = DetectStage()
+    d.setup()
+    yield d
+    d.close()
+
+
+def test_one_face_with_478_landmarks_on_the_face(detect):
+    frame = next(render_frames(["astronaut"], 1, 400, 300, 0.6))
+    [p] = detect.process(packets([frame], 1000))
+    assert len(p.faces) == 1
+    face = p.faces[0]
+    assert face.landmarks.shape == (478, 2) and face.landmarks.dtype == np.float32
+    x0, y0, x1, y1 = face.bbox
+    # the head cut-out (180 px) is centred near (200, 150 +- 18); the face is its middle half
+    assert 120 < (x0 + x1) / 2 < 280 and 100 < (y0 + y1) / 2 < 200
+    assert 60 < y1 - y0 < 140
+
+
+def test_no_face_gives_empty_list(detect):
+    [p] = detect.process(packets([background(320, 240)], 2000))
+    assert p.faces == []
+
+
+def test_several_faces_per_frame(detect):
+    frame = next(render_frames(["astronaut", "grace_hopper", "astronaut"], 1, 960, 400, 0.5))
+    [p] = detect.process(packets([frame], 3000))
+    assert len(p.faces) == 3
+    xs = sorted((f.bbox[0] + f.bbox[2]) / 2 for f in p.faces)
+    assert xs[0] < 320 < xs[1] < 640 < xs[2]
+
+
+@pytest.mark.parametrize("head_px", [128, 1080])
+def test_small_and_full_height_faces_in_1080p(detect, head_px):
+    """Faces ~64 px tall (head cut-out 128 px) and a face filling the frame height are found."""
+    faces = ["astronaut", "grace_hopper"] if head_px < 500 else ["astronaut"]
+    frame = next(render_frames(faces, 1, 1920, 1080, head_px / 1080))
+    [p] = detect.process(packets([frame], 4000 + head_px))
+    assert len(p.faces) == len(faces)
+    heights = [f.bbox[3] - f.bbox[1] for f in p.faces]
+    assert all(0.35 * head_px < h < 0.8 * head_px for h in heights), heights
+
+
+def test_tracking_skips_full_searches_and_keeps_faces(monkeypatch):
+    d = DetectStage(DetectSettings(detect_every=8))
+    d.setup()
+    calls = []
+    real = d._search
+    monkeypatch.setattr(d, "_search", lambda f: calls.append(1) or real(f))  # spy, calls through
+    frames = list(render_frames(["astronaut", "grace_hopper"], 120, 560, 300, 0.6))[:24]
+    out = d.process(packets(frames))
+    assert [len(p.faces) for p in out] == [2] * 24
+    assert len(calls) == 3  # frames 0, 8, 16
+    # a frame that does not follow the last one starts with a full search
+    d.process(packets(frames[:1], 500))
+    assert len(calls) == 4
+    d.close()
+
+
+def test_search_tiles_cover_the_frame_and_shrink_to_the_smallest_face():
+    tiles = search_tiles(1920, 1080, 64)
+    assert tiles[0] == (0, 0, 1920)
+    smallest = min(t[2] for t in tiles)
+    assert smallest <= 8 * 64 * 1.25
+    cover = np.zeros((1080, 1920), bool)
+    for x, y, s in tiles[1:]:
+        if s == smallest:
+            cover[y:y + s, x:x + s] = True
+    assert cover.all()
+    assert search_tiles(320, 240, 64) == [(0, 0, 320)]  # small frames: the whole frame is enough
+
+
+def test_bad_settings():
+    with pytest.raises(ConfigError):
+        DetectSettings(min_face=4)

@@ -1,0 +1,199 @@
+"""EncodeStage round trips through real files: frame count, pts, audio remux, tags, failure paths."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.samples import make_clip, render_frames, write_clip
+from stages.decode import DecodeSettings, DecodeStage
+from stages.encode import EncodeSettings, EncodeStage, synthetic_tags
+from stages.errors import ConfigError, InputError, OutputError
+
+W, H, FPS, N = 320, 240, 30, 30
+
+
+def decode_all(path):
+    stage = DecodeStage(DecodeSettings(str(path)))
+    info = stage.setup()
+    try:
+        return info, list(stage.frames())
+    finally:
+        stage.close()
+
+
+def encode(info, packets, out, audio_from=None, batch=8):
+    stage = EncodeStage(EncodeSettings(str(out), audio_from=audio_from and str(audio_from)), info)
+    stage.setup()
+    for i in range(0, len(packets), batch):
+        assert stage.process(packets[i:i + batch]) == packets[i:i + batch]
+    assert stage.flush() == []
+    return stage
+
+
+def audio_packets(path):
+    """[(payload bytes, pts seconds)] of the first audio stream, and its duration in seconds."""
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        pkts = [(bytes(p), float(p.pts * p.time_base)) for p in c.demux(a) if p.size]
+        dur = a.duration * a.time_base if a.duration else c.duration / av.time_base
+    return pkts, float(dur)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("enc") / "clip.mp4", seconds=N / FPS, fps=FPS, width=W, height=H)
+
+
+@pytest.fixture(scope="module")
+def decoded(clip):
+    return decode_all(clip)
+
+
+def test_round_trip_keeps_frames_pts_audio_and_pixels(clip, decoded, tmp_path):
+    info, src = decoded
+    out = tmp_path / "out.mp4"
+    stage = encode(info, src, out, audio_from=clip)
+    assert stage.warnings == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # temp file renamed away
+    info2, got = decode_all(out)
+    assert len(got) == len(src) == N
+    assert info2.time_base == info.time_base  # mp4 -> mp4: same time base, so same pts
+    assert [p.pts for p in got] == [p.pts for p in src]
+    assert (info2.width, info2.height, info2.codec, info2.pix_fmt) == (W, H, "h264", "yuv420p")
+    diff = np.mean([np.abs(a.frame.astype(np.int16) - b.frame).mean() for a, b in zip(src, got)])
+    assert diff < 3, diff
+    want, want_dur = audio_packets(clip)
+    have, have_dur = audio_packets(out)
+    assert [p for p, _ in have] == [p for p, _ in want]  # copied byte for byte, not re-encoded
+    assert [t for _, t in have] == pytest.approx([t for _, t in want], abs=1e-6)
+    assert have_dur == pytest.approx(want_dur, abs=0.1)
+
+
+def test_audio_is_interleaved_with_video(clip, decoded, tmp_path):
+    info, src = decoded
+    out = tmp_path / "out.mkv"  # Matroska keeps packets in the order they were muxed
+    encode(info, src, out, audio_from=clip)
+    with av.open(str(out)) as c:
+        kinds = "".join(p.stream.type[0] for p in c.demux() if p.size)
+    assert kinds.count("v") == N
+    assert "a" in kinds[: len(kinds) // 2] and "v" in kinds[len(kinds) // 2:]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_variable_frame_rate_survives(tmp_path, ext):
+    ms = [0, 33, 50, 120, 130, 300, 333, 340, 500, 700]  # irregular gaps, in milliseconds
+    frames = list(render_frames(("astronaut",), len(ms), W, H))
+    path = write_clip(tmp_path / "vfr.mkv", frames, FPS, audio=False, pts=ms, time_base=Fraction(1, 1000))
+    info, src = decode_all(path)
+    out = tmp_path / f"out{ext}"
+    encode(info, src, out)
+    _, got = decode_all(out)
+    assert [p.time for p in got] == pytest.approx([t / 1000 for t in ms], abs=1e-6)
+
+
+def test_odd_size_is_padded_to_even(tmp_path):
+    # 4:4:4 is the one way to write an odd-sized H.264 input in the first place.
+    frames = render_frames(("astronaut",), 15, 321, 241)
+    path = write_clip(tmp_path / "odd.mkv", frames, FPS, audio=False, pix_fmt="yuv444p")
+    info, src = decode_all(path)
+    assert (info.width, info.height) == (321, 241)
+    out = tmp_path / "out.mp4"
+    encode(info, src, out)
+    info2, got = decode_all(out)
+    assert (info2.width, info2.height) == (322, 242) and len(got) == len(src)
+    diff = np.mean([np.abs(b.frame[:241, :321].astype(np.int16) - a.frame).mean() for a, b in zip(src, got)])
+    assert diff < 3, diff
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".mov"])
+def test_synthetic_tag_reads_back(decoded, tmp_path, ext):
+    info, src = decoded
+    out = tmp_path / f"out{ext}"
+    encode(info, src[:5], out)
+    tags = synthetic_tags(out)
+    assert tags == {"comment": EncodeSettings("x").synthetic_tag, "synthetic_media": "1"}
+
+
+def test_audio_the_container_refuses_is_reencoded_to_aac(decoded, tmp_path):
+    info, src = decoded
+    pcm = tmp_path / "pcm.mkv"  # PCM with an unordered "2 channels" layout: mp4 refuses to copy it
+    with av.open(str(pcm), "w") as out:
+        s = out.add_stream("pcm_s16le", rate=48000, layout="stereo")
+        for k in range(47):
+            samples = np.zeros((1, 2 * 1024), np.int16)
+            af = av.AudioFrame.from_ndarray(samples, format="s16", layout="stereo")
+            af.sample_rate, af.pts = 48000, k * 1024
+            out.mux(s.encode(af))
+        out.mux(s.encode())
+    out = tmp_path / "out.mp4"
+    stage = encode(info, src, out, audio_from=pcm)
+    assert len(stage.warnings) == 1 and "re-encoded to AAC" in stage.warnings[0]
+    with av.open(str(out)) as c:
+        (a,) = c.streams.audio
+        assert a.codec_context.name == "aac" and a.layout.name == "stereo"
+        assert float(a.duration * a.time_base) == pytest.approx(47 * 1024 / 48000, abs=0.1)
+
+
+def test_missing_output_folder(decoded, tmp_path):
+    info, _ = decoded
+    stage = EncodeStage(EncodeSettings(str(tmp_path / "no" / "out.mp4")), info)
+    with pytest.raises(OutputError, match="does not exist"):
+        stage.setup()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_is_a_directory(decoded, tmp_path):
+    info, _ = decoded
+    target = tmp_path / "out.mp4"
+    target.mkdir()
+    with pytest.raises(OutputError, match="is a directory") as e:
+        EncodeStage(EncodeSettings(str(target)), info).setup()
+    assert str(target) in str(e.value) and "\n" not in str(e.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"] and not any(target.iterdir())
+
+
+def test_unknown_extension(decoded, tmp_path):
+    info, _ = decoded
+    with pytest.raises(OutputError, match=r"\.mp4"):
+        EncodeStage(EncodeSettings(str(tmp_path / "out.xyz")), info).setup()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_audio_source_leaves_no_temp_file(decoded, tmp_path):
+    info, _ = decoded
+    settings = EncodeSettings(str(tmp_path / "out.mp4"), audio_from=str(tmp_path / "nope.mp4"))
+    stage = EncodeStage(settings, info)
+    with pytest.raises(InputError):
+        stage.setup()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_abort_leaves_nothing(clip, decoded, tmp_path):
+    info, src = decoded
+    stage = EncodeStage(EncodeSettings(str(tmp_path / "out.mp4"), audio_from=str(clip)), info)
+    stage.setup()
+    stage.process(src[:10])
+    assert stage.temp_path.exists() and stage.temp_path.parent == tmp_path
+    assert stage.temp_path.suffix == ".mp4" and stage.temp_path.name.startswith(".out.partial-")
+    stage.abort()
+    stage.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_abort_after_flush_keeps_the_output(decoded, tmp_path):
+    info, src = decoded
+    stage = encode(info, src[:5], tmp_path / "out.mp4")
+    stage.abort()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+@pytest.mark.parametrize("codec", ["nope264", "aac"])
+def test_codec_that_is_not_a_video_encoder(decoded, tmp_path, codec):
+    info, _ = decoded
+    with pytest.raises(ConfigError, match=codec):
+        EncodeStage(EncodeSettings(str(tmp_path / "out.mp4"), codec=codec), info).setup()
+    assert list(tmp_path.iterdir()) == []
