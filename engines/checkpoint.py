@@ -4,6 +4,7 @@ model.json holds: format, preset, model (architecture), identities, step, traini
 sha256 of model.safetensors. An optional `optimizer.safetensors` holds Adam state for --resume.
 Saves are atomic: everything is written into a sibling temporary directory which then replaces
 the checkpoint by rename, so a crash leaves either the old checkpoint or the new one, never half.
+Other files in the directory (training previews) are carried over into the new one.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def save_checkpoint(path: str | Path, model: SwapModel, preset: str, step: int =
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         old = None
+        if path.is_dir():
+            # carry over what else lives in the directory (training previews, notes)
+            for f in path.iterdir():
+                if f.is_file() and not (tmp / f.name).exists() and f.name != "optimizer.safetensors":
+                    shutil.copy2(f, tmp / f.name)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

@@ -1,0 +1,48 @@
+"""Configuration: YAML + flags into dataclasses; unknown keys and bad values are clear errors."""
+
+import pytest
+
+from pipeline.cli import build_parser, main
+from pipeline.config import ConvertConfig, fill, load_yaml, merge
+from stages.errors import ConfigError
+
+
+def test_yaml_sections_fill_the_stage_settings(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("detect: {min_face: 48}\nblend: {color: hist, sharpen: unsharp}\nencode: {crf: 22}\n")
+    cfg = fill(ConvertConfig, merge(load_yaml(f), {"model": "m", "blend": {"color": "none"}}))
+    assert cfg.detect.min_face == 48 and cfg.encode.crf == 22
+    assert cfg.blend.color == "none" and cfg.blend.sharpen == "unsharp"  # flags win over the file
+    assert cfg.align.smoothing is True  # untouched defaults stay
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"detectt": {}}, "unknown setting config.detectt"),
+    ({"blend": {"colour": "hist"}}, "unknown setting config.blend.colour"),
+    ({"blend": {"color": "sepia"}}, "blend.color='sepia' is not allowed"),
+    ({"detect": {"min_face": 2}}, "min_face 2"),
+])
+def test_bad_settings_are_errors(values, match):
+    with pytest.raises(ConfigError, match=match):
+        fill(ConvertConfig, values)
+
+
+def test_bad_yaml_is_an_error(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("detect: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(f)
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(tmp_path / "missing.yaml")
+
+
+def test_cli_help_names_every_command_and_consent(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("extract", "train", "convert", "demo"):
+        assert cmd in out
+    assert "consent" in out
+    args = build_parser().parse_args(["convert", "in.mp4", "out.mp4", "--model", "m"])
+    assert args.direction is None and args.func.__name__ == "_run_convert"

@@ -1,0 +1,159 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engines.checkpoint import load_checkpoint
+from engines.model import SwapModel, preset
+from stages.errors import ConfigError, ModelError
+from training.augment import TrainingFaces
+from training.faceset import load_faceset
+from training.loop import Batch, TrainConfig, load_optimizer_tensors, optimizer_tensors, train, train_step
+from training.losses import LossConfig, swap_losses
+from training.preview import HEADER, preview_grid, save_png
+
+
+def _cfg(facesets, out, **kw) -> TrainConfig:
+    kw = {"preset": "lite64", "batch_size": 8, "lr": 5e-4, "save_every": 1000, "preview_every": 1000,
+          "device": "cpu", **kw}
+    return TrainConfig(str(facesets[0]), str(facesets[1]), str(out), **kw)
+
+
+def test_training_reduces_the_loss(facesets, tmp_path):
+    res = train(_cfg(facesets, tmp_path / "m", steps=25), progress=False)
+    assert res.step == 25 and len(res.history) == 25
+    loss = [h["loss"] for h in res.history]
+    first, last = np.mean(loss[:3]), np.mean(loss[-3:])
+    assert last < 0.85 * first, (first, last)
+    assert {"loss_a", "loss_b", "a/face", "a/mask", "b/face", "b/mask"} <= set(res.history[0])
+    ckpt = load_checkpoint(res.checkpoint)
+    assert ckpt.step == 25 and ckpt.identities == ["a", "b"] and ckpt.preset == "lite64"
+    assert ckpt.training["coverage"] == 0.7 and ckpt.training["a"] == str(facesets[0].resolve())
+    # the final preview survives the checkpoint save that replaces the directory
+    img = cv2.imread(str(res.checkpoint / "preview.png"))
+    assert img is not None and img.shape[1] == 6 * 128
+
+
+def test_checkpoint_and_resume(facesets, tmp_path):
+    out = tmp_path / "m"
+    res = train(_cfg(facesets, out, steps=4, save_every=2, preview_every=2), progress=False)
+    assert res.step == 4
+    opt = load_file(out / "optimizer.safetensors")
+    assert {v.item() for k, v in opt.items() if k.endswith(".step")} == {4.0}
+
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_cfg(facesets, out, steps=6), progress=False)
+    with pytest.raises(ModelError, match="preset 'lite64'"):
+        train(_cfg(facesets, out, steps=6, preset="original64", resume=True), progress=False)
+    with pytest.raises(ConfigError, match="coverage 0.7"):
+        train(_cfg(facesets, out, steps=6, coverage=0.6, resume=True), progress=False)
+    with pytest.raises(ConfigError, match="step 4 already"):
+        train(_cfg(facesets, out, steps=4, resume=True), progress=False)
+
+    res2 = train(_cfg(facesets, out, steps=6, resume=True), progress=False)
+    assert res2.step == 6 and len(res2.history) == 2
+    assert json.loads((out / "model.json").read_text())["step"] == 6
+    opt2 = load_file(out / "optimizer.safetensors")
+    # Adam's step counters continued from 4: the optimizer state was restored, not restarted
+    assert {v.item() for k, v in opt2.items() if k.endswith(".step")} == {6.0}
+    assert opt2.keys() == opt.keys()
+
+
+def test_out_dir_guards(facesets, tmp_path):
+    with pytest.raises(ConfigError, match="holds no checkpoint"):
+        train(_cfg(facesets, tmp_path / "new", steps=2, resume=True), progress=False)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        train(_cfg(facesets, tmp_path / "busy", steps=2), progress=False)
+    with pytest.raises(ConfigError, match="unknown model preset"):
+        train(_cfg(facesets, tmp_path / "x", preset="nope"), progress=False)
+
+
+def test_optimizer_state_round_trip():
+    torch.manual_seed(0)
+    model = SwapModel(preset("lite64"), ["a", "b"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    x = torch.rand(2, 3, 64, 64)
+    batch = Batch(x, x, torch.ones(2, 1, 64, 64))
+    train_step(model, opt, batch, batch)
+    flat = optimizer_tensors(opt)
+    assert all(isinstance(v, torch.Tensor) for v in flat.values())
+    opt2 = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    load_optimizer_tensors(opt2, flat)
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    for i in s1:
+        for k in s1[i]:
+            assert torch.equal(s1[i][k], s2[i][k])
+    with pytest.raises(ModelError, match="optimizer"):
+        load_optimizer_tensors(opt2, {"state.99999.exp_avg": torch.zeros(1)})
+
+
+def test_losses_are_named_terms():
+    pred = torch.full((2, 4, 8, 8), 0.5)
+    target, mask = torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    out = swap_losses(pred, target, mask, LossConfig({"face": 1.0, "mask": 2.0}))
+    assert set(out) == {"face", "mask", "total"}
+    torch.testing.assert_close(out["face"], torch.tensor(0.5))
+    torch.testing.assert_close(out["total"], out["face"] + 2 * out["mask"])
+    bce = swap_losses(pred, target, mask, LossConfig(mask_loss="bce"))["mask"]
+    torch.testing.assert_close(bce, torch.tensor(np.log(2), dtype=torch.float32))
+    with pytest.raises(ConfigError, match="unknown loss term"):
+        swap_losses(pred, target, mask, LossConfig({"ssim": 1.0}))
+
+
+def test_preview_grid(facesets, tmp_path):
+    torch.manual_seed(0)
+    model = SwapModel(preset("lite64"), ["a", "b"])
+    fa = TrainingFaces(load_faceset(facesets[0]), 64, 0.7).fixed(3)
+    fb = TrainingFaces(load_faceset(facesets[1]), 64, 0.7).fixed(2)
+    grid = preview_grid(model, fa, fb, ids=("a", "b"))
+    assert grid.dtype == np.uint8 and grid.shape == (HEADER + 3 * 64, 6 * 64, 3)
+    assert model.training  # left as it was
+    cells = grid[HEADER:].reshape(3, 64, 6, 64, 3)
+    np.testing.assert_array_equal(cells[:, :, 0], (fa.permute(0, 2, 3, 1) * 255).round().byte().numpy())
+    assert cells[2, :, 3].max() == 0  # B has only 2 rows: padded with black
+    for j in range(6):  # a label drawn over every column
+        assert grid[:HEADER, j * 64:(j + 1) * 64].max() > 128
+    big = preview_grid(model, fa, fb, scale=2)
+    assert big.shape == (2 * (HEADER + 3 * 64), 2 * 6 * 64, 3)
+    path = save_png(tmp_path / "p.png", grid)
+    np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), grid)
+
+
+def _tiny_batch(device: str = "cpu") -> Batch:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g).to(device)
+    return Batch(x, x, torch.ones(2, 1, 64, 64, device=device))
+
+
+def test_mixed_precision_step_and_scaler_state():
+    # The CUDA path (fp16 autocast + GradScaler), exercised on the CPU's fp16 autocast.
+    torch.manual_seed(0)
+    model = SwapModel(preset("lite64"), ["a", "b"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    scaler = torch.amp.GradScaler("cpu")
+    b = _tiny_batch()
+    losses = [train_step(model, opt, b, b, scaler=scaler)["loss"] for _ in range(3)]
+    assert all(np.isfinite(losses))
+    flat = optimizer_tensors(opt, scaler)
+    assert flat["scaler.scale"].item() == scaler.get_scale()
+    scaler2 = torch.amp.GradScaler("cpu", init_scale=1.0)
+    load_optimizer_tensors(torch.optim.Adam(model.parameters()), flat, scaler2)
+    assert scaler2.state_dict() == scaler.state_dict()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_on_cuda(facesets, tmp_path):
+    res = train(_cfg(facesets, tmp_path / "m", steps=6, device="cuda"), progress=False)
+    assert res.step == 6 and all(np.isfinite(h["loss"]) for h in res.history)
+    flat = load_file(tmp_path / "m" / "optimizer.safetensors")
+    assert "scaler.scale" in flat  # the GradScaler state is saved for --resume
+    res2 = train(_cfg(facesets, tmp_path / "m", steps=8, device="cuda", resume=True), progress=False)
+    assert res2.step == 8

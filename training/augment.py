@@ -1,0 +1,175 @@
+"""Batched training augmentation in torch, on the training device: random affine + random warp.
+
+Geometry. A faceset image is F px square with the stable-landmark square spanning F * fcov px
+(faceset.FACESET_COVERAGE); the training crop is S px square with that square spanning
+S * coverage px, the same crop the align stage cuts at conversion. The map from faceset px to crop
+px, p_m = (p_f - F/2) * S*coverage / (F*fcov) + S/2, is fitted from the two templates so it stays
+consistent with `alignment_matrix`. Pixel centres sit at integer coordinates (OpenCV's and the
+landmarks' convention); grid_sample runs with align_corners=False, whose normalised coordinates
+(-1..1 across the image's extent) do not depend on the source resolution, so faces can be
+pre-shrunk once (anti-aliased) without moving anything.
+
+The random affine (rotation, scale, shift, flip) moves input, target and mask alike; the random
+warp (the 2017 trick: a jittered 5x5 grid of control points, smoothly upsampled) moves the input
+only, so the network must learn to undo it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stages.geometry import template_in_crop, umeyama
+from training.faceset import Faceset, hull_masks
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotation: float = 10.0  # degrees, uniform in [-rotation, rotation]
+    scale: float = 0.05  # zoom factor uniform in [1 - scale, 1 + scale]
+    shift: float = 0.05  # share of the crop side, uniform in [-shift, shift] on each axis
+    flip: float = 0.5  # probability of a horizontal flip
+    warp: bool = True
+    warp_points: int = 5  # control grid is warp_points x warp_points over the crop
+    # Jitter std as a share of the crop side. The 2017 code jitters by 5 px a grid spanning the
+    # 160 px that become the 64 px crop: 5/160 of the side, ~2 px at 64.
+    warp_std: float = 5 / 160
+
+    @classmethod
+    def off(cls) -> AugmentConfig:
+        """No augmentation at all: input == target == the plain aligned crop."""
+        return cls(rotation=0.0, scale=0.0, shift=0.0, flip=0.0, warp=False)
+
+
+def _to_norm(n: int) -> np.ndarray:
+    """3x3: pixel coordinate (centres at integers) -> align_corners=False normalised coordinate."""
+    return np.array([[2 / n, 0, 1 / n - 1], [0, 2 / n, 1 / n - 1], [0, 0, 1]])
+
+
+def crop_to_faceset(size: int, coverage: float, faceset_size: int, faceset_coverage: float) -> np.ndarray:
+    """(3, 3) float64: normalised crop coordinates -> normalised faceset coordinates."""
+    m = umeyama(template_in_crop(faceset_size, faceset_coverage), template_in_crop(size, coverage))
+    faceset_to_crop = np.vstack([m, [0, 0, 1]])  # pixels -> pixels
+    return _to_norm(faceset_size) @ np.linalg.inv(faceset_to_crop) @ np.linalg.inv(_to_norm(size))
+
+
+def working_size(size: int, coverage: float, faceset_size: int, faceset_coverage: float) -> int:
+    """Side to pre-shrink faceset images to so the crop samples them at about 1:1."""
+    ratio = size * coverage / (faceset_size * faceset_coverage)
+    return min(faceset_size, math.ceil(faceset_size * ratio))
+
+
+def prepare_faces(images: np.ndarray, masks: np.ndarray, side: int, device: torch.device | str = "cpu",
+                  chunk: int = 256) -> torch.Tensor:
+    """images (N, F, F, 3) uint8 + masks (N, F, F) uint8 -> (N, 4, side, side) uint8 on device.
+
+    Shrinks with anti-aliasing once, so each training step only resamples small images.
+    """
+    out = []
+    for i in range(0, len(images), chunk):
+        x = torch.from_numpy(np.concatenate([images[i:i + chunk], masks[i:i + chunk, ..., None]], -1))
+        x = x.to(device).permute(0, 3, 1, 2).float()  # (n, 4, F, F) in [0, 255]
+        if x.shape[-1] != side:
+            x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _uniform(n: int, r: float, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return (torch.rand(n, generator=g, device=device, dtype=torch.float64) * 2 - 1) * r
+
+
+def random_affine(n: int, cfg: AugmentConfig, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, 3, 3) float64: normalised output crop coordinates -> normalised unaugmented crop ones."""
+    device = torch.device(device)
+    angle = _uniform(n, math.radians(cfg.rotation), generator, device)
+    zoom = 1 + _uniform(n, cfg.scale, generator, device)
+    shift = torch.stack([_uniform(n, 2 * cfg.shift, generator, device) for _ in range(2)], -1)  # (n, 2)
+    flip = torch.rand(n, generator=generator, device=device, dtype=torch.float64) < cfg.flip
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom  # zooming in samples a smaller area
+    sx = torch.where(flip, -1.0, 1.0).to(torch.float64)
+    t = torch.zeros(n, 3, 3, dtype=torch.float64, device=device)
+    t[:, 0, 0], t[:, 0, 1], t[:, 0, 2] = cos * sx, -sin, shift[:, 0]
+    t[:, 1, 0], t[:, 1, 1], t[:, 1, 2] = sin * sx, cos, shift[:, 1]
+    t[:, 2, 2] = 1
+    return t
+
+
+def random_flow(n: int, size: int, cfg: AugmentConfig, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, size, size, 2) float32 smooth displacement field, in normalised crop coordinates."""
+    k = cfg.warp_points
+    jitter = torch.randn(n, 2, k, k, generator=generator, device=device) * (2 * cfg.warp_std)
+    # The 2017 target follows the jittered grid's best-fit similarity; removing the mean keeps the
+    # warp from also shifting the whole face against its target.
+    jitter = jitter - jitter.mean(dim=(2, 3), keepdim=True)
+    flow = F.interpolate(jitter, size=(size, size), mode="bicubic", align_corners=True)
+    return flow.permute(0, 2, 3, 1)  # (n, S, S, 2)
+
+
+def augment(faces: torch.Tensor, size: int, coverage: float, cfg: AugmentConfig | None = None,
+            generator: torch.Generator | None = None, faceset_size: int = 256,
+            faceset_coverage: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Augment a batch of faceset faces into training crops.
+
+    faces: (N, 4, H, W) uint8 - RGB + hull mask (0..255) of faceset images at any resolution
+    (see prepare_faces); faceset_size/coverage describe the geometry they were aligned with.
+    Returns warped_input (N, 3, S, S), target (N, 3, S, S), target_mask (N, 1, S, S), float32 in
+    [0, 1] on faces.device. Random draws: affine first, then warp, so the same generator state
+    gives the same target with the warp on or off.
+    """
+    cfg = cfg or AugmentConfig()
+    n, dev = faces.shape[0], faces.device
+    base = torch.as_tensor(crop_to_faceset(size, coverage, faceset_size, faceset_coverage), device=dev)
+    theta = (base @ random_affine(n, cfg, generator, dev))[:, :2].float()  # (N, 2, 3)
+    x = faces.float().div_(255)  # (N, 4, H, W)
+    grid = F.affine_grid(theta, [n, 4, size, size], align_corners=False)  # (N, S, S, 2)
+    target = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if not cfg.warp:
+        rgb = target[:, :3]
+        return rgb, rgb.clone(), target[:, 3:]
+    ident = torch.eye(2, 3, device=dev).expand(n, 2, 3)
+    v = F.affine_grid(ident, [n, 4, size, size], align_corners=False)  # output crop coordinates
+    v = v + random_flow(n, size, cfg, generator, dev)
+    warped_grid = torch.einsum("nij,nhwj->nhwi", theta[:, :, :2], v) + theta[:, None, None, :, 2]
+    warped = F.grid_sample(x[:, :3], warped_grid, mode="bilinear", padding_mode="border",
+                           align_corners=False)
+    return warped, target[:, :3], target[:, 3:]
+
+
+class TrainingFaces:
+    """One faceset made ready for training: faces + hull masks pre-shrunk, on the device.
+
+    `sample` draws a random augmented batch; `fixed` gives unaugmented crops (for previews).
+    Memory: N * 4 * side^2 bytes on the device (side ~90 px for 64 px crops at coverage 0.7).
+    """
+
+    def __init__(self, faceset: Faceset, size: int, coverage: float,
+                 device: torch.device | str = "cpu", cfg: AugmentConfig | None = None) -> None:
+        self.size, self.coverage, self.cfg = size, coverage, cfg or AugmentConfig()
+        self.faceset_size, self.faceset_coverage = faceset.size, faceset.coverage
+        side = working_size(size, coverage, faceset.size, faceset.coverage)
+        masks = hull_masks(faceset.landmarks, faceset.size)  # once per faceset
+        self.faces = prepare_faces(faceset.images, masks, side, device)  # (N, 4, side, side) uint8
+
+    def __len__(self) -> int:
+        return self.faces.shape[0]
+
+    def _crop(self, faces: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None):
+        return augment(faces, self.size, self.coverage, cfg, generator, self.faceset_size,
+                       self.faceset_coverage)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None):
+        """(warped, target, mask) for batch_size random faces; see augment()."""
+        idx = torch.randint(len(self), (batch_size,), generator=generator, device=self.faces.device)
+        return self._crop(self.faces[idx], self.cfg, generator)
+
+    def fixed(self, n: int) -> torch.Tensor:
+        """(min(n, N), 3, S, S) float32 unaugmented crops of faces spread over the set."""
+        idx = torch.linspace(0, len(self) - 1, min(n, len(self))).round().long()
+        return self._crop(self.faces[idx.to(self.faces.device)], AugmentConfig.off(), None)[1]
