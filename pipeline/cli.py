@@ -105,6 +105,8 @@ def _add_train(sub) -> None:
     p.add_argument("--preview-every", type=int, default=250, help="preview.png every N steps (250)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (and save) after this many minutes of training, even before --steps")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in -o")
     p.set_defaults(func=_run_train)
 
@@ -114,7 +116,8 @@ def _run_train(a) -> int:
 
     cfg = TrainConfig(a=a.a, b=a.b, out=a.output, preset=a.preset, steps=a.steps,
                       batch_size=a.batch_size, lr=a.lr, coverage=a.coverage, save_every=a.save_every,
-                      preview_every=a.preview_every, device=a.device, seed=a.seed, resume=a.resume)
+                      preview_every=a.preview_every, device=a.device, seed=a.seed, resume=a.resume,
+                      max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     r = train(cfg, progress=not a.quiet)
     last = r.history[-1] if r.history else {}
     print(f"trained to step {r.step} ({r.seconds_per_step * 1000:.0f} ms/step); "

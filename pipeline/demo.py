@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -18,13 +19,16 @@ import numpy as np
 from pipeline.config import ConvertConfig
 from pipeline.convert import convert
 from pipeline.samples import make_clip
+from stages.detect import DetectStage
+from stages.packet import FramePacket
 from training.extract import extract
 from training.loop import TrainConfig, train
 
 # The demo trains for minutes, not the hours a real model gets, so it uses a higher learning
 # rate than `swapstream train`'s default (5e-5, the 2017 value).
-DEMO_LR = 3e-4
-DEMO_STEPS = 500
+DEMO_LR = 5e-4
+DEMO_STEPS = 3000
+DEMO_SECONDS = 240  # training time budget: `make demo` must finish within 10 minutes, install included
 SECONDS = 6
 
 
@@ -37,16 +41,44 @@ def _frames_at(path: Path, indices: list[int]) -> list[np.ndarray]:
     return [got[i] for i in indices if i in got]
 
 
+def _face_box(frame: np.ndarray, detect: DetectStage) -> tuple[int, int, int]:
+    """(cx, cy, side) of a square around the first face found, 2x its landmark height."""
+    [p] = detect.process([FramePacket(10**9, None, Fraction(1, 30), frame)])
+    if not p.faces:
+        h, w = frame.shape[:2]
+        return w // 2, h // 2, min(w, h) // 2
+    x0, y0, x1, y1 = p.faces[0].bbox
+    return int((x0 + x1) / 2), int((y0 + y1) / 2), int(1.6 * max(x1 - x0, y1 - y0))
+
+
+def _close_up(frame: np.ndarray, box: tuple[int, int, int], side: int) -> np.ndarray:
+    cx, cy, s = box
+    m = np.array([[side / s, 0, side / 2 - cx * side / s], [0, side / s, side / 2 - cy * side / s]])
+    return cv2.warpAffine(frame, m, (side, side), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
 def comparison_image(a: Path, swapped: Path, b: Path, indices: list[int]) -> np.ndarray:
-    """Rows of (A input | A -> B output | B reference) frames, with a header; (H, W, 3) uint8."""
+    """Rows of frames (A input | A -> B output | B reference) then close-ups of the three faces;
+    (H, W, 3) uint8 with a header row of labels."""
     cols = [_frames_at(p, indices) for p in (a, swapped, b)]
-    rows = [np.hstack(r) for r in zip(*cols)]
+    detect = DetectStage()
+    rows = []
+    for fa, fs, fb in zip(*cols):
+        h = 270
+        small = [cv2.resize(f, (int(f.shape[1] * h / f.shape[0]), h), interpolation=cv2.INTER_AREA)
+                 for f in (fa, fs, fb)]
+        box_a, box_b = _face_box(fa, detect), _face_box(fb, detect)
+        close = [_close_up(fa, box_a, h), _close_up(fs, box_a, h), _close_up(fb, box_b, h)]
+        rows.append(np.hstack(small + close))
+    detect.close()
     body = np.vstack(rows)
-    w = body.shape[1] // 3
     header = np.full((40, body.shape[1], 3), 255, np.uint8)
-    for j, label in enumerate(["A (input)", "A -> B (swapped output)", "B (reference)"]):
-        cv2.putText(header, label, (j * w + 12, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2,
-                    cv2.LINE_AA)
+    x = 0
+    labels = ["A (input)", "A -> B (output)", "B (reference)", "A face", "A -> B face", "B face"]
+    widths = [small[0].shape[1]] * 3 + [270] * 3
+    for label, w in zip(labels, widths):
+        cv2.putText(header, label, (x + 10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
+        x += w
     return np.vstack([header, body])
 
 
@@ -67,13 +99,14 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True) -> dict
         r = extract([clip], sets[name], progress=progress)
         print(f"      {r.faces} faces of {name.upper()} -> {sets[name]}")
 
-    print("[3/5] training lite64 (a few minutes on a CPU)")
+    print(f"[3/5] training lite64 (up to {DEMO_STEPS} steps or {DEMO_SECONDS // 60} minutes)")
     model = out / "model"
     shutil.rmtree(model, ignore_errors=True)
     n = steps or DEMO_STEPS
     result = train(TrainConfig(a=str(sets["a"]), b=str(sets["b"]), out=str(model), preset="lite64",
                                steps=n, lr=DEMO_LR, save_every=max(n // 4, 1),
-                               preview_every=max(n // 10, 1)), progress=progress)
+                               preview_every=max(n // 10, 1),
+                               max_seconds=None if steps else DEMO_SECONDS), progress=progress)
     last = result.history[-1]
     print(f"      step {result.step}: loss A {last['loss_a']:.4f}, loss B {last['loss_b']:.4f}")
 

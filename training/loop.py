@@ -50,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     resume: bool = False
+    max_seconds: float | None = None  # stop (and save) after this much training time
 
     def validate(self) -> None:
         preset(self.preset)  # ConfigError listing the presets
@@ -58,6 +59,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} = {getattr(self, name)} must be at least 1")
         if not 0 < self.coverage <= 1:
             raise ConfigError(f"coverage = {self.coverage} must be in (0, 1]; 0.7 is a good start")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError(f"max_seconds = {self.max_seconds} must be positive")
         if not self.lr > 0:
             raise ConfigError(f"lr = {self.lr} must be positive; try 5e-5")
         if self.mask_loss not in ("l1", "bce"):
@@ -233,12 +236,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             result.history.append(losses)
             bar.update(1)
             bar.set_postfix(loss_a=f"{losses['loss_a']:.4f}", loss_b=f"{losses['loss_b']:.4f}")
-            if step % cfg.preview_every == 0 or step == cfg.steps:
+            out_of_time = cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds
+            last = step == cfg.steps or out_of_time
+            if step % cfg.preview_every == 0 or last:
                 grid = preview_grid(model, *preview_faces, ids=IDS, scale=max(1, 128 // size))
                 result.preview = save_png(out / PREVIEW, grid)
-            if step % cfg.save_every == 0 or step == cfg.steps:
+            if step % cfg.save_every == 0 or last:
                 save()
                 saved = step
+            if out_of_time:
+                break
     except KeyboardInterrupt:
         if step > saved:  # keep what was learnt; --resume continues from here
             save()

@@ -157,3 +157,11 @@ def test_train_on_cuda(facesets, tmp_path):
     assert "scaler.scale" in flat  # the GradScaler state is saved for --resume
     res2 = train(_cfg(facesets, tmp_path / "m", steps=8, device="cuda", resume=True), progress=False)
     assert res2.step == 8
+
+
+def test_time_budget_stops_early_and_saves(facesets, tmp_path):
+    out = tmp_path / "m"
+    r = train(_cfg(facesets, out, steps=10_000, max_seconds=1.0, batch_size=4), progress=False)
+    assert 0 < r.step < 10_000
+    assert load_checkpoint(out).step == r.step
+    assert (out / "preview.png").exists()
