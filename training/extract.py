@@ -125,7 +125,7 @@ def extract(sources: list[str | Path], out: str | Path, settings: ExtractSetting
                         found += 1
                         if len(thumbs) < 400:
                             thumbs.append(cv2.resize(face.crop, (96, 96), interpolation=cv2.INTER_AREA))
-                    bar.set_postfix(faces=report.faces + found)
+                    bar.set_postfix(faces=report.faces + found, refresh=False)
             finally:
                 bar.close()
                 if dec is not None:
