@@ -51,12 +51,30 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def recover_checkpoint(path: str | Path) -> None:
+    """Finish what a save killed between its two renames left: the old checkpoint moved aside and
+    none in place. Puts the old one back; removes leftovers of saves that never completed."""
+    path = Path(path)
+    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
+    if not path.exists() and olds:
+        os.replace(olds.pop(), path)
+    for stale in olds:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _sweep_temps(path: Path) -> None:
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def save_checkpoint(path: str | Path, model: SwapModel, preset: str, step: int = 0,
                     training: dict | None = None,
                     optimizer: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a checkpoint directory atomically; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_checkpoint(path)
+    _sweep_temps(path)  # from saves that were killed while writing
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -92,6 +110,7 @@ def save_checkpoint(path: str | Path, model: SwapModel, preset: str, step: int =
 def read_meta(path: str | Path) -> dict:
     """model.json of a checkpoint, checked; raises ModelError naming the problem and the fix."""
     path = Path(path)
+    recover_checkpoint(path)
     if not path.exists():
         raise ModelError(f"model not found: {path}. Train one with `swapstream train --a FACESET "
                          f"--b FACESET -o {path}` or pass the right --model path")
@@ -113,6 +132,11 @@ def read_meta(path: str | Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{meta_file} is not a {FORMAT} file; pass a checkpoint written by "
                          f"`swapstream train`")
+    expected = {"preset": str, "model": dict, "identities": list, "sha256": str, "step": int}
+    bad = [k for k, t in expected.items() if not isinstance(meta.get(k), t)]
+    if bad or not all(isinstance(i, str) for i in meta["identities"]) or "size" not in meta["model"]:
+        raise ModelError(f"{meta_file} lacks or mangles {', '.join(bad) or 'identities/model.size'}; "
+                         f"restore the checkpoint from a backup or retrain")
     return meta
 
 

@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"swapstream: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("swapstream: interrupted; no output was written under the final name", file=sys.stderr)
+        print("swapstream: interrupted (a video output is not left half-written; training keeps "
+              "its last checkpoint)", file=sys.stderr)
         return 130
 
 

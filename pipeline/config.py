@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
+from stages.align import AlignSettings
 from stages.blend import BlendSettings
 from stages.detect import DetectSettings
+from stages.encode import EncodeSettings
 from stages.errors import ConfigError
 
 
@@ -27,18 +29,20 @@ from stages.errors import ConfigError
 class AlignOptions:
     """The parts of AlignSettings a user sets; size and coverage come from the model."""
 
-    smoothing: bool = True
-    min_cutoff: float = 1.5
-    beta: float = 8.0
-    scene_cut: float = 35.0
-    max_residual: float = 0.12
+    smoothing: bool = AlignSettings.smoothing
+    min_cutoff: float = AlignSettings.min_cutoff
+    beta: float = AlignSettings.beta
+    scene_cut: float = AlignSettings.scene_cut
+    max_residual: float = AlignSettings.max_residual
 
 
 @dataclass
 class EncodeOptions:
-    codec: str = "libx264"
-    crf: int = 18
-    preset: str = "fast"
+    """The encoder settings a user sets; paths come from the command line."""
+
+    codec: str = EncodeSettings.codec
+    crf: int = EncodeSettings.crf
+    preset: str = EncodeSettings.preset
 
 
 @dataclass
@@ -98,10 +102,6 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
-
-
 def write_resolved(cfg: Any, path: str | Path, extra: dict | None = None) -> None:
     """Write the resolved configuration as JSON (next to an output)."""
-    Path(path).write_text(json.dumps({**to_dict(cfg), **(extra or {})}, indent=2, default=str))
+    Path(path).write_text(json.dumps({**dataclasses.asdict(cfg), **(extra or {})}, indent=2, default=str))

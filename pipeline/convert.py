@@ -80,30 +80,30 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
         raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`)")
     meta = read_meta(cfg.model)
     swap = SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device)
-    if swap.to_identity not in meta["identities"]:
-        raise ModelError(f"model {cfg.model} has identities {', '.join(meta['identities'])}, so it "
-                         f"cannot swap {cfg.direction}; pick a direction between those")
+    swap.check_identities(meta["identities"])  # before any decoding
     src, dst = Path(input_path), Path(output_path)
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise OutputError(f"output {dst} is the input file; choose another output name")
 
-    decode = DecodeStage(DecodeSettings(str(src)))
-    info = decode.setup()
-    encode = EncodeStage(EncodeSettings(str(dst), cfg.encode.codec, cfg.encode.crf,
-                                        cfg.encode.preset, audio_from=str(src)), info)
-    encode.validate()  # fail on a bad output path before the model loads
     align = AlignSettings(size=int(meta["model"]["size"]),
                           coverage=float(meta.get("training", {}).get("coverage", 0.7)),
                           **dataclasses.asdict(cfg.align))
+    decode = DecodeStage(DecodeSettings(str(src)))
     detect = DetectStage(cfg.detect)
-    counter = FaceCounter()
-    stages = [detect, AlignStage(align), SwapStage(swap), BlendStage(cfg.blend), counter]
-    runner = LocalRunner(stages, encode, cfg.batch_size, progress, info.frames, desc=src.name)
+    encode = None
     t0 = time.perf_counter()
     try:
+        info = decode.setup()
+        encode = EncodeStage(EncodeSettings(str(dst), cfg.encode.codec, cfg.encode.crf,
+                                            cfg.encode.preset, audio_from=str(src)), info)
+        encode.validate()  # fail on a bad output path before the model loads
+        counter = FaceCounter()
+        stages = [detect, AlignStage(align), SwapStage(swap), BlendStage(cfg.blend), counter]
+        runner = LocalRunner(stages, encode, cfg.batch_size, progress, info.frames, desc=src.name)
         stats = runner.run(decode.frames())
     except BaseException:
-        encode.abort()
+        if encode is not None:
+            encode.abort()
         raise
     finally:
         decode.close()

@@ -55,6 +55,7 @@ class StreamInfo:
     pix_fmt: str
     has_audio: bool
     frames_exact: bool = False  # True when `frames` comes from the container's index
+    colorspace: int = 2  # FFmpeg AVColorSpace of the frames: 1 BT.709, 5/6 BT.601, 2 unspecified
 
 
 def probe(path: str | os.PathLike) -> StreamInfo:
@@ -169,7 +170,8 @@ class DecodeStage:
             path=path, width=w, height=h, fps=fps, time_base=v.time_base, duration=duration,
             frames=frames, rotation=rotation, codec=v.codec_context.name,
             pix_fmt=v.codec_context.pix_fmt or self._first.format.name,
-            has_audio=bool(c.streams.audio), frames_exact=exact)
+            has_audio=bool(c.streams.audio), frames_exact=exact,
+            colorspace=int(self._first.colorspace or 2))
         return self._info
 
     def _decode_all(self) -> Iterator[av.VideoFrame]:
@@ -209,7 +211,10 @@ class DecodeStage:
                 pts = start if prev_pts is None else prev_pts + last_step
             elif prev_pts is not None and pts > prev_pts:
                 last_step = pts - prev_pts
-            rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8, any source pix_fmt
+            # (H, W, 3) uint8 from any pix_fmt. Untagged HD is read as BT.709, as players do
+            # (FFmpeg's default would be BT.601); tagged frames use their own matrix.
+            untagged_hd = (frame.colorspace or 2) == 2 and frame.height >= 720
+            rgb = frame.reformat(format="rgb24", src_colorspace=1 if untagged_hd else None).to_ndarray()
             if self._k:
                 rgb = np.rot90(rgb, self._k)  # counter-clockwise, as the display matrix says
             packet = FramePacket(index, pts, tb, np.ascontiguousarray(rgb))

@@ -133,19 +133,25 @@ class DetectStage:
     # --- per frame -------------------------------------------------------------------------
     def _faces_in(self, packet: FramePacket) -> list[tuple[np.ndarray, float]]:
         frame, i = packet.frame, packet.index
-        if i != self._last_index + 1:
+        consecutive = i == self._last_index + 1
+        if not consecutive:
             self._tracks = []  # not the next frame: tracks say nothing about this one
         found: list[tuple[np.ndarray, float]] = []
         for prev in self._tracks:
             lm = self._mesh_around(frame, _bbox(prev), 1.7)
-            if lm is not None and _iou(_bbox(lm), _bbox(prev)) > 0.3:
-                found.append((lm, 1.0))
-            else:
+            if lm is None or _iou(_bbox(lm), _bbox(prev)) <= 0.3:
                 self._lost = True
+            elif not any(_iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
+                found.append((lm, 1.0))  # two tracks that met on one face continue as one
         s = self.settings
-        if self._lost or not self._tracks or i - self._last_search >= s.detect_every:
-            self._last_search, self._lost = i, False
-            for box, score in self._search(frame):
+        full = not consecutive or self._lost or i - self._last_search >= s.detect_every
+        # With no face in view, the whole frame is searched every frame (one detector call, finds
+        # a face after a cut at once) but the tile pyramid (~70 calls on a 4K frame) only every
+        # detect_every frames.
+        if full or not found:
+            if full:
+                self._last_search, self._lost = i, False
+            for box, score in self._search(frame, tiles=full):
                 if len(found) >= s.max_faces:
                     break
                 if any(_contained(box, _bbox(lm)) > 0.5 for lm, _ in found):
@@ -157,11 +163,13 @@ class DetectStage:
         self._last_index = i
         return found
 
-    def _search(self, frame: np.ndarray) -> list[tuple[tuple, float]]:
-        """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged."""
+    def _search(self, frame: np.ndarray, tiles: bool = True) -> list[tuple[tuple, float]]:
+        """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged; over the
+        whole tile pyramid, or with tiles=False the whole frame only."""
         h, w = frame.shape[:2]
         boxes: list[tuple[tuple, float]] = []
-        for x, y, side in search_tiles(w, h, self.settings.min_face):
+        regions = search_tiles(w, h, self.settings.min_face) if tiles else [(0, 0, max(w, h))]
+        for x, y, side in regions:
             tile = frame[y:y + side, x:x + side]
             th, tw = tile.shape[:2]
             res = self._detector.process(tile)

@@ -164,6 +164,18 @@ class EncodeStage:
             self.abort()  # no temp file left behind, whatever went wrong
             raise
 
+    @property
+    def colorspace(self) -> int:
+        """FFmpeg AVColorSpace the output is converted to and tagged with.
+
+        The input's matrix when it names one of BT.709 / BT.601; otherwise the convention players
+        assume for untagged video: BT.709 from 720 lines up, BT.601 below. (Untagged BT.601 HD
+        output would shift every colour of the frame in a player, not just the face.)
+        """
+        if self.info.colorspace in (1, 5, 6):
+            return self.info.colorspace
+        return 1 if self.info.height >= 720 else 6
+
     def _add_video(self) -> None:
         info, s = self.info, self.settings
         tb = info.time_base
@@ -171,6 +183,10 @@ class EncodeStage:
         v = self._video = self._out.add_stream(s.codec, rate=rate)
         v.width, v.height = info.width + info.width % 2, info.height + info.height % 2
         v.pix_fmt = "yuv420p"
+        cs = self.colorspace
+        cc = v.codec_context
+        # AVColorPrimaries share the codes 1 / 5 / 6 with AVColorSpace; transfer: BT.709 or BT.601
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = cs, cs, 1 if cs == 1 else 6, 1
         # The input's time base on stream and encoder: input pts go through unchanged.
         v.time_base = tb
         v.codec_context.time_base = tb
@@ -220,8 +236,10 @@ class EncodeStage:
                     self._nudged = True
                 pts = self._prev_pts + 1
             vf = av.VideoFrame.from_ndarray(_pad_even(frame), format="rgb24")
+            # RGB -> limited-range YUV with the matrix the stream is tagged with
+            vf = vf.reformat(format="yuv420p", dst_colorspace=self.colorspace, dst_color_range=1)
             vf.pts, vf.time_base = pts, tb
-            self._out.mux(v.encode(vf))  # PyAV converts rgb24 -> yuv420p for the encoder
+            self._out.mux(v.encode(vf))
             self._prev_pts = pts
         if self._prev_pts is not None:
             self._mux_audio(until=float(self._prev_pts * tb))

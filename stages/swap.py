@@ -32,6 +32,12 @@ class SwapSettings:
     def to_identity(self) -> str:
         return DIRECTIONS[self.direction][1]
 
+    def check_identities(self, identities: list[str]) -> None:
+        """ModelError unless a model with these decoders can swap in this direction."""
+        if self.to_identity not in identities:
+            raise ModelError(f"model {self.model} has identities {', '.join(identities)}, so it "
+                             f"cannot swap {self.direction}; pick a direction between those")
+
 
 class SwapStage:
     """Fills face.swapped ((S, S, 3) uint8) and face.mask ((S, S) float32 [0, 1]) for every face
@@ -46,9 +52,7 @@ class SwapStage:
 
         s = self.settings
         self.engine = create_engine(s.engine, s.model, device=s.device, batch_size=s.batch_size)
-        if s.to_identity not in self.engine.identities:
-            raise ModelError(f"model {s.model} has identities {', '.join(self.engine.identities)}, "
-                             f"so it cannot swap {s.direction}; pick a direction between those")
+        s.check_identities(self.engine.identities)
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         if self.engine is None:

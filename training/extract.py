@@ -18,12 +18,13 @@ import numpy as np
 from tqdm import tqdm
 
 from stages.align import AlignSettings, AlignStage
-from stages.decode import DecodeSettings, DecodeStage
+from stages.decode import DecodeSettings, DecodeStage, probe
 from stages.detect import DetectSettings, DetectStage
-from stages.errors import ConfigError, FacesetError, InputError
+from stages.errors import ConfigError, FacesetError, InputError, SwapstreamError
 from stages.geometry import FACE_OVAL, hull_mask, transform_points
 from stages.packet import FramePacket
 from training.faceset import FACESET_COVERAGE, FACESET_SIZE, FacesetWriter
+from training.paths import check_writable_dir
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 CONTACT_SHEET = "_contact_sheet.png"
@@ -74,13 +75,23 @@ def _image_packets(folder: Path) -> Iterator[FramePacket]:
         yield FramePacket(2 * i, None, Fraction(1, 1), cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
 
 
-def _sources(src: Path, every: int) -> tuple[Iterator[FramePacket], int | None, DecodeStage | None]:
+def _check_source(src: Path) -> int | None:
+    """Raise InputError for a source that cannot be read; returns the image count of a folder."""
+    if not src.exists():
+        raise InputError(f"extract source not found: {src}; pass a video file or a folder of images")
     if src.is_dir():
         n = sum(1 for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         if n == 0:
             raise InputError(f"folder {src} holds no images ({', '.join(sorted(IMAGE_EXTS))}); "
                              f"pass a video or a folder of face photos")
-        return _image_packets(src), n, None
+        return n
+    probe(src)  # InputError: not a video, no video stream, truncated
+    return None
+
+
+def _sources(src: Path, every: int) -> tuple[Iterator[FramePacket], int | None, DecodeStage | None]:
+    if src.is_dir():
+        return _image_packets(src), _check_source(src), None
     dec = DecodeStage(DecodeSettings(str(src)))
     info = dec.setup()
     packets = (p for p in dec.frames() if p.index % every == 0)
@@ -91,10 +102,19 @@ def extract(sources: list[str | Path], out: str | Path, settings: ExtractSetting
             progress: bool = True) -> ExtractReport:
     """Extract every face of `sources` (videos and/or image folders) into faceset `out`."""
     s = settings or ExtractSettings()
+    check_writable_dir(out)
     for src in map(Path, sources):  # all of them, before hours of work on the first
-        if not src.exists():
-            raise InputError(f"extract source not found: {src}; pass a video file or a folder of images")
+        _check_source(src)
     created = not Path(out).exists()
+    try:
+        return _extract(sources, Path(out), s, progress)
+    except SwapstreamError:
+        if created:  # leave nothing behind that looks like a faceset
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _extract(sources: list[str | Path], out: Path, s: ExtractSettings, progress: bool) -> ExtractReport:
     report = ExtractReport()
     detect = DetectStage(DetectSettings(min_face=max(16, min(s.min_size, 64)), max_faces=s.max_faces))
     detect.setup()
@@ -137,8 +157,6 @@ def extract(sources: list[str | Path], out: str | Path, settings: ExtractSetting
         writer.close()
         detect.close()
     if report.faces == 0:
-        if created:  # leave nothing behind that looks like a faceset
-            shutil.rmtree(out, ignore_errors=True)
         raise FacesetError(f"no faces of at least {s.min_size} px found in {', '.join(map(str, sources))}; "
                            f"check that the sources show faces, or lower --min-size / --blur")
     report.contact_sheet = Path(out) / CONTACT_SHEET

@@ -16,13 +16,14 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from engines.checkpoint import load_checkpoint, save_checkpoint
+from engines.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from engines.eager import resolve_device
 from engines.model import SwapModel, preset
-from stages.errors import ConfigError, ModelError, OutputError
+from stages.errors import ConfigError, ModelError
 from training.augment import AugmentConfig, TrainingFaces
 from training.faceset import load_faceset
 from training.losses import LossConfig, swap_losses
+from training.paths import check_writable_dir
 from training.preview import preview_grid, save_png
 
 IDS = ("a", "b")
@@ -155,8 +156,8 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
 
 def _check_out(out: Path, resume: bool) -> bool:
     """Raises on an output directory we must not write to; returns whether it holds a checkpoint."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output {out} is a file; -o must name a checkpoint directory")
+    check_writable_dir(out)
+    recover_checkpoint(out)  # a save cut off between its two renames
     has_ckpt = (out / "model.json").exists()
     if has_ckpt and not resume:
         raise ConfigError(f"{out} already holds a checkpoint; pass --resume to continue training "

@@ -115,6 +115,28 @@ def test_corrupt_json_and_missing_dir(lite, tmp_path):
         load_checkpoint(path)
 
 
+def test_model_json_missing_keys_is_an_error(lite):
+    _, path = lite
+    meta = json.loads((path / "model.json").read_text())
+    del meta["identities"]
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="lacks or mangles identities"):
+        load_checkpoint(path)
+
+
+def test_save_cut_off_between_renames_is_recovered(lite):
+    """A save killed after moving the old checkpoint aside, before the new one took its place."""
+    model, path = lite
+    aside = path.with_name(f".{path.name}.old-999")
+    path.rename(aside)
+    half = path.with_name(f".{path.name}.tmp-dead")
+    half.mkdir()
+    assert load_checkpoint(path).step == 7  # the old one is put back
+    save_checkpoint(path, model, "lite64", step=9)
+    assert load_checkpoint(path).step == 9
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt"]  # leftovers swept
+
+
 def test_registry_lists_engines_on_a_wrong_name(lite):
     _, path = lite
     assert "eager" in available_engines()

@@ -125,8 +125,21 @@ def bad(clips, model_dir, tmp_path_factory) -> dict[str, Path]:
     w.write_bytes(w.read_bytes()[:1000])
     only_a = save_checkpoint(root / "only_a", SwapModel(preset("lite64"), ["a"]), "lite64")
     (root / "empty_faceset").mkdir()
+    # an mp4 with its index up front (faststart), cut in half: it opens, then ends early
+    faststart = root / "faststart.mp4"
+    with av.open(str(clips["a"])) as i, av.open(str(faststart), "w", options={"movflags": "faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for pkt in i.demux():
+            if pkt.dts is not None:
+                pkt.stream = streams[pkt.stream.index]
+                o.mux(pkt)
+    cut_faststart = root / "cut_faststart.mp4"
+    cut_faststart.write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 2])
+    afile = root / "afile"
+    afile.write_text("a file, not a folder")
     return {"text": text, "cut": cut, "audio": _audio_only(root / "tone.m4a"), "pickled": pickled,
-            "corrupt": corrupt, "only_a": only_a, "empty_faceset": root / "empty_faceset"}
+            "corrupt": corrupt, "only_a": only_a, "empty_faceset": root / "empty_faceset",
+            "cut_faststart": cut_faststart, "afile": afile}
 
 
 def _cases(clips, model_dir, bad, out):
@@ -146,12 +159,18 @@ def _cases(clips, model_dir, bad, out):
         "empty faceset": (["train", "--a", str(bad["empty_faceset"]), "--b", str(bad["empty_faceset"]),
                            "-o", out], "no landmarks.json|no usable faces"),
         "no faces to extract": (["extract", str(clips["empty"]), "-o", out], "no faces"),
+        "extract from a non-video": (["extract", str(bad["text"]), "-o", out], "not a media file"),
+        "extract into a file": (["extract", good, "-o", str(bad["afile"] / "fs")], "is a file"),
+        "train into a file": (["train", "--a", "x", "--b", "y", "-o", str(bad["afile"] / "m")], "is a file"),
+        "truncated faststart": (["convert", str(bad["cut_faststart"]), out, "--model", model],
+                                "truncated|ends early|corrupt"),
     }
 
 
 CASES = ["missing input", "not a video", "truncated", "no video stream", "unwritable output",
          "missing model", "pickled model", "corrupt model", "direction not in model", "empty faceset",
-         "no faces to extract"]
+         "no faces to extract", "extract from a non-video", "extract into a file", "train into a file",
+         "truncated faststart"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -64,7 +64,7 @@ def test_tracking_skips_full_searches_and_keeps_faces(monkeypatch):
     d.setup()
     calls = []
     real = d._search
-    monkeypatch.setattr(d, "_search", lambda f: calls.append(1) or real(f))  # spy, calls through
+    monkeypatch.setattr(d, "_search", lambda f, tiles: calls.append(1) or real(f, tiles))  # spy
     frames = list(render_frames(["astronaut", "grace_hopper"], 120, 560, 300, 0.6))[:24]
     out = d.process(packets(frames))
     assert [len(p.faces) for p in out] == [2] * 24
@@ -91,3 +91,25 @@ def test_search_tiles_cover_the_frame_and_shrink_to_the_smallest_face():
 def test_bad_settings():
     with pytest.raises(ConfigError):
         DetectSettings(min_face=4)
+
+
+def test_faceless_frames_run_the_tile_pyramid_only_every_detect_every(monkeypatch):
+    d = DetectStage(DetectSettings(detect_every=8))
+    d.setup()
+    calls = []
+    real = d._detector.process
+    monkeypatch.setattr(d._detector, "process", lambda img: calls.append(1) or real(img))  # spy
+    out = d.process(packets([background(1920, 1080)] * 20))
+    assert all(p.faces == [] for p in out)
+    tiles = len(search_tiles(1920, 1080, 64))
+    # frames 0, 8, 16 search the pyramid; the 17 others the whole frame once
+    assert len(calls) == 3 * tiles + 17, (len(calls), tiles)
+    d.close()
+
+
+def test_a_face_after_a_cut_is_found_at_once():
+    d = DetectStage(DetectSettings(detect_every=8))
+    face = next(render_frames(["astronaut"], 1, 640, 360, 0.6))
+    out = d.process(packets([background(640, 360)] * 3 + [face]))
+    assert [len(p.faces) for p in out] == [0, 0, 0, 1]
+    d.close()

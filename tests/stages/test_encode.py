@@ -197,3 +197,34 @@ def test_codec_that_is_not_a_video_encoder(decoded, tmp_path, codec):
     with pytest.raises(ConfigError, match=codec):
         EncodeStage(EncodeSettings(str(tmp_path / "out.mp4"), codec=codec), info).setup()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hd_output_is_bt709_tagged_and_keeps_colours(tmp_path):
+    """Untagged HD is read as BT.709 (as players do) and written converted and tagged BT.709."""
+    rgb = np.zeros((720, 1280, 3), np.uint8)
+    rgb[:] = (200, 60, 40)
+    src = tmp_path / "u709.mp4"
+    with av.open(str(src), "w") as c:  # an untagged HD file made with the BT.709 matrix
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 1280, 720, "yuv420p"
+        for i in range(3):
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                format="yuv420p", dst_colorspace=1, dst_color_range=1)
+            vf.pts = i
+            c.mux(s.encode(vf))
+        c.mux(s.encode())
+    dec = DecodeStage(DecodeSettings(str(src)))
+    info = dec.setup()
+    frames = list(dec.frames())
+    dec.close()
+    assert np.abs(frames[0].frame[100, 100].astype(int) - (200, 60, 40)).max() <= 3
+    out = tmp_path / "out.mp4"
+    enc = EncodeStage(EncodeSettings(str(out)), info)
+    enc.setup()
+    enc.process(frames)
+    enc.flush()
+    with av.open(str(out)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_primaries, cc.color_trc) == (1, 1, 1)
+        back = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert np.abs(back[100, 100].astype(int) - (200, 60, 40)).max() <= 4
