@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from engines.checkpoint import read_meta
@@ -27,24 +29,76 @@ from stages.swap import SwapSettings, SwapStage
 RUNNERS = ("local",)
 
 
-class FaceCounter:
-    """Pass-through stage that counts swapped faces and frames without a face."""
+class CountingSink:
+    """The encode stage, counting faces on the way: swapped ones and frames without any."""
 
-    def __init__(self) -> None:
+    name = "encode"
+
+    def __init__(self, encode: EncodeStage) -> None:
+        self.encode = encode
         self.faces = self.swapped = self.no_face = 0
 
     def setup(self) -> None:
-        pass
+        self.encode.setup()
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         for p in batch:
             self.faces += len(p.faces)
             self.swapped += sum(f.swapped is not None for f in p.faces)
             self.no_face += not p.faces
-        return batch
+        return self.encode.process(batch)
 
     def flush(self) -> list[FramePacket]:
-        return []
+        return self.encode.flush()
+
+    def abort(self) -> None:
+        self.encode.abort()
+
+    def counts(self) -> dict:
+        return {"faces": self.faces, "swapped": self.swapped, "no_face": self.no_face,
+                "warnings": list(self.encode.warnings)}
+
+
+Chain = list[tuple[str, Callable[[], object]]]
+
+
+def make_chain(cfg: ConvertConfig, meta: dict) -> Chain:
+    """The face stages as (name, factory): each runner (or actor) builds its own stage objects."""
+    align = AlignSettings(size=int(meta["model"]["size"]),
+                          coverage=float(meta.get("training", {}).get("coverage", 0.7)),
+                          **dataclasses.asdict(cfg.align))
+    swap = SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device)
+    return [("detect", partial(DetectStage, cfg.detect)), ("align", partial(AlignStage, align)),
+            ("swap", partial(SwapStage, swap)), ("blend", partial(BlendStage, cfg.blend))]
+
+
+def check_request(cfg: ConvertConfig, src: Path, dst: Path) -> dict:
+    """Everything a user can get wrong, before any work; returns the model's metadata."""
+    if cfg.runner not in RUNNERS:
+        raise ConfigError(f"runner {cfg.runner!r} is not available; choose one of {', '.join(RUNNERS)}")
+    if not cfg.model:
+        raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`)")
+    meta = read_meta(cfg.model)
+    SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device).check_identities(meta["identities"])
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise OutputError(f"output {dst} is the input file; choose another output name")
+    return meta
+
+
+def run_local(chain: Chain, frames, sink: CountingSink, cfg: ConvertConfig, progress: bool,
+              total: int | None, desc: str) -> tuple[RunStats, dict]:
+    """The reference runner: every stage in this process."""
+    stages = [factory() for _, factory in chain]
+    try:
+        stats = LocalRunner(stages, sink, cfg.batch_size, progress, total, desc=desc).run(frames)
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        for st in stages:
+            if hasattr(st, "close"):
+                st.close()
+    return stats, sink.counts()
 
 
 @dataclass
@@ -74,41 +128,26 @@ class ConvertSummary:
 def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
             progress: bool = True) -> ConvertSummary:
     """Swap the faces of input_path into output_path. Raises SwapstreamError on bad input."""
-    if cfg.runner not in RUNNERS:
-        raise ConfigError(f"runner {cfg.runner!r} is not available; choose one of {', '.join(RUNNERS)}")
-    if not cfg.model:
-        raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`)")
-    meta = read_meta(cfg.model)
-    swap = SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device)
-    swap.check_identities(meta["identities"])  # before any decoding
     src, dst = Path(input_path), Path(output_path)
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise OutputError(f"output {dst} is the input file; choose another output name")
-
-    align = AlignSettings(size=int(meta["model"]["size"]),
-                          coverage=float(meta.get("training", {}).get("coverage", 0.7)),
-                          **dataclasses.asdict(cfg.align))
+    meta = check_request(cfg, src, dst)
+    chain = make_chain(cfg, meta)
     decode = DecodeStage(DecodeSettings(str(src)))
-    detect = DetectStage(cfg.detect)
-    encode = None
     t0 = time.perf_counter()
     try:
         info = decode.setup()
-        encode = EncodeStage(EncodeSettings(str(dst), cfg.encode.codec, cfg.encode.crf,
-                                            cfg.encode.preset, audio_from=str(src)), info)
-        encode.validate()  # fail on a bad output path before the model loads
-        counter = FaceCounter()
-        stages = [detect, AlignStage(align), SwapStage(swap), BlendStage(cfg.blend), counter]
-        runner = LocalRunner(stages, encode, cfg.batch_size, progress, info.frames, desc=src.name)
-        stats = runner.run(decode.frames())
-    except BaseException:
-        if encode is not None:
-            encode.abort()
-        raise
+        settings = EncodeSettings(str(dst), cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,
+                                  audio_from=str(src))
+        EncodeStage(settings, info).validate()  # a bad output path fails before the model loads
+        if cfg.runner == "ray":
+            from pipeline.ray_runner import run_ray
+
+            stats, counts = run_ray(chain, decode.frames(), settings, info, cfg, progress, src.name)
+        else:
+            sink = CountingSink(EncodeStage(settings, info))
+            stats, counts = run_local(chain, decode.frames(), sink, cfg, progress, info.frames, src.name)
     finally:
         decode.close()
-        detect.close()
     write_resolved(cfg, dst.with_name(dst.name + ".swapstream.json"),
                    {"input": str(src), "output": str(dst), "model_sha256": meta.get("sha256")})
-    return ConvertSummary(dst, stats.frames, counter.faces, counter.swapped, counter.no_face,
-                          time.perf_counter() - t0, stats, list(encode.warnings))
+    return ConvertSummary(dst, stats.frames, counts["faces"], counts["swapped"], counts["no_face"],
+                          time.perf_counter() - t0, stats, counts["warnings"])

@@ -34,6 +34,11 @@ class RunStats:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+def stage_name(stage: object) -> str:
+    """'detect' for a DetectStage; a stage may also say its own name."""
+    return getattr(stage, "name", None) or type(stage).__name__.removesuffix("Stage").lower()
+
+
 def _batches(it: Iterable[FramePacket], n: int) -> Iterator[list[FramePacket]]:
     it = iter(it)
     while batch := list(islice(it, n)):
@@ -48,8 +53,7 @@ class LocalRunner:
         self.stages, self.sink = stages, sink
         self.batch_size = batch_size
         self.progress, self.total, self.desc = progress, total, desc
-        self.stats = RunStats(stages=[StageStats(type(s).__name__.removesuffix("Stage").lower())
-                                      for s in [*stages, sink]])
+        self.stats = RunStats(stages=[StageStats(stage_name(s)) for s in [*stages, sink]])
 
     def _through(self, batch: list[FramePacket], start: int) -> list[FramePacket]:
         for st, stats in zip(self.stages[start:] + [self.sink], self.stats.stages[start:]):
