@@ -1,10 +1,14 @@
-"""Conversion speed: the local runner against a plain decode -> encode transcode, side by side.
+"""Conversion speed and memory: plain transcode, local runner and Ray runner, side by side.
 
 Builds one 720p clip with one face (or takes --input), trains nothing: the swap model is a
 lite64 checkpoint made with random weights unless --model is given (speed does not depend on
 what the weights learnt). Runs, on the same clip and the same encoder settings:
   1. transcode: decode -> encode (the floor the codecs set)
-  2. local runner: decode -> detect -> align -> swap -> blend -> encode
+  2. local runner: decode -> detect -> align -> swap -> blend -> encode, one process
+  3. Ray runner: the same stages as Ray actors (a local Ray started once, before timing)
+Peak memory of each run: resident memory of this process plus every Ray process, sampled every
+0.1 s. `--long-factor K` also converts a K times longer clip with the Ray runner and reports both
+peaks (memory must not grow with the length of the video).
 checks the outputs on a warm-up run first (frames kept, faces swapped), then prints frames/s of
 each and their ratio, and writes JSON.
 
@@ -17,8 +21,10 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +42,38 @@ from pipeline.local_runner import LocalRunner  # noqa: E402
 from pipeline.samples import make_clip  # noqa: E402
 from stages.decode import DecodeSettings, DecodeStage  # noqa: E402
 from stages.encode import EncodeSettings, EncodeStage  # noqa: E402
+
+
+class PeakMemory:
+    """Samples the summed RSS (MiB) of this process and all Ray processes in a thread."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now() -> float:
+        out = subprocess.run(["ps", "-eo", "pid=,rss=,args="], capture_output=True, text=True).stdout
+        total = 0
+        for line in out.splitlines():
+            pid, rss, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (0, 0, "")
+            if int(pid) == os.getpid() or "ray::" in args or "raylet" in args or "gcs_server" in args:
+                total += int(rss)
+        return total / 1024
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.1)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def count_frames(path: Path) -> int:
@@ -59,8 +97,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--input", help="video to convert (default: a generated 720p clip)")
     ap.add_argument("--model", help="checkpoint (default: random lite64 weights)")
-    ap.add_argument("--seconds", type=float, default=10.0, help="length of the generated clip")
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of the generated clip")
     ap.add_argument("--json", default="bench_convert.json", help="where to write the figures")
+    ap.add_argument("--long-factor", type=int, default=0,
+                    help="also run the Ray runner on a clip this many times longer (memory check)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_convert-"))
     src = Path(a.input) if a.input else make_clip(work / "in.mp4", ["astronaut"], a.seconds, 30,
@@ -70,7 +110,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = str(save_checkpoint(work / "model", SwapModel(preset("lite64"), ["a", "b"]), "lite64",
                                     training={"coverage": 0.7}))
-    cfg = ConvertConfig(model=model)
+    cfg = ConvertConfig(model=model, runner="local")
     n = count_frames(src)
 
     # warm-up, and a check of the outputs before anything is timed: the conversion must keep
@@ -81,12 +121,34 @@ def main() -> None:
     assert check.faces_swapped >= 0.9 * check.frames, "faces were not found: nothing would be timed"
     transcode(warm, work / "warm_transcode.mp4", cfg.encode.crf, cfg.encode.preset)
 
-    t_transcode = transcode(src, work / "transcode.mp4", cfg.encode.crf, cfg.encode.preset)
-    summary = convert(src, work / "local.mp4", cfg, progress=False)
-    t_local = summary.seconds
-    for out in (work / "transcode.mp4", work / "local.mp4"):
+    # transcode and local runner first, while no Ray process exists to count in their memory
+    with PeakMemory() as m_transcode:
+        t_transcode = transcode(src, work / "transcode.mp4", cfg.encode.crf, cfg.encode.preset)
+    with PeakMemory() as m_local:
+        local = convert(src, work / "local.mp4", cfg, progress=False)
+
+    import ray
+
+    from pipeline.ray_runner import init_ray
+
+    init_ray(None, verbose=False)  # Ray's own start-up (~3 s) is not part of a conversion
+    ray_cfg = ConvertConfig(model=model, runner="ray")
+    check = convert(warm, work / "warm_ray.mp4", ray_cfg, progress=False)
+    assert check.frames == count_frames(warm) and check.faces_swapped >= 0.9 * check.frames
+    with PeakMemory() as m_ray:
+        ray_run = convert(src, work / "ray.mp4", ray_cfg, progress=False)
+    for out in (work / "transcode.mp4", work / "local.mp4", work / "ray.mp4"):
         assert count_frames(out) == n, f"{out} lost frames"
-    assert summary.faces_swapped > 0.9 * n, "faces were not found in the timed run"
+    assert min(local.faces_swapped, ray_run.faces_swapped) > 0.9 * n, "faces were not found in the timed run"
+    long_peaks = None
+    if a.long_factor:
+        long_src = make_clip(work / "long.mp4", ["astronaut"], a.seconds * a.long_factor, 30, 1280, 720, 0.5)
+        with PeakMemory() as m_long:
+            convert(long_src, work / "long_out.mp4", ray_cfg, progress=False)
+        long_peaks = {"seconds": [a.seconds, a.seconds * a.long_factor],
+                      "peak_mib": [round(m_ray.peak), round(m_long.peak)]}
+    ray.shutdown()
+    t_local = local.seconds
 
     res = {
         "clip": {"path": str(src), "frames": n, "size": "1280x720" if not a.input else "input"},
@@ -94,15 +156,30 @@ def main() -> None:
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
         "transcode_fps": n / t_transcode,
         "local_fps": n / t_local,
+        "ray_fps": n / ray_run.seconds,
         "local_vs_transcode": t_transcode / t_local,
-        "stage_busy_s": {s.name: round(s.busy_s, 2) for s in summary.stats.stages},
+        "ray_vs_transcode": t_transcode / ray_run.seconds,
+        "ray_vs_local": t_local / ray_run.seconds,
+        "peak_mib": {"transcode": round(m_transcode.peak), "local": round(m_local.peak),
+                     "ray": round(m_ray.peak)},
+        "long_input_memory": long_peaks,
+        "stages": {"local": {s.name: round(s.busy_s, 2) for s in local.stats.stages},
+                   "ray": {s.name: [s.actors, round(s.busy_s, 2), round(s.mean_queue, 2)]
+                           for s in ray_run.stats.stages}},
         "encode": {"crf": cfg.encode.crf, "preset": cfg.encode.preset},
     }
     Path(a.json).write_text(json.dumps(res, indent=2))
-    print(f"\n{'pipeline':<28}{'frames/s':>10}{'vs transcode':>14}")
-    print(f"{'transcode (decode+encode)':<28}{res['transcode_fps']:>10.1f}{1.0:>14.2f}")
-    print(f"{'local runner (full swap)':<28}{res['local_fps']:>10.1f}{res['local_vs_transcode']:>14.2f}")
-    print("stage busy seconds: " + ", ".join(f"{k} {v}" for k, v in res["stage_busy_s"].items()))
+    pk = res["peak_mib"]
+    print(f"\n{'pipeline':<28}{'frames/s':>10}{'vs transcode':>14}{'peak MiB':>10}")
+    print(f"{'transcode (decode+encode)':<28}{res['transcode_fps']:>10.1f}{1.0:>14.2f}{pk['transcode']:>10}")
+    print(f"{'local runner (full swap)':<28}{res['local_fps']:>10.1f}{res['local_vs_transcode']:>14.2f}"
+          f"{pk['local']:>10}")
+    print(f"{'ray runner (full swap)':<28}{res['ray_fps']:>10.1f}{res['ray_vs_transcode']:>14.2f}"
+          f"{pk['ray']:>10}")
+    print(f"ray runner vs local runner: {res['ray_vs_local']:.2f}x")
+    if long_peaks:
+        print(f"ray peak memory, {long_peaks['seconds'][0]:.0f} s vs {long_peaks['seconds'][1]:.0f} s input: "
+              f"{long_peaks['peak_mib'][0]} vs {long_peaks['peak_mib'][1]} MiB")
     print(f"figures written to {a.json}")
 
 

@@ -140,9 +140,9 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | Path, expect_preset: str | None = None,
-                    with_optimizer: bool = False) -> Checkpoint:
-    """Load and verify a checkpoint (hash, preset, tensor shapes). Model is on CPU in eval mode."""
+def verify_checkpoint(path: str | Path) -> dict:
+    """read_meta plus the weights: safetensors, not pickle, and matching the recorded hash.
+    Cheap next to loading (one read of the file), so runners check before they start workers."""
     path = Path(path)
     meta = read_meta(path)
     weights_file = path / "model.safetensors"
@@ -153,6 +153,15 @@ def load_checkpoint(path: str | Path, expect_preset: str | None = None,
     if _sha256(weights_file) != meta.get("sha256"):
         raise ModelError(f"{weights_file} does not match the hash in model.json (truncated or "
                          f"corrupt); restore the checkpoint from a backup or retrain")
+    return meta
+
+
+def load_checkpoint(path: str | Path, expect_preset: str | None = None,
+                    with_optimizer: bool = False) -> Checkpoint:
+    """Load and verify a checkpoint (hash, preset, tensor shapes). Model is on CPU in eval mode."""
+    path = Path(path)
+    meta = verify_checkpoint(path)
+    weights_file = path / "model.safetensors"
     preset = meta["preset"]
     if expect_preset is not None and preset != expect_preset:
         raise ModelError(f"checkpoint {path} is preset {preset!r}, not {expect_preset!r}; pass "

@@ -31,7 +31,19 @@ def _add_convert(sub) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory from `swapstream train`")
     p.add_argument("--swap", dest="direction", default=None, choices=["a2b", "b2a"],
                    help="a2b: faces of A get B's face (default); b2a: the reverse")
-    p.add_argument("--runner", default=None, choices=["local"], help="how stages run (default local)")
+    p.add_argument("--runner", default=None, choices=["ray", "local"],
+                   help="ray: stages as Ray actors (default); local: all in this process")
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--detect-actors", type=int, help="detect pool size (default: half the CPUs)")
+    p.add_argument("--blend-actors", type=int, help="blend pool size (default: a quarter of the CPUs)")
+    p.add_argument("--stats", metavar="FILE.json", help="write per-stage figures as JSON")
+    p.add_argument("--segments", type=int, metavar="N",
+                   help="convert in N keyframe-aligned segments that survive a crash (0: about one "
+                        "per minute); rerunning the same command resumes, finished segments are kept")
+    p.add_argument("--resume", action="store_true",
+                   help="with --segments: fail unless an interrupted run of this command can be resumed")
+    p.add_argument("--work-dir", help="with --segments: where segments and their manifest are kept "
+                                      "(default .OUTPUT.swapstream-work beside the output)")
     p.add_argument("--engine", default=None, help="swap engine (default eager)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--config", help="YAML file with detect/align/blend/encode sections")
@@ -52,16 +64,33 @@ def _run_convert(a) -> int:
 
     values = load_yaml(a.config) if a.config else {}
     flags = {"model": a.model, "direction": a.direction, "runner": a.runner, "engine": a.engine,
-             "device": a.device,
+             "device": a.device, "address": a.address, "detect_actors": a.detect_actors,
+             "blend_actors": a.blend_actors, "verbose": a.verbose or None,
              "blend": {"color": a.color, "sharpen": a.sharpen, "sharpen_amount": a.sharpen_amount,
                        "composite": a.composite},
              "detect": {"min_face": a.min_face},
              "align": {"smoothing": False if a.no_smoothing else None},
              "encode": {"crf": a.crf, "preset": a.preset}}
+    flags["segments"] = a.segments
     cfg = fill(ConvertConfig, merge(values, _drop_none(flags)))
-    summary = convert(a.input, a.output, cfg, progress=not a.quiet)
+    if cfg.segments is not None:  # the work dir and --resume belong to a segmented run only
+        from pipeline.segments import convert_segmented
+
+        summary = convert_segmented(a.input, a.output, cfg, work_dir=a.work_dir, progress=not a.quiet,
+                                    dispatch="ray" if cfg.runner == "ray" else "local", resume=a.resume)
+    elif a.resume or a.work_dir:
+        from stages.errors import ConfigError
+
+        raise ConfigError("--resume and --work-dir go with --segments N; add --segments "
+                          "(0: about one segment per minute of video)")
+    else:
+        summary = convert(a.input, a.output, cfg, progress=not a.quiet)
     for line in summary.lines():
         print(line)
+    if a.stats:
+        import json
+
+        Path(a.stats).write_text(json.dumps(summary.to_json(), indent=2))
     return 0
 
 

@@ -53,8 +53,14 @@ class ConvertConfig:
     direction: str = "a2b"
     engine: str = "eager"
     device: str = "auto"
-    runner: str = "local"
+    runner: str = "ray"  # ray | local (the reference: every stage in one process)
     batch_size: int = 8
+    address: str | None = None  # Ray cluster to join; None: RAY_ADDRESS or a local Ray
+    detect_actors: int = 0  # 0: half the cluster's CPUs
+    blend_actors: int = 0  # 0: a quarter of the cluster's CPUs
+    max_in_flight: int = 0  # batches between decode and encode; 0: from the pool sizes
+    verbose: bool = False
+    segments: int | None = None  # crash-safe keyframe segments (pipeline.segments); 0: ~1/min; None: off
     detect: DetectSettings = field(default_factory=DetectSettings)
     align: AlignOptions = field(default_factory=AlignOptions)
     blend: BlendSettings = field(default_factory=BlendSettings)

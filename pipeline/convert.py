@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from engines.checkpoint import read_meta
+from engines.checkpoint import verify_checkpoint
 from pipeline.config import ConvertConfig, write_resolved
 from pipeline.local_runner import LocalRunner, RunStats
 from stages.align import AlignSettings, AlignStage
@@ -26,7 +26,7 @@ from stages.errors import ConfigError, ModelError, OutputError
 from stages.packet import FramePacket
 from stages.swap import SwapSettings, SwapStage
 
-RUNNERS = ("local",)
+RUNNERS = ("ray", "local")
 
 
 class CountingSink:
@@ -78,7 +78,7 @@ def check_request(cfg: ConvertConfig, src: Path, dst: Path) -> dict:
         raise ConfigError(f"runner {cfg.runner!r} is not available; choose one of {', '.join(RUNNERS)}")
     if not cfg.model:
         raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`)")
-    meta = read_meta(cfg.model)
+    meta = verify_checkpoint(cfg.model)  # corrupt weights fail here, not in a worker
     SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device).check_identities(meta["identities"])
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise OutputError(f"output {dst} is the input file; choose another output name")
@@ -119,10 +119,17 @@ class ConvertSummary:
     def lines(self) -> list[str]:
         out = [f"wrote {self.output}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps); "
                f"{self.faces_swapped} faces swapped, {self.frames_without_face} frames without a face"]
-        busy = sorted(self.stats.stages, key=lambda s: -s.busy_s)
-        out.append("stage time: " + ", ".join(f"{s.name} {s.busy_s:.1f}s" for s in busy))
+        out.append(f"{'stage':<8}{'workers':>8}{'frames':>8}{'busy s':>9}{'queue':>7}")
+        for s in self.stats.stages:
+            out.append(f"{s.name:<8}{s.actors:>8}{s.frames:>8}{s.busy_s:>9.1f}{s.mean_queue:>7.1f}")
         out += [f"note: {w}" for w in self.warnings]
         return out
+
+    def to_json(self) -> dict:
+        return {"output": str(self.output), "frames": self.frames, "faces": self.faces,
+                "faces_swapped": self.faces_swapped, "frames_without_face": self.frames_without_face,
+                "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
+                "stages": [dataclasses.asdict(s) for s in self.stats.stages]}
 
 
 def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
@@ -130,6 +137,11 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
     """Swap the faces of input_path into output_path. Raises SwapstreamError on bad input."""
     src, dst = Path(input_path), Path(output_path)
     meta = check_request(cfg, src, dst)
+    if cfg.segments is not None:  # crash-safe segments, each run by the local runner
+        from pipeline.segments import convert_segmented
+
+        return convert_segmented(src, dst, cfg, cfg.segments, progress=progress,
+                                 dispatch="ray" if cfg.runner == "ray" else "local")
     chain = make_chain(cfg, meta)
     decode = DecodeStage(DecodeSettings(str(src)))
     t0 = time.perf_counter()

@@ -18,9 +18,14 @@ from stages.packet import FramePacket
 
 @dataclass
 class StageStats:
+    """Per stage: frames processed, seconds busy (all its actors together), mean number of batches
+    waiting for it (Ray runner), and how many workers ran it."""
+
     name: str
     frames: int = 0
     busy_s: float = 0.0
+    mean_queue: float = 0.0
+    actors: int = 1
 
 
 @dataclass

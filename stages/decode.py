@@ -37,6 +37,12 @@ class DecodeSettings:
     path: str
     threads: int = 0  # 0 = FFmpeg picks (thread_type AUTO)
     autorotate: bool = True  # apply the display-matrix rotation so faces are upright
+    # Optional range, in the video stream's time base: frames with start_pts <= pts < end_pts.
+    # With start_pts the decoder seeks to the keyframe at or before it; first_index is then the
+    # whole video's index of the first frame yielded (FramePacket.index stays global).
+    start_pts: int | None = None
+    end_pts: int | None = None
+    first_index: int = 0
 
 
 @dataclass
@@ -144,6 +150,13 @@ class DecodeStage:
         v.thread_type = "AUTO"
         if self.settings.threads:
             v.codec_context.thread_count = self.settings.threads
+        if self.settings.start_pts is not None:
+            try:
+                c.seek(self.settings.start_pts, stream=v, backward=True, any_frame=False)
+            except av.FFmpegError as err:
+                self.close()
+                raise InputError(f"{path}: cannot seek to pts {self.settings.start_pts} ({err}); the file's "
+                                 "index is damaged, remux it (ffmpeg -i in.mp4 -c copy fixed.mkv)") from None
         self._decoded = self._decode_all()
         try:
             self._first = next(self._decoded)
@@ -152,7 +165,9 @@ class DecodeStage:
             raise
         except StopIteration:
             self.close()
-            raise InputError(f"{path}: video stream has no decodable frames; "
+            st = self.settings
+            where = f" from pts {st.start_pts} to {st.end_pts}" if self.ranged else ""
+            raise InputError(f"{path}: video stream has no decodable frames{where}; "
                              "the file is empty or corrupt, re-export it") from None
 
         rotation = int(round(self._first.rotation / 90.0)) % 4 * 90
@@ -174,13 +189,25 @@ class DecodeStage:
             colorspace=int(self._first.colorspace or 2))
         return self._info
 
+    @property
+    def ranged(self) -> bool:
+        """Whether only a range of the video is decoded (start_pts / end_pts set)."""
+        return self.settings.start_pts is not None or self.settings.end_pts is not None
+
     def _decode_all(self) -> Iterator[av.VideoFrame]:
-        """Decoded frames in presentation order; FFmpeg errors become InputError with the frame index."""
-        n = 0
+        """Decoded frames in presentation order, within the range if one is set; FFmpeg errors
+        become InputError with the frame index."""
+        n = self.settings.first_index
+        start, end = self.settings.start_pts, self.settings.end_pts
         try:
             # demux() ends with an empty packet per stream; decoding it drains the decoder.
             for packet in self._container.demux(self._stream):
                 for frame in packet.decode():
+                    if frame.pts is not None:
+                        if start is not None and frame.pts < start:
+                            continue  # between the keyframe sought to and the range start
+                        if end is not None and frame.pts >= end:
+                            return  # presentation order: every later frame is past the end too
                     n += 1
                     yield frame
         except av.FFmpegError as err:
@@ -190,7 +217,7 @@ class DecodeStage:
                              "(e.g. ffmpeg -i in.mp4 -c copy fixed.mkv)") from None
 
     def frames(self) -> Iterator[FramePacket]:
-        """Yield FramePackets index 0.. in presentation order; single pass.
+        """Yield FramePackets index 0.. (first_index.. for a range) in presentation order; single pass.
 
         frame: (H, W, 3) uint8 RGB, C-contiguous, upright if autorotate. pts in `info.time_base`
         units; a frame without pts gets previous pts + the typical frame step.
@@ -202,7 +229,7 @@ class DecodeStage:
         step = max(1, int(round(1 / (info.fps * tb)))) if info.fps else 1  # one frame in pts units
         first, self._first = self._first, None
         start = self._stream.start_time or 0
-        index, prev_pts, last_step = 0, None, step
+        index, prev_pts, last_step = self.settings.first_index, None, step
 
         def packets(frame):
             nonlocal index, prev_pts, last_step
@@ -224,7 +251,8 @@ class DecodeStage:
         yield packets(first)
         for frame in self._decoded:
             yield packets(frame)
-        self._check_complete(index, prev_pts, last_step)
+        if not self.ranged:  # a range's caller knows how many frames it expects; the file's count is not it
+            self._check_complete(index - self.settings.first_index, prev_pts, last_step)
 
     def _check_complete(self, count: int, last_pts: int | None, step: int) -> None:
         """Raise InputError when far fewer frames decoded than the container promised."""

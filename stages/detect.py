@@ -170,7 +170,8 @@ class DetectStage:
         boxes: list[tuple[tuple, float]] = []
         regions = search_tiles(w, h, self.settings.min_face) if tiles else [(0, 0, max(w, h))]
         for x, y, side in regions:
-            tile = frame[y:y + side, x:x + side]
+            # contiguous: MediaPipe reads a read-only array (as Ray delivers them) in place
+            tile = np.ascontiguousarray(frame[y:y + side, x:x + side])
             th, tw = tile.shape[:2]
             res = self._detector.process(tile)
             for d in res.detections or []:

@@ -1,0 +1,465 @@
+"""Crash-safe segments for long videos: split at keyframes, convert each segment into its own
+video-only file, record finished segments in a manifest, join them without re-encoding.
+
+    plan_segments ──> run_segment, each segment ──> manifest.json ──> join_segments
+    (keyframe scan)    (in this process, or a       (after each)      (remux video, then the
+                        Ray task on any node)                          source's audio, once)
+
+- A segment runs the same stage chain as `convert` (pipeline.convert.make_chain, local runner)
+  over the frames start_pts <= pts < end_pts, and writes them with their absolute input pts, so
+  the joined timestamps are the input's. Frame indices stay global (DecodeSettings.first_index).
+- Segment files are .mp4, not .mkv: Matroska stores milliseconds (1/30 s frames would be rounded)
+  and leaves dts unset, while mp4 keeps the input's time base; the movie timescale is set to the
+  track's so the edit list that carries a segment's start time is exact too.
+- The manifest (work dir, default `.<output name>.swapstream-work/` beside the output) names the
+  input (path, size, mtime), a hash of the resolved config and the model's sha256, the plan, and
+  each segment's status. It is rewritten atomically after every finished segment. Rerunning the
+  same command skips the segments marked done whose files are intact; a manifest made for another
+  input, config or model is cleared. The work dir is removed after a successful join.
+- Edges are keyframes, so each segment decodes from its own keyframe and starts with an IDR frame
+  of its own; temporal state (landmark smoothing, face tracks) starts afresh at each edge, as at a
+  scene cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from tqdm import tqdm
+
+from pipeline.config import ConvertConfig, write_resolved
+from pipeline.convert import ConvertSummary, CountingSink, check_request, make_chain, run_local
+from pipeline.local_runner import RunStats, StageStats
+from stages.decode import _COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE, DecodeSettings, DecodeStage, probe
+from stages.encode import EncodeSettings, EncodeStage
+from stages.errors import ConfigError, InputError, OutputError, SwapstreamError
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+AUTO_SEGMENT_SECONDS = 60.0  # --segments 0: about one segment per this much video
+# Settings that change how a conversion runs but not what it writes: a resume may change them.
+_RUN_ONLY = ("runner", "address", "verbose", "detect_actors", "blend_actors", "max_in_flight")
+
+
+@dataclass
+class Segment:
+    """Frames start_pts <= pts < end_pts (video stream time base); start_pts None: from the file's
+    start, end_pts None: to its end. first_index: global index of the segment's first frame."""
+
+    index: int
+    start_pts: int | None
+    end_pts: int | None
+    first_index: int
+    frames: int
+
+
+PLAN_KEYS = tuple(f.name for f in dataclasses.fields(Segment))
+
+
+@dataclass
+class SegmentJob:
+    input: str  # absolute path
+    segment: Segment
+    file: str  # absolute path of the segment file to write (on a filesystem every node sees)
+    cfg: ConvertConfig
+    meta: dict  # the model's metadata (read_meta)
+
+
+@dataclass
+class SegmentResult:
+    index: int
+    file: str
+    frames: int
+    faces: int
+    swapped: int
+    no_face: int
+    node_id: str  # Ray node id where it ran, or "local"
+    seconds: float
+    stats: RunStats
+    warnings: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------ planning
+def _scan(path: str | os.PathLike) -> tuple[list[int], Fraction, list[int], int, float, bool]:
+    """Demux (no decoding) the video stream: (keyframe pts, time base, keyframe indices, frame
+    count, seconds, every packet had a pts). Indices are positions in presentation order."""
+    pts, keys, complete = [], [], True
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        tb = v.time_base
+        try:
+            for pkt in c.demux(v):
+                if not pkt.size or pkt.is_discard:  # flush packets; edit-list discards decode to nothing
+                    continue
+                if pkt.pts is None:
+                    complete = False
+                    continue
+                pts.append(pkt.pts)
+                if pkt.is_keyframe:
+                    keys.append(pkt.pts)
+        except av.FFmpegError as err:
+            raise InputError(f"{path}: reading failed after {len(pts)} video packets ({err}); the file is "
+                             "truncated or corrupt, re-export it or repair it "
+                             "(e.g. ffmpeg -i in.mp4 -c copy fixed.mkv)") from None
+    pts.sort()
+    keys = sorted(set(keys))
+    step = (pts[-1] - pts[0]) / (len(pts) - 1) if len(pts) > 1 else 0
+    seconds = float((pts[-1] - pts[0] + step) * tb) if pts else 0.0
+    return keys, tb, [bisect_left(pts, k) for k in keys], len(pts), seconds, complete
+
+
+def keyframes(path: str | os.PathLike) -> tuple[list[int], Fraction, list[int]]:
+    """(pts of each keyframe, the video stream's time base, each keyframe's frame index), from a
+    demux-only scan; indices count frames (packets) in presentation order."""
+    keys, tb, idx, *_ = _scan(path)
+    return keys, tb, idx
+
+
+def plan_segments(path: str | os.PathLike, n: int) -> list[Segment]:
+    """Split the video at keyframes into `n` segments of about equal frame count (fewer when it has
+    fewer keyframes); n = 0: about one segment per AUTO_SEGMENT_SECONDS of video."""
+    if n < 0:
+        raise ConfigError(f"segments must be 0 (automatic) or more, got {n}")
+    keys, _, idx, total, seconds, complete = _scan(path)
+    if n == 0:
+        n = max(1, round(seconds / AUTO_SEGMENT_SECONDS))
+    cuts: list[tuple[int, int]] = []  # (first index, start pts) of segments after the first
+    cands = [(i, p) for i, p in zip(idx, keys) if i > 0] if complete else []
+    for k in range(1, n):
+        if not cands:
+            break
+        target = k * total / n
+        best = min(cands, key=lambda c: abs(c[0] - target))
+        if not cuts or best[0] > cuts[-1][0]:
+            cuts.append(best)
+    starts = [(0, None), *cuts]
+    ends = [*(c[1] for c in cuts), None]
+    firsts = [s[0] for s in starts] + [total]
+    return [Segment(i, s[1], e, s[0], firsts[i + 1] - s[0]) for i, (s, e) in enumerate(zip(starts, ends))]
+
+
+# ------------------------------------------------------------------------------ one segment
+class _SegmentEncoder(EncodeStage):
+    """EncodeStage for a segment file (.mp4, video only) whose first pts is far from zero."""
+
+    def _add_video(self) -> None:
+        super()._add_video()
+        tb = self.info.time_base
+        scale = tb.denominator
+        while scale < 10000:  # the mp4 muxer's own choice of track timescale
+            scale *= 2
+        # The muxer writes the segment's start as an edit list in the movie timescale (1/1000 s by
+        # default: pts would come back off by a few ticks); the track's timescale keeps it exact.
+        # No faststart: join reads the file once, the second pass over it would be wasted.
+        self._out.options.update({"movie_timescale": str(scale), "movflags": "use_metadata_tags"})
+
+
+def _node_id() -> str:
+    ray = sys.modules.get("ray")  # not imported: not running under Ray
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()
+    return "local"
+
+
+def run_segment(job: SegmentJob) -> SegmentResult:
+    """Convert one segment into job.file (video only, the input's pts); runs on any node."""
+    t0 = time.perf_counter()
+    seg, cfg = job.segment, job.cfg
+    decode = DecodeStage(DecodeSettings(job.input, start_pts=seg.start_pts, end_pts=seg.end_pts,
+                                        first_index=seg.first_index))
+    try:
+        info = decode.setup()
+        settings = EncodeSettings(job.file, cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,
+                                  audio_from=None)
+        sink = CountingSink(_SegmentEncoder(settings, info))
+        stats, counts = run_local(make_chain(cfg, job.meta), decode.frames(), sink, cfg, False,
+                                  seg.frames, f"segment {seg.index}")
+    finally:
+        decode.close()
+    warnings = counts["warnings"]
+    short = seg.frames - stats.frames
+    if short > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE * seg.frames) or short < 0:
+        Path(job.file).unlink(missing_ok=True)
+        raise InputError(f"{job.input}: segment {seg.index} decoded {stats.frames} of {seg.frames} frames "
+                         f"(from frame {seg.first_index}); the file is truncated or corrupt, re-export it "
+                         "or repair it (e.g. ffmpeg -i in.mp4 -c copy fixed.mkv)")
+    if short:
+        warnings.append(f"segment {seg.index}: {stats.frames} of {seg.frames} frames decoded")
+    return SegmentResult(seg.index, job.file, stats.frames, counts["faces"], counts["swapped"],
+                         counts["no_face"], _node_id(), time.perf_counter() - t0, stats, warnings)
+
+
+# ------------------------------------------------------------------------------------ joining
+class _Joiner(EncodeStage):
+    """EncodeStage that remuxes encoded video packets instead of encoding frames; keeps its output
+    handling (temporary name, synthetic-media tags, container options, audio remux, rename)."""
+
+    def __init__(self, settings: EncodeSettings, info, template) -> None:
+        super().__init__(settings, info)
+        self.template = template  # the first segment file's video stream
+
+    def _add_video(self) -> None:
+        self._video = self._out.add_stream_from_template(self.template)
+        self._video.time_base = self.template.time_base
+
+    def write(self, pkt: av.Packet) -> None:
+        ts = pkt.dts if pkt.dts is not None else pkt.pts
+        pkt.stream = self._video
+        self._out.mux(pkt)
+        if ts is not None:
+            self._mux_audio(until=float(ts * pkt.time_base))
+
+    def flush(self) -> list:
+        self._mux_audio(until=None)
+        for out, reencode in self._audio.values():
+            if reencode:
+                self._out.mux(out.encode())
+        self._out.close()
+        self._out = None
+        self._close_source()
+        os.replace(self.temp_path, self.settings.path)
+        self._done = True
+        return []
+
+
+def join_segments(files: list[str | os.PathLike], source: str | os.PathLike,
+                  output: str | os.PathLike) -> list[str]:
+    """Remux the video packets of `files` in order, then every audio stream of `source`, into
+    `output` (container by extension); returns warnings (audio re-encoded). The segments must share
+    the encoder's extradata (SPS/PPS): one H.264 stream needs one set of parameters."""
+    files = [str(f) for f in files]
+    with av.open(files[0]) as first:
+        template = first.streams.video[0]
+        extradata = bytes(template.codec_context.extradata or b"")
+        joiner = _Joiner(EncodeSettings(str(output), audio_from=str(source)), None, template)
+        joiner.setup()
+    try:
+        last = None  # dts of the last packet written, seconds (exact)
+        for k, path in enumerate(files):
+            with av.open(path) as c:
+                v = c.streams.video[0]
+                if bytes(v.codec_context.extradata or b"") != extradata:
+                    raise OutputError(f"segment file {path} was encoded with other codec parameters than "
+                                      f"{files[0]} (extradata differs), so they cannot form one stream; "
+                                      "delete the work dir and convert again with one encoder build")
+                for pkt in c.demux(v):
+                    if not pkt.size:
+                        continue
+                    ts = pkt.dts if pkt.dts is not None else pkt.pts
+                    t = ts * pkt.time_base if ts is not None else None
+                    if t is not None and last is not None and t <= last:
+                        raise RuntimeError(f"segment {k} ({path}): dts {float(t):.6f} s is not after the "
+                                           f"previous segment's {float(last):.6f} s")
+                    last = t if t is not None else last
+                    joiner.write(pkt)
+        warnings = list(joiner.warnings)
+        joiner.flush()
+    except BaseException:
+        joiner.abort()
+        raise
+    return warnings
+
+
+# ---------------------------------------------------------------------------------- manifest
+def default_work_dir(output: str | os.PathLike) -> Path:
+    dst = Path(output).absolute()
+    return dst.parent / f".{dst.name}.swapstream-work"
+
+
+def _identity(src: Path, cfg: ConvertConfig, meta: dict) -> dict:
+    """What a segment file depends on: the input file, the resolved config, the model."""
+    conf = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_ONLY}
+    blob = json.dumps(conf, sort_keys=True, default=str) + str(meta.get("sha256"))
+    st = src.stat()
+    return {"input": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "config_sha256": hashlib.sha256(blob.encode()).hexdigest(), "model_sha256": meta.get("sha256")}
+
+
+def _ours(p: Path) -> bool:
+    """Files this module writes into a work dir."""
+    return p.name in (MANIFEST, MANIFEST + ".tmp") or p.name.startswith(("seg-", ".seg-"))
+
+
+def _clear(work: Path, remove_dir: bool) -> None:
+    for p in work.iterdir():
+        if p.is_file() and _ours(p):
+            p.unlink()
+    if remove_dir and not any(work.iterdir()):
+        work.rmdir()
+
+
+def read_manifest(work: str | os.PathLike) -> dict | None:
+    try:
+        m = json.loads((Path(work) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("version") == MANIFEST_VERSION else None
+
+
+def _write_manifest(work: Path, manifest: dict) -> None:
+    """Atomically: a crash leaves the previous manifest or this one, never half of one."""
+    tmp = work / (MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, work / MANIFEST)
+
+
+def _open_manifest(work: Path, identity: dict, plan: list[Segment], resume: bool) -> dict:
+    """The manifest to continue: the work dir's own when it fits this request, else a fresh one."""
+    old = read_manifest(work) if work.is_dir() else None
+    if resume and old is None:
+        raise ConfigError(f"--resume: nothing to resume, {work} holds no segment manifest; "
+                          "run the same command without --resume to start")
+    want = [dataclasses.asdict(s) for s in plan]
+    if old is not None and (old.get("identity") != identity
+                            or [{k: e.get(k) for k in PLAN_KEYS} for e in old["segments"]] != want):
+        if resume:
+            raise ConfigError(f"--resume: {work} was made for another input, config or model; "
+                              "drop --resume to start afresh")
+        old = None
+    if work.is_dir() and old is None:
+        if any(not _ours(p) for p in work.iterdir()):
+            raise OutputError(f"work dir {work} exists and is not a swapstream work dir (no {MANIFEST}); "
+                              "choose another --work-dir or empty it")
+        _clear(work, remove_dir=False)  # a stale run's files
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the work dir {work} ({err}); pass --work-dir DIR") from None
+    for p in work.glob(".seg-*"):  # partial files of a killed run
+        p.unlink()
+    if old is None:
+        old = {"version": MANIFEST_VERSION, "identity": identity,
+               "segments": [{**s, "file": f"seg-{s['index']:04d}.mp4", "status": "pending"} for s in want]}
+    for e in old["segments"]:
+        f = work / e["file"]
+        if e["status"] == "done" and not (f.is_file() and f.stat().st_size == e.get("size")):
+            e["status"] = "pending"
+    _write_manifest(work, old)
+    return old
+
+
+# ---------------------------------------------------------------------------------- the whole
+def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathLike, cfg: ConvertConfig,
+                      segments: int | None = None, work_dir: str | os.PathLike | None = None,
+                      progress: bool = True, dispatch: str = "local", resume: bool = False) -> ConvertSummary:
+    """Convert in keyframe-aligned segments that survive a crash; see the module docstring.
+
+    segments: how many (0 = about one per minute); None takes cfg.segments (else 0).
+    dispatch: "local" runs the segments one after another in this process and stops at the first
+    failure; "ray" runs each as a Ray task (num_cpus=1, retried twice if its worker dies), spread
+    over the nodes of the cluster (joined via cfg.address / RAY_ADDRESS, else a local Ray); a
+    failed segment does not stop the others, the first error is raised when all have ended. Ray
+    needs the input, the model and the work dir on a filesystem every node sees at the same path.
+    resume: fail unless a work dir of this same request exists (resuming itself is automatic).
+    """
+    if dispatch not in ("local", "ray"):
+        raise ConfigError(f"dispatch {dispatch!r} is not known; choose local or ray")
+    src, dst = Path(input_path).absolute(), Path(output_path).absolute()
+    n = segments if segments is not None else (cfg.segments or 0)
+    cfg = dataclasses.replace(cfg, segments=n)
+    meta = check_request(cfg, src, dst)
+    info = probe(src)  # a bad input fails here, with decode's message
+    EncodeStage(EncodeSettings(str(dst), cfg.encode.codec), info).validate()
+    t0 = time.perf_counter()
+    plan = plan_segments(src, n)
+    total = sum(s.frames for s in plan)
+    if info.frames_exact and info.frames - total > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE * info.frames):
+        raise InputError(f"{src}: video ends early: {total} of {info.frames} frames are in the file, it is "
+                         "truncated; re-download or re-export it completely")
+    work = Path(work_dir).absolute() if work_dir else default_work_dir(dst)
+    manifest = _open_manifest(work, _identity(src, cfg, meta), plan, resume)
+    entries = manifest["segments"]
+    jobs = [SegmentJob(str(src), plan[e["index"]], str(work / e["file"]), cfg, meta)
+            for e in entries if e["status"] != "done"]
+    reused = len(entries) - len(jobs)
+    bar = tqdm(total=total, unit="frame", desc=src.name, disable=not progress,
+               dynamic_ncols=True, initial=sum(e["frames"] for e in entries if e["status"] == "done"))
+    stats = RunStats()
+
+    def finished(r: SegmentResult) -> None:
+        e = entries[r.index]
+        e.update(status="done", size=(work / e["file"]).stat().st_size, node_id=r.node_id,
+                 seconds=round(r.seconds, 3),
+                 counts={"faces": r.faces, "swapped": r.swapped, "no_face": r.no_face,
+                         "warnings": r.warnings})
+        _write_manifest(work, manifest)
+        bar.update(r.frames)
+        stats.frames += r.frames
+        for s in r.stats.stages:
+            mine = next((m for m in stats.stages if m.name == s.name), None)
+            if mine is None:
+                stats.stages.append(mine := StageStats(s.name))
+            mine.frames += s.frames
+            mine.busy_s += s.busy_s
+
+    try:
+        if dispatch == "ray":
+            _run_on_ray(jobs, cfg, finished)
+        else:
+            for job in jobs:
+                finished(run_segment(job))
+    except BaseException:
+        if not any(e["status"] == "done" for e in entries):
+            _clear(work, remove_dir=True)  # nothing to resume: leave nothing behind
+        raise
+    finally:
+        bar.close()
+    warnings = join_segments([work / e["file"] for e in entries], src, dst)
+    write_resolved(cfg, dst.with_name(dst.name + ".swapstream.json"),
+                   {"input": str(src), "output": str(dst), "model_sha256": meta.get("sha256"),
+                    "segment_runs": [{k: e.get(k) for k in (*PLAN_KEYS, "node_id", "seconds")}
+                                     for e in entries]})
+    _clear(work, remove_dir=True)
+    stats.seconds = time.perf_counter() - t0
+    counts = [e["counts"] for e in entries]
+    warnings = [w for c in counts for w in c["warnings"]] + warnings
+    if reused:
+        warnings.append(f"resumed: {reused} of {len(entries)} segments were done by an earlier run "
+                        "(not in the stage times)")
+    return ConvertSummary(dst, total, sum(c["faces"] for c in counts),
+                          sum(c["swapped"] for c in counts), sum(c["no_face"] for c in counts),
+                          stats.seconds, stats, warnings)
+
+
+def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
+    """Each job as a Ray task; `finished(result)` in the driver as each one ends."""
+    if not jobs:  # a rerun with every segment done only joins: no Ray needed
+        return
+    import ray
+
+    from pipeline.ray_runner import init_ray
+
+    started = init_ray(getattr(cfg, "address", None), getattr(cfg, "verbose", False))
+    task = ray.remote(num_cpus=1, max_retries=2)(run_segment)
+    pending = [task.remote(job) for job in jobs]
+    error = None
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                finished(ray.get(done[0]))
+            except ray.exceptions.RayTaskError as err:
+                cause = getattr(err, "cause", None)
+                error = error or (cause if isinstance(cause, SwapstreamError) else err)
+        if error is not None:
+            raise error
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started:
+            ray.shutdown()

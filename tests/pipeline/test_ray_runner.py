@@ -1,0 +1,127 @@
+"""The Ray runner with real Ray actors: same output as the local runner, faults, back-pressure."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import ConvertConfig
+from pipeline.convert import convert
+from pipeline.samples import make_clip
+from tests.pipeline.test_convert import audio_info, decode_all
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray for the module (the runner leaves a Ray it did not start running)."""
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"GLOG_minloglevel": "2"}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """6 s, 180 frames: long enough to kill a worker halfway."""
+    return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", ["astronaut"], 6.0, 30, 320, 240, 0.6)
+
+
+def _ray_cfg(model_dir, **kw) -> ConvertConfig:
+    return ConvertConfig(model=str(model_dir), runner="ray", batch_size=4, **kw)
+
+
+def test_same_output_as_the_local_runner(ray_local, clips, model_dir, tmp_path):
+    local = convert(clips["ab"], tmp_path / "local.mp4", ConvertConfig(model=str(model_dir), runner="local"),
+                    progress=False)
+    ray_ = convert(clips["ab"], tmp_path / "ray.mp4", _ray_cfg(model_dir, detect_actors=2), progress=False)
+    assert ray_.frames == local.frames == 30
+    assert ray_.faces_swapped == local.faces_swapped == 60
+    lf, lt = decode_all(tmp_path / "local.mp4")
+    rf, rt = decode_all(tmp_path / "ray.mp4")
+    assert rt == lt
+    assert audio_info(tmp_path / "ray.mp4")[1] == audio_info(tmp_path / "local.mp4")[1]
+    diff = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(lf, rf)]
+    assert max(diff) < 1.5, diff  # codec noise: the detect pool starts tracks at other frames
+    names = [s.name for s in ray_.stats.stages]
+    assert names == ["detect", "align", "swap", "blend", "encode"]
+    assert ray_.stats.stages[0].actors == 2 and all(s.frames == 30 for s in ray_.stats.stages)
+
+
+def _actor_pids(title: str) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if title in line]
+
+
+@pytest.mark.parametrize("stage", ["Detect", "Blend"])
+def test_a_killed_worker_is_restarted_and_no_frame_is_lost(ray_local, long_clip, model_dir, tmp_path, stage):
+    out = tmp_path / "out.mp4"
+    result = {}
+    run = threading.Thread(target=lambda: result.update(
+        s=convert(long_clip, out, _ray_cfg(model_dir), progress=False)))
+    run.start()
+    deadline = time.time() + 60
+    pids = []
+    while not pids and time.time() < deadline:  # the process title names the stage
+        pids = _actor_pids(f"ray::{stage}Actor")
+        time.sleep(0.2)
+    assert pids, f"no ray::{stage}Actor process"
+    time.sleep(2.0)  # let it work on some frames first
+    os.kill(pids[0], signal.SIGKILL)
+    run.join(timeout=180)
+    assert not run.is_alive()
+    assert "s" in result, "conversion failed after the worker was killed"
+    src_frames, src_t = decode_all(long_clip)
+    dst_frames, dst_t = decode_all(out)
+    assert dst_t == src_t  # every frame once, in order
+    assert result["s"].faces_swapped == len(src_t)
+    assert _actor_pids(f"ray::{stage}Actor") != pids[:1]  # a new process took over
+
+
+def test_in_flight_batches_are_bounded(ray_local, long_clip, model_dir, tmp_path, monkeypatch):
+    from pipeline import ray_runner
+
+    seen = []
+    real = ray_runner._Pipeline.submit
+
+    def spy(self, batch_no, batch):
+        seen.append((len(self.inflight), self.window))
+        return real(self, batch_no, batch)
+
+    monkeypatch.setattr(ray_runner._Pipeline, "submit", spy)
+    convert(long_clip, tmp_path / "out.mp4", _ray_cfg(model_dir, max_in_flight=3), progress=False)
+    assert len(seen) == 45 and all(w == 3 for _, w in seen)
+    assert max(n for n, _ in seen) <= 2  # never more than the window in flight, whatever the length
+
+
+def _cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "-q", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_or_killed_driver_leaves_no_output(long_clip, model_dir, tmp_path, sig):
+    out = tmp_path / "out.mp4"
+    proc = _cli(["convert", str(long_clip), str(out), "--model", str(model_dir), "--runner", "ray"])
+    deadline = time.time() + 90
+    while time.time() < deadline and not list(tmp_path.glob(".out.partial-*")):
+        time.sleep(0.2)  # wait until the encoder has opened its temporary file
+    assert list(tmp_path.glob(".out.partial-*")), proc.communicate(timeout=30)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert not out.exists()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert not list(tmp_path.glob(".out.partial-*"))  # cleaned up on Ctrl-C
