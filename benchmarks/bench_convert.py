@@ -6,9 +6,9 @@ what the weights learnt). Runs, on the same clip and the same encoder settings:
   1. transcode: decode -> encode (the floor the codecs set)
   2. local runner: decode -> detect -> align -> swap -> blend -> encode, one process
   3. Ray runner: the same stages as Ray actors (a local Ray started once, before timing)
-Peak memory of each run: resident memory of this process plus every Ray process, sampled every
-0.1 s. `--long-factor K` also converts a K times longer clip with the Ray runner and reports both
-peaks (memory must not grow with the length of the video).
+Peak memory of each run: proportional set size (PSS) of this process plus every Ray process,
+sampled every 0.1 s. `--long-factor K` also converts a K times longer clip with the Ray runner
+and reports both peaks (memory must not grow with the length of the video).
 checks the outputs on a warm-up run first (frames kept, faces swapped), then prints frames/s of
 each and their ratio, and writes JSON.
 
@@ -45,7 +45,7 @@ from stages.encode import EncodeSettings, EncodeStage  # noqa: E402
 
 
 class PeakMemory:
-    """Samples the summed RSS (MiB) of this process and all Ray processes in a thread."""
+    """Samples the summed PSS (MiB) of this process and all Ray processes in a thread."""
 
     def __init__(self) -> None:
         self.peak = 0.0
@@ -54,12 +54,18 @@ class PeakMemory:
 
     @staticmethod
     def now() -> float:
-        out = subprocess.run(["ps", "-eo", "pid=,rss=,args="], capture_output=True, text=True).stdout
+        """Proportional set size (PSS): shared pages, such as Ray's object store mapped by
+        several workers, count once in all, not once per process as in summed RSS."""
+        out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
         total = 0
         for line in out.splitlines():
-            pid, rss, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (0, 0, "")
+            pid, _, args = line.strip().partition(" ")
             if int(pid) == os.getpid() or "ray::" in args or "raylet" in args or "gcs_server" in args:
-                total += int(rss)
+                try:
+                    with open(f"/proc/{pid}/smaps_rollup") as f:
+                        total += next(int(x.split()[1]) for x in f if x.startswith("Pss:"))
+                except (OSError, StopIteration):
+                    pass  # the process ended between ps and the read
         return total / 1024
 
     def _run(self) -> None:
@@ -131,7 +137,9 @@ def main() -> None:
 
     from pipeline.ray_runner import init_ray
 
-    init_ray(None, verbose=False)  # Ray's own start-up (~3 s) is not part of a conversion
+    with av.open(str(src)) as c:
+        frame_bytes = c.streams.video[0].width * c.streams.video[0].height * 3
+    init_ray(None, False, frame_bytes)  # Ray's own start-up (~3 s) is not part of a conversion
     ray_cfg = ConvertConfig(model=model, runner="ray")
     check = convert(warm, work / "warm_ray.mp4", ray_cfg, progress=False)
     assert check.frames == count_frames(warm) and check.faces_swapped >= 0.9 * check.frames

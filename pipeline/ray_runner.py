@@ -105,14 +105,23 @@ def _make_sink(settings: EncodeSettings, info) -> object:
     return CountingSink(EncodeStage(settings, info))
 
 
-def init_ray(address: str | None, verbose: bool) -> bool:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray; True if started."""
+def init_ray(address: str | None, verbose: bool, frame_bytes: int = 0, batch_size: int = 8) -> bool:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray; True if started.
+
+    A local Ray gets an object store sized for the frames in flight (48 batches' worth, between
+    512 MiB and Ray's default of 30% of RAM): the store touches fresh pages until it is full, so
+    an oversized one looks like memory growing with the length of the video.
+    """
     import ray
 
     if ray.is_initialized():
         return False
+    store = None
+    if not (address or os.environ.get("RAY_ADDRESS")) and frame_bytes:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        store = int(min(max(48 * batch_size * frame_bytes, 512 << 20), 0.3 * ram))
     ray.init(address=address or None, include_dashboard=False, log_to_driver=verbose,
-             logging_level=logging.INFO if verbose else logging.ERROR,
+             logging_level=logging.INFO if verbose else logging.ERROR, object_store_memory=store,
              runtime_env={"env_vars": {} if verbose else QUIET_ENV})
     return True
 
@@ -227,7 +236,7 @@ def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
     """Run the conversion on Ray; returns the run's statistics and the face counts."""
     import ray
 
-    started = init_ray(cfg.address, cfg.verbose)
+    started = init_ray(cfg.address, cfg.verbose, info.width * info.height * 3, cfg.batch_size)
     pipe = None
     bar = tqdm(total=info.frames, unit="frame", desc=desc, disable=not progress, dynamic_ncols=True)
     run = RunStats()
