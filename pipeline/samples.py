@@ -7,6 +7,7 @@ background, with a sine-tone audio track. Used by the demo and by the tests' fix
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from fractions import Fraction
 from functools import cache
@@ -96,12 +97,13 @@ def write_clip(path: str | Path, frames, fps: int = 30, audio: bool = True,
     pts/time_base give explicit (e.g. variable-rate) timestamps; default is i / fps.
     """
     path = Path(path)
-    frames = list(frames)
+    frames = iter(frames)  # streamed: a long clip is never held in memory whole
+    first = next(frames)
     tb = time_base or Fraction(1, fps)
-    pts = list(pts) if pts is not None else list(range(len(frames)))
+    pts = list(pts) if pts is not None else None
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=fps)
-        vs.width, vs.height = frames[0].shape[1], frames[0].shape[0]
+        vs.width, vs.height = first.shape[1], first.shape[0]
         vs.pix_fmt = pix_fmt
         vs.time_base = tb
         vs.codec_context.time_base = tb
@@ -110,10 +112,16 @@ def write_clip(path: str | Path, frames, fps: int = 30, audio: bool = True,
         aus = None
         if audio:
             aus = out.add_stream("aac", rate=48000, layout="mono")
-        for f, p in zip(frames, pts):
+        written = []
+        for i, f in enumerate(itertools.chain([first], frames)):
+            if pts is not None and i >= len(pts):
+                break
+            p = pts[i] if pts is not None else i
             vf = av.VideoFrame.from_ndarray(f, format="rgb24")
             vf.pts, vf.time_base = p, tb
             out.mux(vs.encode(vf))
+            written.append(p)
+        pts = written
         out.mux(vs.encode())
         if aus is not None:
             duration = float((pts[-1] + (pts[-1] - pts[-2] if len(pts) > 1 else 1)) * tb)
