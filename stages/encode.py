@@ -39,6 +39,7 @@ class EncodeSettings:
     preset: str = "fast"
     audio_from: str | None = None  # input whose audio streams are copied (remuxed, not re-encoded)
     synthetic_tag: str = "synthetic media: faces replaced by swapstream"
+    threads: int = 0  # encoder threads; 0: FFmpeg's choice (all cores)
 
 
 def _pad_even(frame: np.ndarray) -> np.ndarray:
@@ -192,6 +193,8 @@ class EncodeStage:
         v.codec_context.time_base = tb
         if s.codec in ("libx264", "libx265"):
             v.options = {"crf": str(s.crf), "preset": s.preset}
+        if s.threads:
+            v.codec_context.thread_count = s.threads
         self._step = max(1, int(round(1 / (rate * tb))))
 
     def _add_audio(self, muxer: str) -> None:
