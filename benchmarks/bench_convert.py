@@ -168,6 +168,9 @@ def main() -> None:
         "local_vs_transcode": t_transcode / t_local,
         "ray_vs_transcode": t_transcode / ray_run.seconds,
         "ray_vs_local": t_local / ray_run.seconds,
+        "startup_s": {"local": round(local.stats.startup_s, 2), "ray": round(ray_run.stats.startup_s, 2)},
+        "steady_fps": {"local": n / (t_local - local.stats.startup_s),
+                       "ray": n / (ray_run.seconds - ray_run.stats.startup_s)},
         "peak_mib": {"transcode": round(m_transcode.peak), "local": round(m_local.peak),
                      "ray": round(m_ray.peak)},
         "long_input_memory": long_peaks,
@@ -185,6 +188,9 @@ def main() -> None:
     print(f"{'ray runner (full swap)':<28}{res['ray_fps']:>10.1f}{res['ray_vs_transcode']:>14.2f}"
           f"{pk['ray']:>10}")
     print(f"ray runner vs local runner: {res['ray_vs_local']:.2f}x")
+    st, sf = res["startup_s"], res["steady_fps"]
+    print(f"after start-up (local {st['local']:.1f} s, ray {st['ray']:.1f} s): local {sf['local']:.1f} fps, "
+          f"ray {sf['ray']:.1f} fps, ratio {sf['ray'] / sf['local']:.2f}x")
     if long_peaks:
         print(f"ray peak memory, {long_peaks['seconds'][0]:.0f} s vs {long_peaks['seconds'][1]:.0f} s input: "
               f"{long_peaks['peak_mib'][0]} vs {long_peaks['peak_mib'][1]} MiB")

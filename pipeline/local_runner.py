@@ -30,8 +30,12 @@ class StageStats:
 
 @dataclass
 class RunStats:
+    """frames and seconds of a run; startup_s: of those seconds, the set-up before the first
+    frame (models loaded, workers started)."""
+
     frames: int = 0
     seconds: float = 0.0
+    startup_s: float = 0.0
     stages: list[StageStats] = field(default_factory=list)
 
     @property
@@ -69,9 +73,10 @@ class LocalRunner:
         return batch
 
     def run(self, frames: Iterable[FramePacket]) -> RunStats:
+        t0 = time.perf_counter()
         for st in [*self.stages, self.sink]:
             st.setup()
-        t0 = time.perf_counter()
+        self.stats.startup_s = time.perf_counter() - t0
         bar = tqdm(total=self.total, unit="frame", desc=self.desc, disable=not self.progress,
                    dynamic_ncols=True)
         try:

@@ -165,6 +165,7 @@ class _Pipeline:
             partial(_make_sink, settings, info), True)
         self.pools.append([self.sink])
         self.temp_path = ray.get(self.sink.temp_path.remote())
+        ray.get([a.pid.remote() for pool in self.pools for a in pool])  # every worker is ready
         self.window = cfg.max_in_flight or 2 * (sizes["detect"] + sizes["blend"]) + 2
         self.inflight: deque = deque()  # (frames, [ref per stage])
         self.queue_sum = [0.0] * len(self.pools)
@@ -249,6 +250,7 @@ def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
     t0 = time.perf_counter()
     try:
         pipe = _Pipeline(chain, settings, info, cfg)
+        run.startup_s = time.perf_counter() - t0
         for i, batch in enumerate(_batches(frames, cfg.batch_size)):
             pipe.submit(i, batch)
             pipe.sample_queues()
