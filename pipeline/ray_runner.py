@@ -133,7 +133,14 @@ def init_ray(address: str | None, verbose: bool, frame_bytes: int = 0, batch_siz
 class _Pipeline:
     """The actors of one conversion and the bookkeeping of the batches in flight."""
 
-    def __init__(self, chain, settings: EncodeSettings, info, cfg) -> None:
+    def __init__(self) -> None:
+        self.pools: list[list] = []
+        self.sink = None
+        self.temp_path: str | None = None
+
+    def build(self, chain, settings: EncodeSettings, info, cfg) -> None:
+        """Start the actors and wait until all are ready. Interruptible: whatever was started
+        is on `self` for the caller to clean up."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -144,7 +151,6 @@ class _Pipeline:
                  "swap": max(1, gpus), "align": 1}
         opts = {"max_restarts": RETRIES, "max_task_retries": RETRIES}
         self.names = [name for name, _ in chain] + ["encode"]
-        self.pools = []
         for k, (name, factory) in enumerate(chain):
             cls = _actor_class(name, StageWorker)
             keep = k == len(chain) - 1
@@ -233,9 +239,9 @@ class _Pipeline:
     def kill(self) -> None:
         import ray
 
-        for pool in self.pools:
-            for actor in pool:
-                ray.kill(actor, no_restart=True)
+        actors = {a for pool in self.pools for a in pool} | ({self.sink} if self.sink else set())
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
 
 
 def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
@@ -244,12 +250,12 @@ def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
     import ray
 
     started = init_ray(cfg.address, cfg.verbose, info.width * info.height * 3, cfg.batch_size)
-    pipe = None
+    pipe = _Pipeline()
     bar = tqdm(total=info.frames, unit="frame", desc=desc, disable=not progress, dynamic_ncols=True)
     run = RunStats()
     t0 = time.perf_counter()
     try:
-        pipe = _Pipeline(chain, settings, info, cfg)
+        pipe.build(chain, settings, info, cfg)
         run.startup_s = time.perf_counter() - t0
         for i, batch in enumerate(_batches(frames, cfg.batch_size)):
             pipe.submit(i, batch)
@@ -264,7 +270,7 @@ def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
         run.seconds = time.perf_counter() - t0
         counts = pipe.stats(run)
     except BaseException as err:
-        if pipe is not None:
+        if pipe.sink is not None:
             try:
                 ray.get(pipe.sink.abort.remote(), timeout=10)
             except Exception:  # the encoder itself may be what died
@@ -277,8 +283,7 @@ def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
         raise
     finally:
         bar.close()
-        if pipe is not None:
-            pipe.kill()
+        pipe.kill()
         if started:
             ray.shutdown()
     return run, counts
