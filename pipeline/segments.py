@@ -219,17 +219,8 @@ class _Joiner(EncodeStage):
         if ts is not None:
             self._mux_audio(until=float(ts * pkt.time_base))
 
-    def flush(self) -> list:
-        self._mux_audio(until=None)
-        for out, reencode in self._audio.values():
-            if reencode:
-                self._out.mux(out.encode())
-        self._out.close()
-        self._out = None
-        self._close_source()
-        os.replace(self.temp_path, self.settings.path)
-        self._done = True
-        return []
+    def _drain_video(self) -> None:
+        pass  # packets are copied, not encoded: nothing is held back
 
 
 def join_segments(files: list[str | os.PathLike], source: str | os.PathLike,

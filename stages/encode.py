@@ -272,13 +272,17 @@ class EncodeStage:
                 pkt.stream = out
                 self._out.mux(pkt)
 
+    def _drain_video(self) -> None:
+        """Mux the frames the encoder still holds (B-frames, lookahead)."""
+        self._out.mux(self._video.encode())
+
     def flush(self) -> list[FramePacket]:
         """Drain the encoder, mux the remaining audio, close and rename the file into place."""
         if self._done:
             return []
         if self._out is None:
             raise RuntimeError("EncodeStage.setup() has not been called")
-        self._out.mux(self._video.encode())
+        self._drain_video()
         self._mux_audio(until=None)
         for out, reencode in self._audio.values():
             if reencode:
