@@ -20,248 +20,44 @@ video-only file, record finished segments in a manifest, join them without re-en
   of its own; temporal state (landmark smoothing, face tracks) starts afresh at each edge, as at a
   scene cut.
 """
-
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
-from bisect import bisect_left
-from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
-import av
 from tqdm import tqdm
 
 from pipeline.config import ConvertConfig, write_resolved
-from pipeline.convert import ConvertSummary, CountingSink, check_request, make_chain, run_local
+from pipeline.convert import ConvertSummary, check_request
 from pipeline.local_runner import RunStats, StageStats
-from stages.decode import _COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE, DecodeSettings, DecodeStage, probe
+from pipeline.segment_io import join_segments, run_segment
+from pipeline.segment_plan import (
+    AUTO_SEGMENT_SECONDS,
+    PLAN_KEYS,
+    Segment,
+    SegmentJob,
+    SegmentResult,
+    keyframes,
+    plan_segments,
+)
+from stages.decode import _COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE, probe
 from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import ConfigError, InputError, OutputError, SwapstreamError
 
+__all__ = ["AUTO_SEGMENT_SECONDS", "Segment", "SegmentJob", "SegmentResult", "convert_segmented",
+           "default_work_dir", "join_segments", "keyframes", "plan_segments", "read_manifest",
+           "run_segment"]
+
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-AUTO_SEGMENT_SECONDS = 60.0  # --segments 0: about one segment per this much video
 # Settings that change how a conversion runs but not what it writes: a resume may change them.
 _RUN_ONLY = ("runner", "address", "verbose", "detect_actors", "blend_actors", "max_in_flight")
 
 
-@dataclass
-class Segment:
-    """Frames start_pts <= pts < end_pts (video stream time base); start_pts None: from the file's
-    start, end_pts None: to its end. first_index: global index of the segment's first frame."""
-
-    index: int
-    start_pts: int | None
-    end_pts: int | None
-    first_index: int
-    frames: int
-
-
-PLAN_KEYS = tuple(f.name for f in dataclasses.fields(Segment))
-
-
-@dataclass
-class SegmentJob:
-    input: str  # absolute path
-    segment: Segment
-    file: str  # absolute path of the segment file to write (on a filesystem every node sees)
-    cfg: ConvertConfig
-    meta: dict  # the model's metadata (read_meta)
-
-
-@dataclass
-class SegmentResult:
-    index: int
-    file: str
-    frames: int
-    faces: int
-    swapped: int
-    no_face: int
-    node_id: str  # Ray node id where it ran, or "local"
-    seconds: float
-    stats: RunStats
-    warnings: list[str] = field(default_factory=list)
-
-
-# ------------------------------------------------------------------------------------ planning
-def _scan(path: str | os.PathLike) -> tuple[list[int], Fraction, list[int], int, float, bool]:
-    """Demux (no decoding) the video stream: (keyframe pts, time base, keyframe indices, frame
-    count, seconds, every packet had a pts). Indices are positions in presentation order."""
-    pts, keys, complete = [], [], True
-    with av.open(str(path)) as c:
-        v = c.streams.video[0]
-        tb = v.time_base
-        try:
-            for pkt in c.demux(v):
-                if not pkt.size or pkt.is_discard:  # flush packets; edit-list discards decode to nothing
-                    continue
-                if pkt.pts is None:
-                    complete = False
-                    continue
-                pts.append(pkt.pts)
-                if pkt.is_keyframe:
-                    keys.append(pkt.pts)
-        except av.FFmpegError as err:
-            raise InputError(f"{path}: reading failed after {len(pts)} video packets ({err}); the file is "
-                             "truncated or corrupt, re-export it or repair it "
-                             "(e.g. ffmpeg -i in.mp4 -c copy fixed.mkv)") from None
-    pts.sort()
-    keys = sorted(set(keys))
-    step = (pts[-1] - pts[0]) / (len(pts) - 1) if len(pts) > 1 else 0
-    seconds = float((pts[-1] - pts[0] + step) * tb) if pts else 0.0
-    return keys, tb, [bisect_left(pts, k) for k in keys], len(pts), seconds, complete
-
-
-def keyframes(path: str | os.PathLike) -> tuple[list[int], Fraction, list[int]]:
-    """(pts of each keyframe, the video stream's time base, each keyframe's frame index), from a
-    demux-only scan; indices count frames (packets) in presentation order."""
-    keys, tb, idx, *_ = _scan(path)
-    return keys, tb, idx
-
-
-def plan_segments(path: str | os.PathLike, n: int) -> list[Segment]:
-    """Split the video at keyframes into `n` segments of about equal frame count (fewer when it has
-    fewer keyframes); n = 0: about one segment per AUTO_SEGMENT_SECONDS of video."""
-    if n < 0:
-        raise ConfigError(f"segments must be 0 (automatic) or more, got {n}")
-    keys, _, idx, total, seconds, complete = _scan(path)
-    if n == 0:
-        n = max(1, round(seconds / AUTO_SEGMENT_SECONDS))
-    cuts: list[tuple[int, int]] = []  # (first index, start pts) of segments after the first
-    cands = [(i, p) for i, p in zip(idx, keys) if i > 0] if complete else []
-    for k in range(1, n):
-        if not cands:
-            break
-        target = k * total / n
-        best = min(cands, key=lambda c: abs(c[0] - target))
-        if not cuts or best[0] > cuts[-1][0]:
-            cuts.append(best)
-    starts = [(0, None), *cuts]
-    ends = [*(c[1] for c in cuts), None]
-    firsts = [s[0] for s in starts] + [total]
-    return [Segment(i, s[1], e, s[0], firsts[i + 1] - s[0]) for i, (s, e) in enumerate(zip(starts, ends))]
-
-
-# ------------------------------------------------------------------------------ one segment
-class _SegmentEncoder(EncodeStage):
-    """EncodeStage for a segment file (.mp4, video only) whose first pts is far from zero."""
-
-    def _add_video(self) -> None:
-        super()._add_video()
-        tb = self.info.time_base
-        scale = tb.denominator
-        while scale < 10000:  # the mp4 muxer's own choice of track timescale
-            scale *= 2
-        # The muxer writes the segment's start as an edit list in the movie timescale (1/1000 s by
-        # default: pts would come back off by a few ticks); the track's timescale keeps it exact.
-        # No faststart: join reads the file once, the second pass over it would be wasted.
-        self._out.options.update({"movie_timescale": str(scale), "movflags": "use_metadata_tags"})
-
-
-def _node_id() -> str:
-    ray = sys.modules.get("ray")  # not imported: not running under Ray
-    if ray is not None and ray.is_initialized():
-        return ray.get_runtime_context().get_node_id()
-    return "local"
-
-
-def run_segment(job: SegmentJob) -> SegmentResult:
-    """Convert one segment into job.file (video only, the input's pts); runs on any node."""
-    t0 = time.perf_counter()
-    seg, cfg = job.segment, job.cfg
-    decode = DecodeStage(DecodeSettings(job.input, start_pts=seg.start_pts, end_pts=seg.end_pts,
-                                        first_index=seg.first_index))
-    try:
-        info = decode.setup()
-        settings = EncodeSettings(job.file, cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,
-                                  audio_from=None)
-        sink = CountingSink(_SegmentEncoder(settings, info))
-        stats, counts = run_local(make_chain(cfg, job.meta), decode.frames(), sink, cfg, False,
-                                  seg.frames, f"segment {seg.index}")
-    finally:
-        decode.close()
-    warnings = counts["warnings"]
-    short = seg.frames - stats.frames
-    if short > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE * seg.frames) or short < 0:
-        Path(job.file).unlink(missing_ok=True)
-        raise InputError(f"{job.input}: segment {seg.index} decoded {stats.frames} of {seg.frames} frames "
-                         f"(from frame {seg.first_index}); the file is truncated or corrupt, re-export it "
-                         "or repair it (e.g. ffmpeg -i in.mp4 -c copy fixed.mkv)")
-    if short:
-        warnings.append(f"segment {seg.index}: {stats.frames} of {seg.frames} frames decoded")
-    return SegmentResult(seg.index, job.file, stats.frames, counts["faces"], counts["swapped"],
-                         counts["no_face"], _node_id(), time.perf_counter() - t0, stats, warnings)
-
-
-# ------------------------------------------------------------------------------------ joining
-class _Joiner(EncodeStage):
-    """EncodeStage that remuxes encoded video packets instead of encoding frames; keeps its output
-    handling (temporary name, synthetic-media tags, container options, audio remux, rename)."""
-
-    def __init__(self, settings: EncodeSettings, info, template) -> None:
-        super().__init__(settings, info)
-        self.template = template  # the first segment file's video stream
-
-    def _add_video(self) -> None:
-        self._video = self._out.add_stream_from_template(self.template)
-        self._video.time_base = self.template.time_base
-
-    def write(self, pkt: av.Packet) -> None:
-        ts = pkt.dts if pkt.dts is not None else pkt.pts
-        pkt.stream = self._video
-        self._out.mux(pkt)
-        if ts is not None:
-            self._mux_audio(until=float(ts * pkt.time_base))
-
-    def _drain_video(self) -> None:
-        pass  # packets are copied, not encoded: nothing is held back
-
-
-def join_segments(files: list[str | os.PathLike], source: str | os.PathLike,
-                  output: str | os.PathLike) -> list[str]:
-    """Remux the video packets of `files` in order, then every audio stream of `source`, into
-    `output` (container by extension); returns warnings (audio re-encoded). The segments must share
-    the encoder's extradata (SPS/PPS): one H.264 stream needs one set of parameters."""
-    files = [str(f) for f in files]
-    with av.open(files[0]) as first:
-        template = first.streams.video[0]
-        extradata = bytes(template.codec_context.extradata or b"")
-        joiner = _Joiner(EncodeSettings(str(output), audio_from=str(source)), None, template)
-        joiner.setup()
-    try:
-        last = None  # dts of the last packet written, seconds (exact)
-        for k, path in enumerate(files):
-            with av.open(path) as c:
-                v = c.streams.video[0]
-                if bytes(v.codec_context.extradata or b"") != extradata:
-                    raise OutputError(f"segment file {path} was encoded with other codec parameters than "
-                                      f"{files[0]} (extradata differs), so they cannot form one stream; "
-                                      "delete the work dir and convert again with one encoder build")
-                for pkt in c.demux(v):
-                    if not pkt.size:
-                        continue
-                    ts = pkt.dts if pkt.dts is not None else pkt.pts
-                    t = ts * pkt.time_base if ts is not None else None
-                    if t is not None and last is not None and t <= last:
-                        raise RuntimeError(f"segment {k} ({path}): dts {float(t):.6f} s is not after the "
-                                           f"previous segment's {float(last):.6f} s")
-                    last = t if t is not None else last
-                    joiner.write(pkt)
-        warnings = list(joiner.warnings)
-        joiner.flush()
-    except BaseException:
-        joiner.abort()
-        raise
-    return warnings
-
-
-# ---------------------------------------------------------------------------------- manifest
 def default_work_dir(output: str | os.PathLike) -> Path:
     dst = Path(output).absolute()
     return dst.parent / f".{dst.name}.swapstream-work"
