@@ -73,6 +73,11 @@ def _run_convert(a) -> int:
              "encode": {"crf": a.crf, "preset": a.preset}}
     flags["segments"] = a.segments
     cfg = fill(ConvertConfig, merge(values, _drop_none(flags)))
+    if a.stats and not Path(a.stats).absolute().parent.is_dir():  # not after an hour of work
+        from stages.errors import OutputError
+
+        raise OutputError(f"--stats {a.stats}: folder {Path(a.stats).absolute().parent} does not "
+                          f"exist; create it or choose another path")
     if cfg.segments is not None:  # the work dir and --resume belong to a segmented run only
         from pipeline.segments import convert_segmented
 

@@ -7,7 +7,9 @@
   object refs from actor to actor; frames never come back to the driver.
 - Order: Ray runs the tasks that one caller submits to one actor in submission order, waiting for
   each task's inputs, so AlignActor and EncodeActor see batches in frame order even when the
-  pools finish them out of order.
+  pools finish them out of order. EncodeActor has no retries, so its order always holds; after an
+  AlignActor restart its retried batches may run out of order, which costs only the landmark
+  smoothing around the restart (align restarts its tracks when frame indices jump).
 - Back-pressure: at most `max_in_flight` batches are between decode and the end of encode; the
   driver waits for the oldest before it decodes more, so memory does not grow with the video.
 - Faults: stage actors restart when their process dies and Ray re-runs their unfinished tasks
@@ -32,7 +34,7 @@ from tqdm import tqdm
 
 from pipeline.local_runner import RunStats, StageStats, _batches
 from stages.encode import EncodeSettings, EncodeStage
-from stages.errors import SwapstreamError
+from stages.errors import ConfigError, SwapstreamError
 
 RETRIES = 3
 NO_FRAME = np.zeros((0, 0, 3), np.uint8)  # stands in for a frame that stays in the object store
@@ -51,8 +53,15 @@ class StageWorker:
     """
 
     def __init__(self, factory, keep_frames: bool = False) -> None:
-        self.stage = factory()
-        self.stage.setup()
+        # A user's error in set-up (unknown engine, no GPU for --device cuda, bad codec) is kept
+        # and raised from the first call: an error in an actor's constructor reaches the driver
+        # only as text, an error in a method as itself, so the CLI can print its one line.
+        self.error: SwapstreamError | None = None
+        try:
+            self.stage = factory()
+            self.stage.setup()
+        except SwapstreamError as e:
+            self.error = e
         self.keep_frames = keep_frames
         self.busy = 0.0
         self.frames = 0
@@ -60,7 +69,7 @@ class StageWorker:
     def process(self, batch: list, frames: list | None = None) -> list:
         t = time.perf_counter()
         if frames is not None:
-            for p, f in zip(batch, frames):
+            for p, f in zip(batch, frames, strict=True):
                 p.frame = f
         out = self.stage.process(batch)
         if not self.keep_frames:
@@ -77,6 +86,9 @@ class StageWorker:
         return {"busy_s": self.busy, "frames": self.frames, "pid": os.getpid()}
 
     def pid(self) -> int:
+        """The worker's process id, once its stage is set up (raises the set-up error if any)."""
+        if self.error is not None:
+            raise self.error
         return os.getpid()
 
 
@@ -87,6 +99,7 @@ class SinkWorker(StageWorker):
         return len(super().process(batch, frames))
 
     def temp_path(self) -> str | None:
+        self.pid()  # raises the set-up error, if any
         return str(self.stage.encode.temp_path) if self.stage.encode.temp_path else None
 
     def abort(self) -> None:
@@ -124,9 +137,17 @@ def init_ray(address: str | None, verbose: bool, frame_bytes: int = 0, batch_siz
     if not (address or os.environ.get("RAY_ADDRESS")) and frame_bytes:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         store = int(min(max(48 * batch_size * frame_bytes, 512 << 20), 0.3 * ram))
-    ray.init(address=address or None, include_dashboard=False, log_to_driver=verbose,
-             logging_level=logging.INFO if verbose else logging.ERROR, object_store_memory=store,
-             runtime_env={"env_vars": {**ACTOR_ENV, **({} if verbose else QUIET_ENV)}})
+    try:
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.ERROR, object_store_memory=store,
+                 runtime_env={"env_vars": {**ACTOR_ENV, **({} if verbose else QUIET_ENV)}})
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = address or os.environ.get("RAY_ADDRESS")
+        if not where:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot join the Ray cluster at {where} ({first}); check --address / "
+                          f"RAY_ADDRESS, or leave both unset to run a local Ray") from None
     return True
 
 
@@ -218,10 +239,13 @@ class _Pipeline:
         for k, pool in enumerate(self.pools[:-1]):
             for actor in pool:
                 rest = ray.get(actor.flush.remote())
-                if rest:
-                    ref = rest
-                    for later in self.pools[k + 1:]:
-                        ref = later[0].process.remote(ref)
+                if rest:  # held-back packets: through the later stages, as submit() sends them
+                    frames = ray.put([p.frame for p in rest])
+                    for p in rest:
+                        p.frame = NO_FRAME
+                    ref, later = rest, self.pools[k + 1:]
+                    for j, pool_j in enumerate(later):
+                        ref = pool_j[0].process.remote(ref, None if j == len(later) - 1 else frames)
                     done += ray.get(ref)
         ray.get(self.sink.flush.remote())
         return done

@@ -238,7 +238,7 @@ def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
             done, pending = ray.wait(pending, num_returns=1)
             try:
                 finished(ray.get(done[0]))
-            except ray.exceptions.RayTaskError as err:
+            except ray.exceptions.RayError as err:  # task errors, and crashed or lost workers
                 cause = getattr(err, "cause", None)
                 error = error or (cause if isinstance(cause, SwapstreamError) else err)
         if error is not None:

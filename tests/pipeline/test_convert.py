@@ -164,13 +164,16 @@ def _cases(clips, model_dir, bad, out):
         "train into a file": (["train", "--a", "x", "--b", "y", "-o", str(bad["afile"] / "m")], "is a file"),
         "truncated faststart": (["convert", str(bad["cut_faststart"]), out, "--model", model],
                                 "truncated|ends early|corrupt"),
+        # found while a Ray actor sets up its stage: still one line, not a remote traceback
+        "unknown engine (in a Ray actor)": (["convert", good, out, "--model", model, "--engine", "warp"],
+                                            "unknown engine 'warp'; available engines: eager"),
     }
 
 
 CASES = ["missing input", "not a video", "truncated", "no video stream", "unwritable output",
          "missing model", "pickled model", "corrupt model", "direction not in model", "empty faceset",
          "no faces to extract", "extract from a non-video", "extract into a file", "train into a file",
-         "truncated faststart"]
+         "truncated faststart", "unknown engine (in a Ray actor)"]
 
 
 @pytest.mark.parametrize("case", CASES)
