@@ -48,7 +48,7 @@ def stage_name(stage: object) -> str:
     return getattr(stage, "name", None) or type(stage).__name__.removesuffix("Stage").lower()
 
 
-def _batches(it: Iterable[FramePacket], n: int) -> Iterator[list[FramePacket]]:
+def batches(it: Iterable[FramePacket], n: int) -> Iterator[list[FramePacket]]:
     it = iter(it)
     while batch := list(islice(it, n)):
         yield batch
@@ -80,7 +80,7 @@ class LocalRunner:
         bar = tqdm(total=self.total, unit="frame", desc=self.desc, disable=not self.progress,
                    dynamic_ncols=True)
         try:
-            for batch in _batches(frames, self.batch_size):
+            for batch in batches(frames, self.batch_size):
                 self.stats.frames += len(self._through(batch, 0))
                 bar.update(len(batch))
             for i, st in enumerate([*self.stages, self.sink]):

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.local_runner import RunStats, StageStats, _batches
+from pipeline.local_runner import RunStats, StageStats, batches
 from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import ConfigError, SwapstreamError
 
@@ -281,7 +281,7 @@ def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
     try:
         pipe.build(chain, settings, info, cfg)
         run.startup_s = time.perf_counter() - t0
-        for i, batch in enumerate(_batches(frames, cfg.batch_size)):
+        for i, batch in enumerate(batches(frames, cfg.batch_size)):
             pipe.submit(i, batch)
             pipe.sample_queues()
             while len(pipe.inflight) >= pipe.window:

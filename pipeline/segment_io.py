@@ -13,7 +13,7 @@ import av
 
 from pipeline.convert import CountingSink, make_chain, run_local
 from pipeline.segment_plan import SegmentJob, SegmentResult
-from stages.decode import _COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE, DecodeSettings, DecodeStage
+from stages.decode import DecodeSettings, DecodeStage, short_beyond_tolerance
 from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import InputError, OutputError
 
@@ -57,7 +57,7 @@ def run_segment(job: SegmentJob) -> SegmentResult:
         decode.close()
     warnings = counts["warnings"]
     short = seg.frames - stats.frames
-    if short > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE * seg.frames) or short < 0:
+    if short_beyond_tolerance(seg.frames, stats.frames) or short < 0:
         Path(job.file).unlink(missing_ok=True)
         raise InputError(f"{job.input}: segment {seg.index} decoded {stats.frames} of {seg.frames} frames "
                          f"(from frame {seg.first_index}); the file is truncated or corrupt, re-export it "

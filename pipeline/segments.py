@@ -44,7 +44,7 @@ from pipeline.segment_plan import (
     keyframes,
     plan_segments,
 )
-from stages.decode import _COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE, probe
+from stages.decode import probe, short_beyond_tolerance
 from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import ConfigError, InputError, OutputError, SwapstreamError
 
@@ -163,7 +163,7 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
     t0 = time.perf_counter()
     plan = plan_segments(src, n)
     total = sum(s.frames for s in plan)
-    if info.frames_exact and info.frames - total > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE * info.frames):
+    if info.frames_exact and short_beyond_tolerance(info.frames, total):
         raise InputError(f"{src}: video ends early: {total} of {info.frames} frames are in the file, it is "
                          "truncated; re-download or re-export it completely")
     work = Path(work_dir).absolute() if work_dir else default_work_dir(dst)

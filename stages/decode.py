@@ -26,6 +26,12 @@ from stages.packet import FramePacket
 # last frame); only a shortfall beyond this is called truncation.
 _COUNT_SLACK_FRAMES = 2
 _COUNT_SLACK_SHARE = 0.02
+
+
+def short_beyond_tolerance(expected: int, decoded: int) -> bool:
+    """True when `decoded` falls short of an index's `expected` frame count by more than odd but
+    sound files do (2 frames or 2%): the file is truncated or corrupt."""
+    return expected - decoded > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE * expected)
 # For containers that only state a duration (Matroska), compare times instead of counts: an
 # average frame rate guessed from the first frames makes a count estimate wrong for VFR video.
 _TIME_SLACK_S = 0.5
@@ -258,8 +264,7 @@ class DecodeStage:
         """Raise InputError when far fewer frames decoded than the container promised."""
         info, path = self.info, self.settings.path
         if info.frames_exact and info.frames:
-            short = info.frames - count
-            if short > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_SHARE * info.frames):
+            if short_beyond_tolerance(info.frames, count):
                 raise InputError(f"{path}: video ends early: {count} of {info.frames} frames decoded, "
                                  "the file is truncated; re-download or re-export it completely")
         elif self._stream_duration and info.duration and last_pts is not None:
