@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--json", default="bench_convert.json", help="where to write the figures")
     ap.add_argument("--long-factor", type=int, default=0,
                     help="also run the Ray runner on a clip this many times longer (memory check)")
+    ap.add_argument("--fuse", default="auto", choices=["auto", "on", "off"],
+                    help="Ray runner: align+swap+blend in one actor (auto: on <= 4 CPUs, no GPU)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_convert-"))
     src = Path(a.input) if a.input else make_clip(work / "in.mp4", ["astronaut"], a.seconds, 30,
@@ -140,7 +142,7 @@ def main() -> None:
     with av.open(str(src)) as c:
         frame_bytes = c.streams.video[0].width * c.streams.video[0].height * 3
     init_ray(None, False, frame_bytes)  # Ray's own start-up (~3 s) is not part of a conversion
-    ray_cfg = ConvertConfig(model=model, runner="ray")
+    ray_cfg = ConvertConfig(model=model, runner="ray", fuse=a.fuse)
     check = convert(warm, work / "warm_ray.mp4", ray_cfg, progress=False)
     assert check.frames == count_frames(warm) and check.faces_swapped >= 0.9 * check.frames
     with PeakMemory() as m_ray:

@@ -86,21 +86,45 @@ def save_checkpoint(path: str | Path, model: SwapModel, preset: str, step: int =
                 "identities": model.identities, "step": int(step), "training": training or {},
                 "sha256": _sha256(tmp / "model.safetensors")}
         (tmp / "model.json").write_text(json.dumps(meta, indent=2))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = None
-        if path.is_dir():
-            # carry over what else lives in the directory (training previews, notes)
-            for f in path.iterdir():
-                if f.is_file() and not (tmp / f.name).exists() and f.name != "optimizer.safetensors":
-                    shutil.copy2(f, tmp / f.name)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Make the complete directory `tmp` the checkpoint at `path`: fsync, carry over the other
+    files of the old one (training previews, notes), then two renames (see recover_checkpoint)."""
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if path.is_dir():
+        for f in path.iterdir():
+            if f.is_file() and not (tmp / f.name).exists() and f.name != "optimizer.safetensors":
+                shutil.copy2(f, tmp / f.name)
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def install_checkpoint(src: str | Path, path: str | Path) -> Path:
+    """Copy the checkpoint directory `src` (checked first) to `path`, atomically."""
+    src, path = Path(src), Path(path)
+    verify_checkpoint(src)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recover_checkpoint(path)
+    _sweep_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        for f in src.iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+        _swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -58,6 +58,7 @@ class ConvertConfig:
     address: str | None = None  # Ray cluster to join; None: RAY_ADDRESS or a local Ray
     detect_actors: int = 0  # 0: half the cluster's CPUs
     blend_actors: int = 0  # 0: a quarter of the cluster's CPUs
+    fuse: str = "auto"  # align+swap+blend in one actor: auto (small CPU-only machines) | on | off
     max_in_flight: int = 0  # batches between decode and encode; 0: from the pool sizes
     verbose: bool = False
     segments: int | None = None  # crash-safe keyframe segments (pipeline.segments); 0: ~1/min; None: off

@@ -76,6 +76,8 @@ def check_request(cfg: ConvertConfig, src: Path, dst: Path) -> dict:
     """Everything a user can get wrong, before any work; returns the model's metadata."""
     if cfg.runner not in RUNNERS:
         raise ConfigError(f"runner {cfg.runner!r} is not available; choose one of {', '.join(RUNNERS)}")
+    if cfg.fuse not in ("auto", "on", "off"):
+        raise ConfigError(f"fuse {cfg.fuse!r} is not one of auto, on, off")
     if not cfg.model:
         raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`)")
     meta = verify_checkpoint(cfg.model)  # corrupt weights fail here, not in a worker

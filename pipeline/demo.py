@@ -22,7 +22,8 @@ from pipeline.samples import make_clip
 from stages.detect import DetectStage
 from stages.packet import FramePacket
 from training.extract import extract
-from training.loop import TrainConfig, train
+from training.job import train_job
+from training.loop import TrainConfig
 
 # The demo trains for minutes, not the hours a real model gets, so it uses a higher learning
 # rate than `swapstream train`'s default (5e-5, the 2017 value).
@@ -102,13 +103,16 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True) -> dict
     print(f"[3/5] training lite64 (up to {DEMO_STEPS} steps or {DEMO_SECONDS // 60} minutes)")
     model = out / "model"
     shutil.rmtree(model, ignore_errors=True)
+    shutil.rmtree(f"{model}.train", ignore_errors=True)  # Ray's checkpoints of an earlier demo
     n = steps or DEMO_STEPS
-    result = train(TrainConfig(a=str(sets["a"]), b=str(sets["b"]), out=str(model), preset="lite64",
-                               steps=n, lr=DEMO_LR, save_every=max(n // 4, 1),
-                               preview_every=max(n // 10, 1),
-                               max_seconds=None if steps else DEMO_SECONDS), progress=progress)
+    # the same Ray Train job as `swapstream train`, one worker on this machine
+    result = train_job(TrainConfig(a=str(sets["a"]), b=str(sets["b"]), out=str(model), preset="lite64",
+                                   steps=n, lr=DEMO_LR, save_every=max(n // 4, 1),
+                                   preview_every=max(n // 10, 1),
+                                   max_seconds=None if steps else DEMO_SECONDS), progress=progress)
     last = result.history[-1]
-    print(f"      step {result.step}: loss A {last['loss_a']:.4f}, loss B {last['loss_b']:.4f}")
+    print(f"      step {result.step}: loss A {last['loss_a']:.4f}, loss B {last['loss_b']:.4f} "
+          f"({result.samples_per_s:.0f} samples/s)")
 
     print("[4/5] converting A's clip to B's face")
     swapped = out / "person_a_as_b.mp4"
@@ -122,6 +126,7 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True) -> dict
     img = comparison_image(clip_a, swapped, clip_b, [total // 6, total // 2, 5 * total // 6])
     cv2.imwrite(str(comp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     paths = {"swapped video": swapped, "comparison": comp, "training preview": model / "preview.png",
+             "loss curve": model / "loss_curve.png",
              "model": model, "facesets": out, "contact sheet": sets["a"] / "_contact_sheet.png"}
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Outputs:")
     for k, v in paths.items():

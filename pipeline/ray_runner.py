@@ -32,11 +32,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.fused import fuse_chain
 from pipeline.local_runner import RunStats, StageStats, batches
 from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import ConfigError, SwapstreamError
 
 RETRIES = 3
+FUSE_CPUS = 4  # --fuse auto: fuse align+swap+blend on clusters this small
 NO_FRAME = np.zeros((0, 0, 3), np.uint8)  # stands in for a frame that stays in the object store
 # One OpenMP thread per actor: the pools are the parallelism, and every actor's own full-size
 # thread pool on the same cores costs more than it gives (measured: +20% fps on 2 cores).
@@ -83,7 +85,9 @@ class StageWorker:
         return self.stage.flush()
 
     def stats(self) -> dict:
-        return {"busy_s": self.busy, "frames": self.frames, "pid": os.getpid()}
+        # a FusedStage also says how its time split between the stages inside it
+        return {"busy_s": self.busy, "frames": self.frames, "pid": os.getpid(),
+                "parts": dict(getattr(self.stage, "busy", None) or {})}
 
     def pid(self) -> int:
         """The worker's process id, once its stage is set up (raises the set-up error if any)."""
@@ -109,11 +113,21 @@ class SinkWorker(StageWorker):
         return self.stage.counts()
 
 
+def should_fuse(fuse: str, cpus: int, gpus: int) -> bool:
+    """Whether align, swap and blend share one actor: "on", "off", or "auto" = on a machine of
+    at most FUSE_CPUS CPUs and no GPU, where separate actors cost more than they give."""
+    if fuse not in ("auto", "on", "off"):
+        raise ConfigError(f"fuse {fuse!r} is not one of auto, on, off")
+    return fuse == "on" or (fuse == "auto" and cpus <= FUSE_CPUS and not gpus)
+
+
 def _actor_class(name: str, base: type):
     import ray
 
-    # A class per stage, so that the worker's process title says which stage it runs.
-    return ray.remote(type(f"{name.capitalize()}Actor", (base,), {}))
+    # A class per stage, so that the worker's process title says which stage it runs
+    # (ray::DetectActor; a fused align+swap+blend actor is ray::AlignSwapBlendActor).
+    title = "".join(part.capitalize() for part in name.split("+"))
+    return ray.remote(type(f"{title}Actor", (base,), {}))
 
 
 def _make_sink(settings: EncodeSettings, info) -> object:
@@ -167,6 +181,8 @@ class _Pipeline:
 
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         gpus = int(ray.cluster_resources().get("GPU", 0))
+        if should_fuse(cfg.fuse, cpus, gpus):
+            chain = fuse_chain(chain, 1)  # detect pool, then one actor for the rest
         sizes = {"detect": cfg.detect_actors or max(1, cpus // 2),
                  "blend": cfg.blend_actors or max(1, cpus // 4),
                  "swap": max(1, gpus), "align": 1}
@@ -255,9 +271,10 @@ class _Pipeline:
 
         for name, pool, q in zip(self.names, self.pools, self.queue_sum):
             per = ray.get([a.stats.remote() for a in pool])
-            run.stages.append(StageStats(name, sum(p["frames"] for p in per),
-                                         sum(p["busy_s"] for p in per), q / max(self.samples, 1),
-                                         len(pool)))
+            frames, queue = sum(p["frames"] for p in per), q / max(self.samples, 1)
+            parts = {k: sum(p["parts"].get(k, 0.0) for p in per) for k in per[0]["parts"]}
+            for part, busy in (parts or {name: sum(p["busy_s"] for p in per)}).items():
+                run.stages.append(StageStats(part, frames, busy, queue, len(pool)))
         return ray.get(self.sink.counts.remote())
 
     def kill(self) -> None:

@@ -27,3 +27,7 @@ class FacesetError(SwapstreamError):
 
 class ConfigError(SwapstreamError):
     """A setting has a value that is not allowed."""
+
+
+class TrainingError(SwapstreamError):
+    """Training cannot go on as set up (it diverged, or its workers keep failing)."""

@@ -9,7 +9,7 @@ landmarks' convention); grid_sample runs with align_corners=False, whose normali
 (-1..1 across the image's extent) do not depend on the source resolution, so faces can be
 pre-shrunk once (anti-aliased) without moving anything.
 
-The random affine (rotation, scale, shift, flip) moves input, target and mask alike; the random
+The random affine (rotation, scale, shift, flip) moves input, target and masks alike; the random
 warp (the 2017 trick: a jittered 5x5 grid of control points, smoothly upsampled) moves the input
 only, so the network must learn to undo it.
 """
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from stages.geometry import template_in_crop, umeyama
-from training.faceset import Faceset, hull_masks
+from training.faceset import Faceset, feature_masks, hull_masks
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,17 @@ def working_size(size: int, coverage: float, faceset_size: int, faceset_coverage
 
 def prepare_faces(images: np.ndarray, masks: np.ndarray, side: int, device: torch.device | str = "cpu",
                   chunk: int = 256) -> torch.Tensor:
-    """images (N, F, F, 3) uint8 + masks (N, F, F) uint8 -> (N, 4, side, side) uint8 on device.
+    """images (N, F, F, 3) uint8 + masks (N, F, F) or (N, F, F, C) uint8 -> (N, 3 + C, side, side)
+    uint8 on device (C = 1 for a single mask).
 
     Shrinks with anti-aliasing once, so each training step only resamples small images.
     """
+    if masks.ndim == 3:
+        masks = masks[..., None]  # (N, F, F, 1)
     out = []
     for i in range(0, len(images), chunk):
-        x = torch.from_numpy(np.concatenate([images[i:i + chunk], masks[i:i + chunk, ..., None]], -1))
-        x = x.to(device).permute(0, 3, 1, 2).float()  # (n, 4, F, F) in [0, 255]
+        x = torch.from_numpy(np.concatenate([images[i:i + chunk], masks[i:i + chunk]], -1))
+        x = x.to(device).permute(0, 3, 1, 2).float()  # (n, 3 + C, F, F) in [0, 255]
         if x.shape[-1] != side:
             x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         out.append(x.round_().clamp_(0, 255).to(torch.uint8))
@@ -117,24 +120,26 @@ def augment(faces: torch.Tensor, size: int, coverage: float, cfg: AugmentConfig 
             faceset_coverage: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Augment a batch of faceset faces into training crops.
 
-    faces: (N, 4, H, W) uint8 - RGB + hull mask (0..255) of faceset images at any resolution
-    (see prepare_faces); faceset_size/coverage describe the geometry they were aligned with.
-    Returns warped_input (N, 3, S, S), target (N, 3, S, S), target_mask (N, 1, S, S), float32 in
-    [0, 1] on faces.device. Random draws: affine first, then warp, so the same generator state
-    gives the same target with the warp on or off.
+    faces: (N, 3 + C, H, W) uint8 - RGB + C masks (0..255) of faceset images at any resolution
+    (see prepare_faces): C = 2 for TrainingFaces (face hull, eyes + mouth), C = 1 for a hull only.
+    faceset_size/coverage describe the geometry they were aligned with.
+    Returns warped_input (N, 3, S, S), target (N, 3, S, S), target_mask (N, C, S, S), float32 in
+    [0, 1] on faces.device; the masks go through the same affine as the target. Random draws:
+    affine first, then warp, so the same generator state gives the same target with the warp on
+    or off.
     """
     cfg = cfg or AugmentConfig()
-    n, dev = faces.shape[0], faces.device
+    n, c, dev = faces.shape[0], faces.shape[1], faces.device
     base = torch.as_tensor(crop_to_faceset(size, coverage, faceset_size, faceset_coverage), device=dev)
     theta = (base @ random_affine(n, cfg, generator, dev))[:, :2].float()  # (N, 2, 3)
-    x = faces.float().div_(255)  # (N, 4, H, W)
-    grid = F.affine_grid(theta, [n, 4, size, size], align_corners=False)  # (N, S, S, 2)
+    x = faces.float().div_(255)  # (N, 3 + C, H, W)
+    grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)  # (N, S, S, 2)
     target = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if not cfg.warp:
         rgb = target[:, :3]
         return rgb, rgb.clone(), target[:, 3:]
     ident = torch.eye(2, 3, device=dev).expand(n, 2, 3)
-    v = F.affine_grid(ident, [n, 4, size, size], align_corners=False)  # output crop coordinates
+    v = F.affine_grid(ident, [n, c, size, size], align_corners=False)  # output crop coordinates
     v = v + random_flow(n, size, cfg, generator, dev)
     warped_grid = torch.einsum("nij,nhwj->nhwi", theta[:, :, :2], v) + theta[:, None, None, :, 2]
     warped = F.grid_sample(x[:, :3], warped_grid, mode="bilinear", padding_mode="border",
@@ -143,10 +148,12 @@ def augment(faces: torch.Tensor, size: int, coverage: float, cfg: AugmentConfig 
 
 
 class TrainingFaces:
-    """One faceset made ready for training: faces + hull masks pre-shrunk, on the device.
+    """One faceset made ready for training: faces + masks pre-shrunk, on the device.
 
-    `sample` draws a random augmented batch; `fixed` gives unaugmented crops (for previews).
-    Memory: N * 4 * side^2 bytes on the device (side ~90 px for 64 px crops at coverage 0.7).
+    self.faces: (N, 5, side, side) uint8 - RGB, face hull mask, eyes + mouth mask (0 or 255 before
+    the shrink). `sample` draws a random augmented batch; `fixed` gives unaugmented crops (for
+    previews). Memory: N * 5 * side^2 bytes on the device (side ~90 px for 64 px crops at
+    coverage 0.7).
     """
 
     def __init__(self, faceset: Faceset, size: int, coverage: float,
@@ -154,8 +161,12 @@ class TrainingFaces:
         self.size, self.coverage, self.cfg = size, coverage, cfg or AugmentConfig()
         self.faceset_size, self.faceset_coverage = faceset.size, faceset.coverage
         side = working_size(size, coverage, faceset.size, faceset.coverage)
-        masks = hull_masks(faceset.landmarks, faceset.size)  # once per faceset
-        self.faces = prepare_faces(faceset.images, masks, side, device)  # (N, 4, side, side) uint8
+        chunks = []
+        for i in range(0, len(faceset.images), 256):  # full-size masks for a chunk at a time
+            lm, f = faceset.landmarks[i:i + 256], faceset.size
+            masks = np.stack([hull_masks(lm, f), feature_masks(lm, f)], -1)  # (n, F, F, 2)
+            chunks.append(prepare_faces(faceset.images[i:i + 256], masks, side, device))
+        self.faces = torch.cat(chunks)  # (N, 5, side, side) uint8
 
     def __len__(self) -> int:
         return self.faces.shape[0]
@@ -165,7 +176,11 @@ class TrainingFaces:
                        self.faceset_coverage)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None):
-        """(warped, target, mask) for batch_size random faces; see augment()."""
+        """(warped, target, mask) for batch_size random faces; see augment().
+
+        warped, target (B, 3, S, S) and mask (B, 2, S, S) float32 in [0, 1]; mask[:, 0] is the face
+        hull, mask[:, 1] the eyes + mouth.
+        """
         idx = torch.randint(len(self), (batch_size,), generator=generator, device=self.faces.device)
         return self._crop(self.faces[idx], self.cfg, generator)
 

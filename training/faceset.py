@@ -25,13 +25,16 @@ import cv2
 import numpy as np
 
 from stages.errors import FacesetError
-from stages.geometry import FACE_OVAL, NUM_LANDMARKS, hull_mask
+from stages.geometry import FACE_OVAL, LEFT_EYE, LIPS, NUM_LANDMARKS, RIGHT_EYE, hull_mask
 
 FACESET_SIZE = 256
 FACESET_COVERAGE = 0.5
 SIDECAR = "landmarks.json"
 VERSION = 1
 _NAME = re.compile(r"^(\d+)\.png$")
+# Grow the eye and mouth hulls by this share of the image side, so lids, lash line and the skin
+# around the lips (where a swap shows first) count as features too.
+FEATURE_DILATION = 0.04
 
 
 class FacesetWriter:
@@ -160,3 +163,19 @@ def hull_masks(landmarks: np.ndarray, size: int) -> np.ndarray:
     """(N, 478, 2) landmarks -> (N, size, size) uint8 in {0, 255}: the convex hull of FACE_OVAL."""
     return np.stack([(hull_mask(lm[FACE_OVAL], (size, size)) * 255).astype(np.uint8)
                      for lm in landmarks])
+
+
+def feature_masks(landmarks: np.ndarray, size: int, dilation: float = FEATURE_DILATION) -> np.ndarray:
+    """(N, 478, 2) landmarks, pixels -> (N, size, size) uint8 in {0, 255}: eyes and mouth.
+
+    The filled convex hulls of RIGHT_EYE, LEFT_EYE and LIPS, each dilated by an elliptical
+    kernel of radius round(dilation * size) px; the cheeks and the nose stay 0.
+    """
+    r = round(dilation * size)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    out = np.empty((len(landmarks), size, size), np.uint8)
+    for i, lm in enumerate(landmarks):
+        m = sum(hull_mask(lm[idx], (size, size)) for idx in (RIGHT_EYE, LEFT_EYE, LIPS))  # (S, S)
+        m = (np.minimum(m, 1) * 255).astype(np.uint8)
+        out[i] = cv2.dilate(m, kernel) if r > 0 else m
+    return out

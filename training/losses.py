@@ -1,13 +1,24 @@
 """Training losses: named terms in a dict, summed with weights into "total".
 
 A term is a function (pred, target, mask, cfg) -> scalar tensor registered in TERMS; its weight
-comes from LossConfig.weights. Adding SSIM or a GAN term later is one function and one weight.
+comes from LossConfig.weights. Terms:
+
+  face  mean absolute RGB error (MAE), weighted per pixel (see pixel_weights)
+  ssim  DSSIM = (1 - SSIM) / 2 on RGB, 11x11 gaussian window (sigma 1.5), same pixel weights
+  mask  predicted mask (channel 3) against the face hull, l1 or bce
+
+Pixel weights: 1 outside the face, 1 + face_boost inside the hull, + feature_boost more on the
+eyes and mouth when the batch carries that mask (mask channel 1). The weighted means are
+normalised by the weights, so a term's scale does not depend on the boosts or the mask's area.
+The adversarial term lives in training/gan.py: it needs its own network and optimizer.
+
 Everything is computed in float32, outside autocast (fp16 BCE is not allowed under autocast and
-means of many small errors lose precision in fp16).
+means of many small errors lose precision in fp16; SSIM's variances cancel badly in fp16).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,39 +27,93 @@ import torch.nn.functional as F
 
 from stages.errors import ConfigError
 
+SSIM_WINDOW = 11  # the window of Wang et al. 2004; at 64 px it spans about an eye's width
+SSIM_SIGMA = 1.5
+_C1, _C2 = 0.01**2, 0.03**2  # SSIM's stabilisers for a dynamic range of 1
+
 
 @dataclass(frozen=True)
 class LossConfig:
     # weight of each term in "total"; a term with weight 0 is still computed and reported
-    weights: dict[str, float] = field(default_factory=lambda: {"face": 1.0, "mask": 0.5})
+    weights: dict[str, float] = field(default_factory=lambda: {"face": 1.0, "ssim": 2.0, "mask": 0.5})
     face_boost: float = 3.0  # pixels inside the hull mask count (1 + face_boost) times
     mask_loss: str = "l1"  # "l1" or "bce"
+    feature_boost: float = 2.0  # eyes + mouth pixels count feature_boost more (mask channel 1)
+
+
+def pixel_weights(mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """mask (N, 1 or 2, S, S) in [0, 1] -> (N, 1, S, S) float32 weights, at least 1."""
+    w = 1 + cfg.face_boost * mask[:, :1]
+    if mask.shape[1] > 1:
+        w = w + cfg.feature_boost * mask[:, 1:2]
+    return w
 
 
 def face_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
-    """Mean absolute RGB error, weighted more inside the face hull (normalised by the weights)."""
-    w = 1 + cfg.face_boost * mask  # (N, 1, S, S)
+    """Mean absolute RGB error, weighted by pixel_weights (normalised by the weights)."""
+    w = pixel_weights(mask, cfg)  # (N, 1, S, S)
     err = (pred[:, :3] - target).abs().mean(1, keepdim=True)  # (N, 1, S, S)
     return (err * w).sum() / w.sum()
 
 
+def _window_size(side: int) -> int:
+    """SSIM_WINDOW, or the largest odd size that fits a smaller image."""
+    return min(SSIM_WINDOW, side - 1 + side % 2)
+
+
+def _gaussian_window(channels: int, size: int, device: torch.device) -> torch.Tensor:
+    """(channels, 1, size, size) float32 normalised gaussian, for a depthwise conv2d."""
+    x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    g = torch.exp(-x**2 / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def dssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x, y (N, C, S, S) float32 in [0, 1] -> (N, 1, S - W + 1, S - W + 1) DSSIM in [0, 1].
+
+    (1 - SSIM) / 2 per window position ('valid' windows, no padding), averaged over channels;
+    0 where x and y agree. Map pixel (i, j) is the window centred on image pixel (i + W//2, j + W//2).
+    W is SSIM_WINDOW, smaller only for images smaller than that.
+    """
+    c = x.shape[1]
+    win = _gaussian_window(c, _window_size(min(x.shape[-2:])), x.device)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, win, groups=c)  # (N, C, S - W + 1, S - W + 1)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    ssim = ((2 * mx * my + _C1) * (2 * cov + _C2)) / ((mx * mx + my * my + _C1) * (vx + vy + _C2))
+    return ((1 - ssim) / 2).mean(1, keepdim=True)
+
+
+def ssim_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+    """DSSIM of the RGB prediction, weighted by pixel_weights at each window's centre."""
+    d = dssim_map(pred[:, :3], target)  # (N, 1, h, h)
+    r = _window_size(min(target.shape[-2:])) // 2
+    w = pixel_weights(mask, cfg)[..., r:r + d.shape[-2], r:r + d.shape[-1]]  # (N, 1, h, h)
+    return (d * w).sum() / w.sum()
+
+
 def mask_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
-    """Predicted mask (channel 3, already a sigmoid) against the landmark hull mask."""
-    m = pred[:, 3:]
+    """Predicted mask (channel 3, already a sigmoid) against the landmark hull mask (mask[:, :1])."""
+    m, hull = pred[:, 3:], mask[:, :1]
     if cfg.mask_loss == "l1":
-        return (m - mask).abs().mean()
+        return (m - hull).abs().mean()
     if cfg.mask_loss == "bce":
-        return F.binary_cross_entropy(m.clamp(1e-6, 1 - 1e-6), mask)
+        return F.binary_cross_entropy(m.clamp(1e-6, 1 - 1e-6), hull)
     raise ConfigError(f"mask_loss {cfg.mask_loss!r} is not one of 'l1', 'bce'")
 
 
 Term = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, LossConfig], torch.Tensor]
-TERMS: dict[str, Term] = {"face": face_l1, "mask": mask_term}
+TERMS: dict[str, Term] = {"face": face_l1, "ssim": ssim_term, "mask": mask_term}
 
 
 def swap_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                 cfg: LossConfig | None = None) -> dict[str, torch.Tensor]:
-    """pred (N, 4, S, S) decoder output in [0, 1]; target (N, 3, S, S) and mask (N, 1, S, S) in [0, 1].
+    """pred (N, 4, S, S) decoder output in [0, 1] (RGB + mask); target (N, 3, S, S) in [0, 1];
+    mask (N, 1 or 2, S, S) in [0, 1]: face hull, then (optional) eyes + mouth.
 
     Returns {term: scalar, ..., "total": weighted sum}, float32.
     """
@@ -56,6 +121,9 @@ def swap_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     unknown = set(cfg.weights) - set(TERMS)
     if unknown:
         raise ConfigError(f"unknown loss term(s) {sorted(unknown)}; known: {', '.join(TERMS)}")
+    bad = {k: v for k, v in cfg.weights.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        raise ConfigError(f"loss weight(s) {bad} must be finite and >= 0; 0 turns a term off")
     with torch.autocast(pred.device.type, enabled=False):
         pred, target, mask = pred.float(), target.float(), mask.float()
         out = {name: TERMS[name](pred, target, mask, cfg) for name in cfg.weights}

@@ -59,19 +59,31 @@ def test_same_output_as_the_local_runner(ray_local, clips, model_dir, tmp_path):
     assert ray_.stats.stages[0].actors == 2 and all(s.frames == 30 for s in ray_.stats.stages)
 
 
+def test_fused_and_separate_face_actors_give_the_same_video(ray_local, clips, model_dir, tmp_path):
+    runs = {f: convert(clips["ab"], tmp_path / f"{f}.mp4", _ray_cfg(model_dir, fuse=f, detect_actors=1),
+                       progress=False) for f in ("on", "off")}
+    for r in runs.values():  # the fused actor still reports each stage's busy time
+        assert [s.name for s in r.stats.stages] == ["detect", "align", "swap", "blend", "encode"]
+        assert r.faces_swapped == 60 and all(s.busy_s > 0 for s in r.stats.stages)
+    on, off = decode_all(tmp_path / "on.mp4"), decode_all(tmp_path / "off.mp4")
+    assert on[1] == off[1]
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(on[0], off[0])) < 0.5
+
+
 def _actor_pids(title: str) -> list[int]:
     out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     return [int(line.split()[0]) for line in out.splitlines() if title in line]
 
 
-@pytest.mark.parametrize("stage", ["Detect", "Blend"])
-def test_a_killed_worker_is_restarted_and_no_frame_is_lost(ray_local, long_clip, model_dir, tmp_path, stage):
+@pytest.mark.parametrize(("stage", "fuse"), [("Detect", "auto"), ("Blend", "off"), ("AlignSwapBlend", "on")])
+def test_a_killed_worker_is_restarted_and_no_frame_is_lost(ray_local, long_clip, model_dir, tmp_path, stage,
+                                                            fuse):
     out = tmp_path / "out.mp4"
     title = f"ray::{stage}Actor"
     earlier = set(_actor_pids(title))  # workers of earlier runs may still be exiting
     result = {}
     run = threading.Thread(target=lambda: result.update(
-        s=convert(long_clip, out, _ray_cfg(model_dir), progress=False)))
+        s=convert(long_clip, out, _ray_cfg(model_dir, fuse=fuse), progress=False)))
     run.start()
     deadline = time.time() + 60
     pids = []

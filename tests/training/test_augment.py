@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.geometry import LEFT_EYE, RIGHT_EYE, template_in_crop
+from stages.geometry import LEFT_EYE, LIPS, RIGHT_EYE, template_in_crop
 from training.augment import AugmentConfig, TrainingFaces, augment, prepare_faces, working_size
 from training.faceset import load_faceset
 
@@ -36,11 +36,13 @@ def data_a(faces_a):
 
 def test_shapes_dtypes_ranges(data_a):
     warped, target, mask = data_a.sample(8, _gen())
-    assert warped.shape == target.shape == (8, 3, S, S) and mask.shape == (8, 1, S, S)
+    assert warped.shape == target.shape == (8, 3, S, S) and mask.shape == (8, 2, S, S)
     for x in (warped, target, mask):
         assert x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
-    assert 0.4 < mask.mean() < 0.9  # the face hull fills most of a coverage-0.7 crop
-    assert data_a.faces.dtype == torch.uint8
+    assert 0.4 < mask[:, 0].mean() < 0.9  # the face hull fills most of a coverage-0.7 crop
+    assert 0.05 < mask[:, 1].mean() < 0.25  # eyes + mouth: a part of the face
+    assert (mask[:, 1] - mask[:, 0]).clamp(min=0).mean() < 0.01  # ... inside the hull
+    assert data_a.faces.dtype == torch.uint8 and data_a.faces.shape[1] == 5
     assert data_a.faces.shape[-1] == working_size(S, COV, 256, 0.5) < 256  # pre-shrunk once
 
 
@@ -67,12 +69,36 @@ def test_target_is_the_plain_aligned_crop(faces_a, data_a):
 def test_affine_moves_target_and_mask_alike(faces_a):
     # put a copy of the red channel into the mask channel: after augmentation they must agree
     imgs = faces_a.images[:6]
-    faces = prepare_faces(imgs, imgs[..., 0].copy(), working_size(S, COV, 256, 0.5))
+    faces = prepare_faces(imgs, imgs[..., 0].copy(), working_size(S, COV, 256, 0.5))  # (6, 4, ...)
     cfg = dataclasses.replace(AugmentConfig(), rotation=30.0, scale=0.2, shift=0.1)
     _, target, mask = augment(faces, S, COV, cfg, _gen(1))
+    assert mask.shape == (6, 1, S, S)  # a 4-channel faceset gives the hull only
     torch.testing.assert_close(mask[:, 0], target[:, 0], atol=1e-6, rtol=0)
     base = augment(faces, S, COV, OFF)[1]
     assert (target - base).abs().mean() > 0.02  # the affine did move things
+
+
+def test_feature_mask_moves_with_the_target(data_a):
+    # the real feature mask copied into the RGB channels: the affine (flip included) and the crop
+    # must move mask channel 1 exactly as it moves the target
+    faces = data_a.faces[:8][:, [4, 4, 4, 3, 4]]
+    cfg = dataclasses.replace(AugmentConfig(), rotation=30.0, scale=0.2, shift=0.1, flip=0.5)
+    warped, target, mask = augment(faces, S, COV, cfg, _gen(2))
+    assert mask.shape == (8, 2, S, S)
+    torch.testing.assert_close(mask[:, 1], target[:, 0], atol=1e-6, rtol=0)
+    still = augment(faces, S, COV, OFF)[2][:, 1]
+    assert (mask[:, 1] - still).abs().mean() > 0.02  # it did move
+    assert (warped[:, 0] - mask[:, 1]).abs().mean() > 0.005  # and the warp moved the input only
+
+
+def test_feature_mask_lands_on_the_crop_eyes_and_mouth(faces_a, data_a):
+    mask = data_a._crop(data_a.faces, OFF, None)[2][:, 1]  # (N, S, S)
+    lm = _faceset_to_crop(faces_a.landmarks.astype(np.float64))  # (N, 478, 2) crop px
+    for idx in (RIGHT_EYE, LEFT_EYE, LIPS):
+        x, y = np.round(lm[:, idx].mean(1)).astype(int).T  # (N,) centres
+        assert (mask[np.arange(len(mask)), y, x] > 0.99).all()
+    x, y = np.round(lm[:, 50]).astype(int).T  # right cheek
+    assert (mask[np.arange(len(mask)), y, x] < 0.01).all()
 
 
 def test_flip_mirrors_about_the_crop_centre(data_a):

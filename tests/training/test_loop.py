@@ -11,9 +11,12 @@ from engines.model import SwapModel, preset
 from stages.errors import ConfigError, ModelError
 from training.augment import TrainingFaces
 from training.faceset import load_faceset
-from training.loop import Batch, TrainConfig, load_optimizer_tensors, optimizer_tensors, train, train_step
+from training.gan import PatchDiscriminator
+from training.loop import TrainConfig, train
 from training.losses import LossConfig, swap_losses
 from training.preview import HEADER, preview_grid, save_png
+from training.state import load_optimizer_tensors, optimizer_tensors
+from training.step import Batch, Gan, PairNet, Stepper, train_step
 
 
 def _cfg(facesets, out, **kw) -> TrainConfig:
@@ -44,8 +47,6 @@ def test_checkpoint_and_resume(facesets, tmp_path):
     opt = load_file(out / "optimizer.safetensors")
     assert {v.item() for k, v in opt.items() if k.endswith(".step")} == {4.0}
 
-    with pytest.raises(ConfigError, match="--resume"):
-        train(_cfg(facesets, out, steps=6), progress=False)
     with pytest.raises(ModelError, match="preset 'lite64'"):
         train(_cfg(facesets, out, steps=6, preset="original64", resume=True), progress=False)
     with pytest.raises(ConfigError, match="coverage 0.7"):
@@ -53,7 +54,7 @@ def test_checkpoint_and_resume(facesets, tmp_path):
     with pytest.raises(ConfigError, match="step 4 already"):
         train(_cfg(facesets, out, steps=4, resume=True), progress=False)
 
-    res2 = train(_cfg(facesets, out, steps=6, resume=True), progress=False)
+    res2 = train(_cfg(facesets, out, steps=6), progress=False)  # the same command again continues
     assert res2.step == 6 and len(res2.history) == 2
     assert json.loads((out / "model.json").read_text())["step"] == 6
     opt2 = load_file(out / "optimizer.safetensors")
@@ -79,7 +80,7 @@ def test_optimizer_state_round_trip():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
     x = torch.rand(2, 3, 64, 64)
     batch = Batch(x, x, torch.ones(2, 1, 64, 64))
-    train_step(model, opt, batch, batch)
+    train_step(Stepper(PairNet(model), opt, LossConfig()), batch, batch)
     flat = optimizer_tensors(opt)
     assert all(isinstance(v, torch.Tensor) for v in flat.values())
     opt2 = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
@@ -104,7 +105,7 @@ def test_losses_are_named_terms():
     bce = swap_losses(pred, target, mask, LossConfig(mask_loss="bce"))["mask"]
     torch.testing.assert_close(bce, torch.tensor(np.log(2), dtype=torch.float32))
     with pytest.raises(ConfigError, match="unknown loss term"):
-        swap_losses(pred, target, mask, LossConfig({"ssim": 1.0}))
+        swap_losses(pred, target, mask, LossConfig({"gan": 1.0}))
 
 
 def test_preview_grid(facesets, tmp_path):
@@ -139,7 +140,8 @@ def test_mixed_precision_step_and_scaler_state():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
     scaler = torch.amp.GradScaler("cpu")
     b = _tiny_batch()
-    losses = [train_step(model, opt, b, b, scaler=scaler)["loss"] for _ in range(3)]
+    s = Stepper(PairNet(model), opt, LossConfig(), amp_dtype=torch.float16, scaler=scaler)
+    losses = [train_step(s, b, b)["loss"] for _ in range(3)]
     assert all(np.isfinite(losses))
     flat = optimizer_tensors(opt, scaler)
     assert flat["scaler.scale"].item() == scaler.get_scale()
@@ -154,7 +156,8 @@ def test_train_on_cuda(facesets, tmp_path):
     res = train(_cfg(facesets, tmp_path / "m", steps=6, device="cuda"), progress=False)
     assert res.step == 6 and all(np.isfinite(h["loss"]) for h in res.history)
     flat = load_file(tmp_path / "m" / "optimizer.safetensors")
-    assert "scaler.scale" in flat  # the GradScaler state is saved for --resume
+    # bf16 autocast where the GPU has it; else fp16, whose GradScaler state is saved for resuming
+    assert ("scaler.scale" in flat) != torch.cuda.is_bf16_supported()
     res2 = train(_cfg(facesets, tmp_path / "m", steps=8, device="cuda", resume=True), progress=False)
     assert res2.step == 8
 
@@ -165,3 +168,73 @@ def test_time_budget_stops_early_and_saves(facesets, tmp_path):
     assert 0 < r.step < 10_000
     assert load_checkpoint(out).step == r.step
     assert (out / "preview.png").exists()
+
+
+def _stepper(lr: float = 1e-3, **kw) -> tuple[SwapModel, Stepper]:
+    torch.manual_seed(0)
+    model = SwapModel(preset("lite64"), ["a", "b"])
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
+    return model, Stepper(PairNet(model), opt, LossConfig(), **kw)
+
+
+def test_pair_net_is_the_model_on_each_identity():
+    model, s = _stepper()
+    xa, xb = torch.rand(2, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    pa, pb = s.net(xa, xb)
+    torch.testing.assert_close(pa, model(xa, "a"))
+    torch.testing.assert_close(pb, model(xb, "b"))
+
+
+def test_nan_loss_skips_the_step_and_is_reported():
+    model, s = _stepper()
+    good = _tiny_batch()
+    train_step(s, good, good)  # Adam has state now
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adam_before = optimizer_tensors(s.opt)
+    bad = Batch(good.warped, good.target.clone(), good.mask)
+    bad.target[0, 0, 0, 0] = float("nan")
+    out = train_step(s, good, bad)
+    assert out["skipped"] == 1.0 and not np.isfinite(out["loss"])
+    for k, v in model.state_dict().items():  # not a single weight moved
+        assert torch.equal(v, before[k]), k
+    for k, v in optimizer_tensors(s.opt).items():
+        assert torch.equal(v, adam_before[k]), k
+    assert train_step(s, good, good)["skipped"] == 0.0  # and training goes on
+
+
+def test_gan_trains_both_optimizers():
+    model, s = _stepper()
+    disc = PatchDiscriminator(64)
+    d_opt = torch.optim.Adam(disc.parameters(), lr=1e-4)
+    s.gan = Gan(disc, disc, d_opt, weight=0.1)
+    g_before = [p.clone() for p in model.parameters()]
+    d_before = [p.clone() for p in disc.parameters()]
+    b = _tiny_batch()
+    out = train_step(s, b, b)
+    assert {"gan/g", "gan/d"} <= set(out) and np.isfinite([out["gan/g"], out["gan/d"]]).all()
+    assert all(p.requires_grad for p in disc.parameters())  # unfrozen again after the generator's term
+    assert any(not torch.equal(a, p) for a, p in zip(g_before, model.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(d_before, disc.parameters()))
+    assert {v.item() for k, v in optimizer_tensors(d_opt).items() if k.endswith(".step")} == {1.0}
+    assert {v.item() for k, v in optimizer_tensors(s.opt).items() if k.endswith(".step")} == {1.0}
+
+
+def test_gan_training_saves_and_resumes_the_discriminator(facesets, tmp_path):
+    out = tmp_path / "m"
+    train(_cfg(facesets, out, steps=3, gan_weight=0.1), progress=False)
+    flat = load_file(out / "optimizer.safetensors")
+    assert any(k.startswith("disc.") for k in flat) and any(k.startswith("dstate.") for k in flat)
+    res = train(_cfg(facesets, out, steps=5, gan_weight=0.1), progress=False)
+    assert res.step == 5 and all("gan/d" in h for h in res.history)
+    flat2 = load_file(out / "optimizer.safetensors")
+    assert {v.item() for k, v in flat2.items() if k.startswith("dstate.") and k.endswith(".step")} == {5.0}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_channels_last_bf16_training_on_cuda(facesets, tmp_path):
+    res = train(_cfg(facesets, tmp_path / "m", steps=12, device="cuda", compile=True, amp="bf16",
+                     channels_last=True, gan_weight=0.1), progress=False)
+    loss = [h["loss"] for h in res.history]
+    assert res.step == 12 and all(np.isfinite(loss)) and res.skipped == 0
+    assert load_checkpoint(tmp_path / "m").step == 12

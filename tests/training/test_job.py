@@ -1,0 +1,113 @@
+"""The Ray Train job with real Ray: 2 CPU workers (gloo, DDP), checkpoints, resume, a killed worker."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from safetensors.torch import load_file
+
+from engines.checkpoint import load_checkpoint
+from pipeline.cli import main
+from training.job import checkpoint_dirs, storage_of, train_job
+from training.loop import TrainConfig
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(facesets, out, **kw) -> TrainConfig:
+    kw = {"preset": "lite64", "batch_size": 4, "lr": 5e-4, "save_every": 3, "preview_every": 3,
+          "log_every": 1, "workers": 2, "keep": 2, **kw}
+    return TrainConfig(str(facesets[0]), str(facesets[1]), str(out), **kw)
+
+
+def _adam_steps(out: Path) -> set[float]:
+    opt = load_file(out / "optimizer.safetensors")
+    return {v.item() for k, v in opt.items() if k.startswith("state.") and k.endswith(".step")}
+
+
+def _history_steps(out: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+def test_two_workers_train_checkpoint_and_resume(facesets, tmp_path):
+    out = tmp_path / "m"
+    res = train_job(_cfg(facesets, out, steps=7, tensorboard=str(tmp_path / "tb")), progress=False)
+    assert res.step == 7
+    ckpt = load_checkpoint(out, with_optimizer=True)
+    assert ckpt.step == 7 and ckpt.training["workers"] == 2
+    assert _adam_steps(out) == {7.0}
+    # one sampling generator per worker is saved, and they differ (each worker draws its own batches)
+    rng = {k: v for k, v in ckpt.optimizer.items() if k.startswith("rng.")}
+    assert set(rng) == {"rng.0", "rng.1"} and not (rng["rng.0"] == rng["rng.1"]).all()
+    # Ray keeps the last 2 (steps 6 and 7), each a complete checkpoint
+    kept = checkpoint_dirs(Path(storage_of(_cfg(facesets, out)), out.name))
+    assert len(kept) == 2
+    assert sorted(load_checkpoint(k).step for k in kept) == [6, 7]
+    assert _history_steps(out) == list(range(1, 8))
+    for png in ("preview.png", "loss_curve.png"):
+        assert cv2.imread(str(out / png)) is not None, png
+    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 200
+
+    # the same command again, with more steps, continues: step counter and Adam state go on
+    res2 = train_job(_cfg(facesets, out, steps=10), progress=False)
+    assert res2.step == 10 and load_checkpoint(out).step == 10
+    assert _adam_steps(out) == {10.0}
+    assert _history_steps(out) == list(range(1, 11))
+
+
+def test_cli_errors_before_any_worker_starts(facesets, tmp_path, capsys):
+    base = ["train", "--a", str(facesets[0]), "--b", str(facesets[1]), "--steps", "2"]
+    cases = [
+        ([*base, "-o", str(tmp_path / "new"), "--resume"], "holds a checkpoint"),
+        ([*base, "-o", str(tmp_path / "g"), "--gpu"], "no GPU"),
+        (["train", "--a", str(tmp_path / "nope"), "--b", str(facesets[1]), "-o", str(tmp_path / "x")],
+         "does not exist"),
+        ([*base, "-o", str(tmp_path / "w"), "--runner", "local", "--workers", "2"], "--runner ray"),
+    ]
+    for argv, needle in cases:
+        assert main(["-q", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "new").exists() and not (tmp_path / "g").exists()
+
+
+def _train_workers() -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ray::RayTrainWorker" in line]
+
+
+def test_killed_worker_restarts_from_checkpoint(facesets, tmp_path):
+    out = tmp_path / "m"
+    before = set(_train_workers())  # workers of other runs are not ours to kill
+    cmd = [sys.executable, "-m", "pipeline.cli", "-q", "train", "--a", str(facesets[0]), "--b",
+           str(facesets[1]), "-o", str(out), "--steps", "60", "--batch-size", "4", "--lr", "5e-4",
+           "--save-every", "5", "--preview-every", "100", "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = Path(str(out) + ".train", out.name)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run_dir / "checkpoint_manager_snapshot.json").exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.5)
+    victims = [p for p in _train_workers() if p not in before]
+    assert len(victims) == 2, victims
+    os.kill(victims[1], signal.SIGKILL)
+    # the newest checkpoint Ray has registered (a folder still being copied is not registered yet)
+    snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    killed_at = max(load_checkpoint(run_dir / r["checkpoint_dir_name"]).step
+                    for r in snapshot["checkpoint_results"])
+    log, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, log
+    assert "restarted from its last checkpoint" in log, log
+    assert killed_at < 60
+    ckpt = load_checkpoint(out, with_optimizer=True)
+    assert ckpt.step == 60 and _adam_steps(out) == {60.0}
+    steps = _history_steps(out)  # rows every 10 steps, none lost or repeated across the restart
+    assert steps == sorted(set(steps)) and steps[-1] == 60
