@@ -145,6 +145,8 @@ def _add_train(sub) -> None:
     p.add_argument("--coverage", type=float, default=0.7, help="crop coverage of the face (0.7)")
     p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps (250)")
     p.add_argument("--preview-every", type=int, default=250, help="preview.png every N steps (250)")
+    p.add_argument("--log-every", type=int, default=10,
+                   help="history.jsonl / TensorBoard / progress row every N steps (10)")
     p.add_argument("--device", default="auto", help="--runner local: auto | cpu | cuda[:N]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None,
@@ -184,14 +186,18 @@ def _run_train(a) -> int:
                       "gan_weight": a.gan_weight, "amp": a.amp})
     cfg = TrainConfig(a=a.a, b=a.b, out=a.output, preset=a.preset, steps=a.steps,
                       batch_size=a.batch_size, lr=a.lr, coverage=a.coverage, save_every=a.save_every,
-                      preview_every=a.preview_every, device=a.device, seed=a.seed, resume=a.resume,
-                      max_seconds=a.max_minutes * 60 if a.max_minutes else None, compile=a.compile,
+                      preview_every=a.preview_every, log_every=a.log_every, device=a.device, seed=a.seed,
+                      resume=a.resume, max_seconds=a.max_minutes * 60 if a.max_minutes else None,
+                      compile=a.compile,
                       workers=a.workers, gpu=a.gpu, address=a.address, storage=a.storage, keep=a.keep,
                       max_failures=a.max_failures, tensorboard=a.tensorboard, **opt)
+    from stages.errors import ConfigError
+
+    if a.runner == "ray" and a.device not in ("auto", "cpu"):
+        raise ConfigError(f"--device {a.device} is for --runner local; a Ray Train job uses "
+                          f"--gpu (one GPU per worker)")
     if a.runner == "local":
         if a.workers != 1 or a.gpu or a.address:
-            from stages.errors import ConfigError
-
             raise ConfigError("--workers, --gpu and --address need --runner ray (the default)")
         r = train(cfg, progress=not a.quiet)
     else:

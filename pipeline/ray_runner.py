@@ -191,7 +191,7 @@ class _Pipeline:
         for k, (name, factory) in enumerate(chain):
             cls = _actor_class(name, StageWorker)
             keep = k == len(chain) - 1
-            if name == "swap" and gpus:
+            if "swap" in name.split("+") and gpus:
                 o = {**opts, "num_gpus": 1, "num_cpus": 0}
             else:
                 # Stage actors reserve no CPU: the OS shares the cores; the pool sizes decide

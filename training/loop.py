@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engines.checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
+from engines.checkpoint import load_checkpoint, read_meta, recover_checkpoint, save_checkpoint
 from engines.model import SwapModel, preset
 from stages.errors import ConfigError, ModelError, TrainingError
 from training.augment import AugmentConfig, TrainingFaces
 from training.faceset import load_faceset
 from training.gan import PatchDiscriminator
-from training.logs import CURVE, TrainLog, plot_history, read_history, write_history
+from training.logs import CURVE, HISTORY, TrainLog, plot_history, read_history, write_history
 from training.losses import LossConfig
 from training.paths import check_writable_dir
 from training.preview import preview_grid, save_png
@@ -88,6 +88,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         preset(self.preset)  # ConfigError listing the presets
+        if self.max_failures < 0:
+            raise ConfigError(f"max_failures = {self.max_failures} must be 0 or more")
         for name in ("steps", "batch_size", "save_every", "preview_every", "log_every", "workers", "keep"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} = {getattr(self, name)} must be at least 1")
@@ -133,7 +135,8 @@ def check_out(out: Path, resume: bool) -> bool:
     # Saving replaces the whole directory, so never adopt one that holds anything else.
     foreign = []
     if out.is_dir() and not has_ckpt:
-        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != PREVIEW]
+        ours = (PREVIEW, CURVE, HISTORY)  # written beside a first checkpoint that never completed
+        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in ours]
     if foreign:
         raise ConfigError(f"output {out} is not empty and not a checkpoint (it holds "
                           f"{foreign[0]!r}); choose a new -o directory")
@@ -148,21 +151,28 @@ def _amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, to
     return torch.float16, torch.amp.GradScaler("cuda")
 
 
+def check_resume(cfg: TrainConfig, meta: dict, where: str | Path) -> None:
+    """Raises when the checkpoint with model.json `meta` (at `where`) cannot be continued by cfg."""
+    if meta["preset"] != cfg.preset:
+        raise ModelError(f"checkpoint {where} is preset {meta['preset']!r}, not {cfg.preset!r}; pass "
+                         f"--preset {meta['preset']} or a new output directory")
+    if meta["identities"] != list(IDS):
+        raise ModelError(f"checkpoint {where} has decoders {meta['identities']}, not {list(IDS)}; "
+                         f"choose a new -o directory")
+    old_cov = meta.get("training", {}).get("coverage", cfg.coverage)
+    if old_cov != cfg.coverage:
+        raise ConfigError(f"checkpoint {where} was trained at coverage {old_cov}, not "
+                          f"{cfg.coverage}; pass --coverage {old_cov} to resume it")
+    if meta["step"] >= cfg.steps:
+        raise ConfigError(f"checkpoint {where} is at step {meta['step']} already; pass --steps above "
+                          f"{meta['step']} to train further")
+
+
 def _load_resume(cfg: TrainConfig, where: Path | None):
     if where is None:
         return None
-    ckpt = load_checkpoint(where, expect_preset=cfg.preset, with_optimizer=True)
-    if ckpt.identities != list(IDS):
-        raise ModelError(f"checkpoint {cfg.out} has decoders {ckpt.identities}, not {list(IDS)}; "
-                         f"choose a new -o directory")
-    old_cov = ckpt.training.get("coverage", cfg.coverage)
-    if old_cov != cfg.coverage:
-        raise ConfigError(f"checkpoint {cfg.out} was trained at coverage {old_cov}, not "
-                          f"{cfg.coverage}; pass --coverage {old_cov} to resume it")
-    if ckpt.step >= cfg.steps:
-        raise ConfigError(f"checkpoint {cfg.out} is at step {ckpt.step} already; pass --steps above "
-                          f"{ckpt.step} to train further")
-    return ckpt
+    check_resume(cfg, read_meta(where), cfg.out)
+    return load_checkpoint(where, expect_preset=cfg.preset, with_optimizer=True)
 
 
 def run(cfg: TrainConfig, session, progress: bool = True) -> TrainResult:
@@ -204,7 +214,7 @@ def run(cfg: TrainConfig, session, progress: bool = True) -> TrainResult:
 
     gen = torch.Generator(device=device)
     state = rng_state(saved_state, session.rank, session.world)
-    if state is not None:
+    if state is not None and state.numel() == gen.get_state().numel():  # same device type
         gen.set_state(state)
     else:  # fresh, or another number of workers than the checkpoint's: new draws per worker
         gen.manual_seed(cfg.seed * 1_000_003 + start * 7919 + session.rank)
@@ -279,8 +289,6 @@ def run(cfg: TrainConfig, session, progress: bool = True) -> TrainResult:
     finally:
         bar.close()
         log.close()
-    if lead and session.publish_dir is not None:
-        plot_history(log.rows, session.publish_dir / CURVE)
     result.step = step
     result.history = list(history)
     result.checkpoint = Path(cfg.out)
@@ -293,4 +301,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Train in this process (or continue the checkpoint in cfg.out); see the module docstring."""
     cfg.validate()
     check_out(Path(cfg.out), cfg.resume)
-    return run(cfg, LocalSession(cfg.out, cfg.device), progress)
+    result = run(cfg, LocalSession(cfg.out, cfg.device), progress)
+    plot_history(read_history(cfg.out), Path(cfg.out) / CURVE)
+    return result

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from engines.checkpoint import read_meta
 from engines.eager import resolve_device
 
 
@@ -59,11 +60,11 @@ class LocalSession:
 
 
 class RaySession:
-    """Inside a Ray Train worker (TorchTrainer). `seed` holds checkpoint files {name: bytes} to
-    start from when Ray has no checkpoint of this run yet (resuming a model published to -o)."""
+    """Inside a Ray Train worker (TorchTrainer). `seed` holds checkpoint files {name: bytes} (at
+    step `seed_step`) to start from unless Ray holds a newer checkpoint of this run."""
 
-    def __init__(self, out: str, use_gpu: bool, seed: dict | None, driver_node: str,
-                 progress_actor: str | None) -> None:
+    def __init__(self, out: str, use_gpu: bool, seed: dict | None, seed_step: int | None,
+                 driver_node: str, progress_actor: str | None) -> None:
         import ray.train
         import ray.train.torch
 
@@ -72,7 +73,7 @@ class RaySession:
         self.device = ray.train.torch.get_device() if use_gpu else torch.device("cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.seed = seed
+        self.seed, self.seed_step = seed, seed_step
         here = ray.get_runtime_context().get_node_id()
         # -o lives on the driver's machine: rank 0 keeps it current when it runs there too
         self.publish_dir = Path(out) if self.rank == 0 and here == driver_node else None
@@ -88,7 +89,10 @@ class RaySession:
 
         ckpt = ray.train.get_checkpoint()  # after a worker failure, or rerun of the same run
         if ckpt is not None:
-            return Path(ckpt.to_directory(str(self._tmp / "restore")))
+            d = Path(ckpt.to_directory(str(self._tmp / "restore")))
+            # the -o checkpoint the driver sent is newer only until this run saves past it
+            if self.seed_step is None or read_meta(d)["step"] >= self.seed_step:
+                return d
         if self.seed:
             d = self._tmp / "seed"
             d.mkdir(exist_ok=True)

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +16,10 @@ from safetensors.torch import load_file
 
 from engines.checkpoint import load_checkpoint
 from pipeline.cli import main
-from training.job import checkpoint_dirs, storage_of, train_job
+from stages.errors import ModelError, SwapstreamError
+from training.job import train_job
 from training.loop import TrainConfig
+from training.runstore import checkpoint_dirs, run_name
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,9 +40,12 @@ def _history_steps(out: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (out / "history.jsonl").read_text().splitlines()]
 
 
-def test_two_workers_train_checkpoint_and_resume(facesets, tmp_path):
+def test_two_workers_train_checkpoint_and_resume(facesets, tmp_path, monkeypatch):
+    # relative paths, as a person types them: the workers run in other working directories
+    monkeypatch.chdir(tmp_path)
+    rel = [os.path.relpath(f, tmp_path) for f in facesets]
     out = tmp_path / "m"
-    res = train_job(_cfg(facesets, out, steps=7, tensorboard=str(tmp_path / "tb")), progress=False)
+    res = train_job(_cfg(rel, "m", steps=7, tensorboard="tb"), progress=False)
     assert res.step == 7
     ckpt = load_checkpoint(out, with_optimizer=True)
     assert ckpt.step == 7 and ckpt.training["workers"] == 2
@@ -47,7 +54,7 @@ def test_two_workers_train_checkpoint_and_resume(facesets, tmp_path):
     rng = {k: v for k, v in ckpt.optimizer.items() if k.startswith("rng.")}
     assert set(rng) == {"rng.0", "rng.1"} and not (rng["rng.0"] == rng["rng.1"]).all()
     # Ray keeps the last 2 (steps 6 and 7), each a complete checkpoint
-    kept = checkpoint_dirs(Path(storage_of(_cfg(facesets, out)), out.name))
+    kept = checkpoint_dirs(tmp_path / "m.train" / run_name(out))
     assert len(kept) == 2
     assert sorted(load_checkpoint(k).step for k in kept) == [6, 7]
     assert _history_steps(out) == list(range(1, 8))
@@ -57,7 +64,7 @@ def test_two_workers_train_checkpoint_and_resume(facesets, tmp_path):
     assert events and events[0].stat().st_size > 200
 
     # the same command again, with more steps, continues: step counter and Adam state go on
-    res2 = train_job(_cfg(facesets, out, steps=10), progress=False)
+    res2 = train_job(_cfg(rel, "m", steps=10), progress=False)
     assert res2.step == 10 and load_checkpoint(out).step == 10
     assert _adam_steps(out) == {10.0}
     assert _history_steps(out) == list(range(1, 11))
@@ -91,7 +98,7 @@ def test_killed_worker_restarts_from_checkpoint(facesets, tmp_path):
            str(facesets[1]), "-o", str(out), "--steps", "60", "--batch-size", "4", "--lr", "5e-4",
            "--save-every", "5", "--preview-every", "100", "--workers", "2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_dir = Path(str(out) + ".train", out.name)
+    run_dir = Path(str(out) + ".train", run_name(out))
     deadline = time.time() + 240
     while time.time() < deadline and not (run_dir / "checkpoint_manager_snapshot.json").exists():
         assert proc.poll() is None, proc.communicate()[0]
@@ -105,9 +112,29 @@ def test_killed_worker_restarts_from_checkpoint(facesets, tmp_path):
                     for r in snapshot["checkpoint_results"])
     log, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, log
-    assert "restarted from its last checkpoint" in log, log
-    assert killed_at < 60
+    restarts = re.findall(r"restarted from its last checkpoint \(step (\d+)\)", log)
+    assert restarts, log
+    # it went on from a saved step (every 5), at or after the newest one registered before the kill
+    assert all(int(k) % 5 == 0 and killed_at <= int(k) < 60 for k in restarts), (restarts, killed_at)
     ckpt = load_checkpoint(out, with_optimizer=True)
     assert ckpt.step == 60 and _adam_steps(out) == {60.0}
     steps = _history_steps(out)  # rows every 10 steps, none lost or repeated across the restart
     assert steps == sorted(set(steps)) and steps[-1] == 60
+
+
+def test_user_errors_in_the_workers_stop_the_job_at_once(facesets, tmp_path):
+    # a model in -o of another preset: the driver refuses before any worker starts ...
+    out = tmp_path / "m"
+    train_job(_cfg(facesets, out, steps=2, workers=1), progress=False)
+    with pytest.raises(ModelError, match="preset 'lite64'"):
+        train_job(_cfg(facesets, out, steps=4, workers=1, preset="original64"), progress=False)
+    # ... and a faceset that goes bad after the start is reported from the worker, not retried
+    broken = tmp_path / "broken"
+    shutil.copytree(facesets[1], broken)
+    for png in broken.glob("0*.png"):
+        png.write_bytes(b"not a png")
+    t = time.time()
+    with pytest.raises(SwapstreamError):
+        train_job(_cfg((facesets[0], broken), tmp_path / "n", steps=4, workers=1, max_failures=3),
+                  progress=False)
+    assert time.time() - t < 120  # not three restarts of the whole job
