@@ -96,20 +96,29 @@ def save_checkpoint(path: str | Path, model: SwapModel, preset: str, step: int =
 def _swap_in(tmp: Path, path: Path) -> None:
     """Make the complete directory `tmp` the checkpoint at `path`: fsync, carry over the other
     files of the old one (training previews, notes), then two renames (see recover_checkpoint)."""
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
     if path.is_dir():
         for f in path.iterdir():
             if f.is_file() and not (tmp / f.name).exists() and f.name != "optimizer.safetensors":
                 shutil.copy2(f, tmp / f.name)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
     old = None
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)  # the renames themselves survive a power cut
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def install_checkpoint(src: str | Path, path: str | Path) -> Path:

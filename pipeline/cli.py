@@ -187,7 +187,7 @@ def _run_train(a) -> int:
     cfg = TrainConfig(a=a.a, b=a.b, out=a.output, preset=a.preset, steps=a.steps,
                       batch_size=a.batch_size, lr=a.lr, coverage=a.coverage, save_every=a.save_every,
                       preview_every=a.preview_every, log_every=a.log_every, device=a.device, seed=a.seed,
-                      resume=a.resume, max_seconds=a.max_minutes * 60 if a.max_minutes else None,
+                      resume=a.resume, max_seconds=a.max_minutes * 60 if a.max_minutes is not None else None,
                       compile=a.compile,
                       workers=a.workers, gpu=a.gpu, address=a.address, storage=a.storage, keep=a.keep,
                       max_failures=a.max_failures, tensorboard=a.tensorboard, **opt)

@@ -17,6 +17,7 @@ from pathlib import Path
 from engines.checkpoint import verify_checkpoint
 from pipeline.config import ConvertConfig, write_resolved
 from pipeline.local_runner import LocalRunner, RunStats
+from pipeline.ray_runner import should_fuse
 from stages.align import AlignSettings, AlignStage
 from stages.blend import BlendStage
 from stages.decode import DecodeSettings, DecodeStage
@@ -76,8 +77,7 @@ def check_request(cfg: ConvertConfig, src: Path, dst: Path) -> dict:
     """Everything a user can get wrong, before any work; returns the model's metadata."""
     if cfg.runner not in RUNNERS:
         raise ConfigError(f"runner {cfg.runner!r} is not available; choose one of {', '.join(RUNNERS)}")
-    if cfg.fuse not in ("auto", "on", "off"):
-        raise ConfigError(f"fuse {cfg.fuse!r} is not one of auto, on, off")
+    should_fuse(cfg.fuse, 1, 0)  # a bad --fuse value fails here, before any work
     if not cfg.model:
         raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`)")
     meta = verify_checkpoint(cfg.model)  # corrupt weights fail here, not in a worker

@@ -39,6 +39,7 @@ from stages.errors import ConfigError, SwapstreamError
 
 RETRIES = 3
 FUSE_CPUS = 4  # --fuse auto: fuse align+swap+blend on clusters this small
+FUSE_MODES = ("auto", "on", "off")
 NO_FRAME = np.zeros((0, 0, 3), np.uint8)  # stands in for a frame that stays in the object store
 # One OpenMP thread per actor: the pools are the parallelism, and every actor's own full-size
 # thread pool on the same cores costs more than it gives (measured: +20% fps on 2 cores).
@@ -116,8 +117,8 @@ class SinkWorker(StageWorker):
 def should_fuse(fuse: str, cpus: int, gpus: int) -> bool:
     """Whether align, swap and blend share one actor: "on", "off", or "auto" = on a machine of
     at most FUSE_CPUS CPUs and no GPU, where separate actors cost more than they give."""
-    if fuse not in ("auto", "on", "off"):
-        raise ConfigError(f"fuse {fuse!r} is not one of auto, on, off")
+    if fuse not in FUSE_MODES:
+        raise ConfigError(f"fuse {fuse!r} is not one of {', '.join(FUSE_MODES)}")
     return fuse == "on" or (fuse == "auto" and cpus <= FUSE_CPUS and not gpus)
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from engines.model import SwapModel
-from training.gan import discriminator_loss, frozen, generator_loss
+from training.gan import discriminator_loss, generator_loss
 from training.losses import LossConfig, swap_losses
 
 IDS = ("a", "b")
@@ -76,8 +76,10 @@ class Stepper:
     channels_last: bool = False
     ids: tuple[str, str] = IDS
 
-    def params(self) -> list[torch.Tensor]:
-        return [p for g in self.opt.param_groups for p in g["params"]]
+
+
+def _params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for g in opt.param_groups for p in g["params"]]
 
 
 def _prep(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -127,18 +129,16 @@ def train_step(s: Stepper, batch_a: Batch, batch_b: Batch) -> dict[str, float]:
     fake = None
     if s.gan is not None:
         fake = torch.cat([p[:, :3] for p in preds]).float()
-        with frozen(s.gan.raw):  # the generator's term must not train the discriminator
-            terms["gan/g"] = generator_loss(s.gan.raw, fake)
+        terms["gan/g"] = generator_loss(s.gan.raw, fake)  # freezes the discriminator itself
         total = total + s.gan.weight * terms["gan/g"]
     terms["loss"] = total
-    norm, applied = _apply(s.opt, s.params(), total, s.scaler, s.clip)
+    norm, applied = _apply(s.opt, _params(s.opt), total, s.scaler, s.clip)
     terms["grad_norm"], terms["skipped"] = norm, 1 - applied
     if s.gan is not None and fake is not None:
         s.gan.opt.zero_grad(set_to_none=True)
         real = torch.cat([batch_a.target, batch_b.target]).float()
         d_loss = discriminator_loss(s.gan.disc, real, fake.detach())
-        d_params = [p for g in s.gan.opt.param_groups for p in g["params"]]
-        _apply(s.gan.opt, d_params, d_loss, None, s.clip)
+        _apply(s.gan.opt, _params(s.gan.opt), d_loss, None, s.clip)
         terms["gan/d"] = d_loss
     values = torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()  # one sync
     return dict(zip(terms, values))
