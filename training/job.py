@@ -130,14 +130,12 @@ def _resources(cfg: TrainConfig, started: bool) -> tuple[float, int]:
     import ray
 
     res = ray.cluster_resources()
-    if cfg.gpu and not started and not res.get("GPU"):
-        pass  # a launched cluster may add GPU nodes on demand (the autoscaler)
-    elif cfg.gpu and res.get("GPU", 0) < cfg.workers:
-        raise ConfigError(f"--workers {cfg.workers} --gpu needs {cfg.workers} GPUs; "
-                          f"{'this machine has' if started else 'the cluster has'} "
-                          f"{int(res.get('GPU', 0))}. Use --workers {max(1, int(res.get('GPU', 0)))}"
-                          if res.get("GPU") else "--gpu given but there is no GPU that Ray can use; "
-                          "drop --gpu to train on CPUs, or join a cluster with GPUs (--address)")
+    gpus = int(res.get("GPU", 0))
+    if cfg.gpu and started and gpus < cfg.workers:  # this machine cannot grow; a cluster may
+        raise ConfigError(f"--workers {cfg.workers} --gpu needs {cfg.workers} GPUs and this machine "
+                          f"has {gpus}; use --workers {gpus}" if gpus else
+                          "--gpu given but this machine has no GPU that Ray can use; drop --gpu to "
+                          "train on CPUs, or join a cluster with GPUs (--address)")
     if cfg.cpus_per_worker:
         cpus = float(cfg.cpus_per_worker)
     elif started and not cfg.gpu:  # this machine: share its cores out, fractions allowed

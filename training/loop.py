@@ -14,6 +14,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -230,7 +231,7 @@ def run(cfg: TrainConfig, session, progress: bool = True) -> TrainResult:
     step = saved = start
     preview_img = None
 
-    def write(path: Path) -> None:  # rank 0: the whole checkpoint, atomically
+    def write(path: Path, rngs: list[torch.Tensor]) -> None:  # rank 0: the whole checkpoint, atomically
         tensors = {**optimizer_tensors(opt, scaler), **rng_tensors(rngs)}
         if gan is not None:
             tensors |= module_tensors(gan.raw, "disc") | optimizer_tensors(gan.opt, prefix="dstate")
@@ -276,15 +277,15 @@ def run(cfg: TrainConfig, session, progress: bool = True) -> TrainResult:
                 if session.publish_dir is not None:
                     result.preview = save_png(session.publish_dir / PREVIEW, preview_img)
             if step % cfg.save_every == 0 or last:
-                rngs = session.gather(gen.get_state().cpu())
-                session.save(step, write, {"loss_a": losses["loss_a"], "loss_b": losses["loss_b"]})
+                rngs = session.gather(gen.get_state().cpu())  # every rank's generator
+                session.save(step, partial(write, rngs=rngs),
+                             {"loss_a": losses["loss_a"], "loss_b": losses["loss_b"]})
                 saved = step
             if last:
                 break
     except KeyboardInterrupt:
         if step > saved and session.world == 1:  # keep what was learnt; rerunning continues
-            rngs = [gen.get_state().cpu()]
-            session.save(step, write, {})
+            session.save(step, partial(write, rngs=[gen.get_state().cpu()]), {})
         raise
     finally:
         bar.close()

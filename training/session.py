@@ -9,8 +9,8 @@ are here, so the Ray calls are few and easy to find:
     any(flag)       True on every worker if flag is True on any (a time budget ends everywhere at once)
     gather(obj)     [obj of rank 0, obj of rank 1, ...]
     progress(...)   the driver's progress bar
-    publish_dir     where rank 0 keeps preview.png / loss_curve.png up to date (None: not visible
-                    from the driver's machine; the driver copies the final checkpoint instead)
+    publish_dir     where rank 0 keeps preview.png up to date (None: not visible from the
+                    driver's machine; the driver copies the final checkpoint instead)
 """
 
 from __future__ import annotations
