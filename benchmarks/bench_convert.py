@@ -5,9 +5,10 @@ lite64 checkpoint made with random weights unless --model is given (speed does n
 what the weights learnt). Runs, on the same clip and the same encoder settings:
   1. transcode: decode -> encode (the floor the codecs set)
   2. local runner: decode -> detect -> align -> swap -> blend -> encode, one process
-  3. Ray runner: the same stages as Ray actors (a local Ray started once, before timing)
+  3. Ray runner: the same stages as Ray actors (a fresh local Ray, started before the clock
+     starts; its actors start within the run, as in `swapstream convert`)
 Peak memory of each run: proportional set size (PSS) of this process plus every Ray process,
-sampled every 0.1 s. `--long-factor K` also converts a K times longer clip with the Ray runner
+sampled every second. `--long-factor K` also converts a K times longer clip with the Ray runner
 and reports both peaks (memory must not grow with the length of the video).
 checks the outputs on a warm-up run first (frames kept, faces swapped), then prints frames/s of
 each and their ratio, and writes JSON.
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,13 +39,19 @@ from engines.model import SwapModel, preset  # noqa: E402
 from pipeline.config import ConvertConfig  # noqa: E402
 from pipeline.convert import convert  # noqa: E402
 from pipeline.local_runner import LocalRunner  # noqa: E402
+from pipeline.ray_runner import should_fuse  # noqa: E402
 from pipeline.samples import make_clip  # noqa: E402
 from stages.decode import DecodeSettings, DecodeStage  # noqa: E402
 from stages.encode import EncodeSettings, EncodeStage  # noqa: E402
 
 
 class PeakMemory:
-    """Samples the summed PSS (MiB) of this process and all Ray processes in a thread."""
+    """Samples the summed PSS (MiB) of this process and all Ray processes, once a second, in a
+    thread. Reading a process's PSS walks its page tables (~6 ms for a process with torch loaded):
+    sampled ten times a second over half a dozen Ray workers it took ~0.4 of a core from the run
+    being measured, so the interval is kept long."""
+
+    INTERVAL_S = 1.0
 
     def __init__(self) -> None:
         self.peak = 0.0
@@ -56,22 +62,25 @@ class PeakMemory:
     def now() -> float:
         """Proportional set size (PSS): shared pages, such as Ray's object store mapped by
         several workers, count once in all, not once per process as in summed RSS."""
-        out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
         total = 0
-        for line in out.splitlines():
-            pid, _, args = line.strip().partition(" ")
-            if int(pid) == os.getpid() or "ray::" in args or "raylet" in args or "gcs_server" in args:
-                try:
-                    with open(f"/proc/{pid}/smaps_rollup") as f:
-                        total += next(int(x.split()[1]) for x in f if x.startswith("Pss:"))
-                except (OSError, StopIteration):
-                    pass  # the process ended between ps and the read
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                args = (proc / "cmdline").read_bytes().decode(errors="replace")
+                if int(proc.name) != os.getpid() and not any(
+                        k in args for k in ("ray::", "raylet", "gcs_server")):
+                    continue
+                with open(proc / "smaps_rollup") as f:
+                    total += next(int(x.split()[1]) for x in f if x.startswith("Pss:"))
+            except (OSError, StopIteration):
+                pass  # the process ended while being read, or is a kernel thread
         return total / 1024
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self.now())
-            time.sleep(0.1)
+            self._stop.wait(self.INTERVAL_S)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -80,6 +89,7 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self.peak = max(self.peak, self.now())
 
 
 def count_frames(path: Path) -> int:
@@ -141,58 +151,61 @@ def main() -> None:
 
     with av.open(str(src)) as c:
         frame_bytes = c.streams.video[0].width * c.streams.video[0].height * 3
-    init_ray(None, False, frame_bytes)  # Ray's own start-up (~3 s) is not part of a conversion
+    # A fresh local Ray, started before the clock starts (Ray's own start-up, ~3 s, is not part of
+    # a conversion); the actors start within the run, as in `swapstream convert`, so their
+    # start-up counts in frames/s (and is shown on its own).
+    init_ray(None, False, frame_bytes)
+    cpus, gpus = int(ray.cluster_resources().get("CPU", 1)), int(ray.cluster_resources().get("GPU", 0))
     ray_cfg = ConvertConfig(model=model, runner="ray", fuse=a.fuse)
-    check = convert(warm, work / "warm_ray.mp4", ray_cfg, progress=False)
-    assert check.frames == count_frames(warm) and check.faces_swapped >= 0.9 * check.frames
     with PeakMemory() as m_ray:
         ray_run = convert(src, work / "ray.mp4", ray_cfg, progress=False)
+    ray.shutdown()
     for out in (work / "transcode.mp4", work / "local.mp4", work / "ray.mp4"):
         assert count_frames(out) == n, f"{out} lost frames"
     assert min(local.faces_swapped, ray_run.faces_swapped) > 0.9 * n, "faces were not found in the timed run"
     long_peaks = None
     if a.long_factor:
         long_src = make_clip(work / "long.mp4", ["astronaut"], a.seconds * a.long_factor, 30, 1280, 720, 0.5)
+        init_ray(None, False, frame_bytes)
         with PeakMemory() as m_long:
             convert(long_src, work / "long_out.mp4", ray_cfg, progress=False)
+        ray.shutdown()
         long_peaks = {"seconds": [a.seconds, a.seconds * a.long_factor],
                       "peak_mib": [round(m_ray.peak), round(m_long.peak)]}
-    ray.shutdown()
-    t_local = local.seconds
+
+    def figures(r) -> dict:
+        return {"fps": n / r.seconds, "vs_transcode": t_transcode / r.seconds,
+                "vs_local": local.seconds / r.seconds, "startup_s": round(r.stats.startup_s, 2),
+                "steady_fps": n / (r.seconds - r.stats.startup_s),
+                "stages": {s.name: [s.actors, round(s.busy_s, 2), round(s.mean_queue, 2)]
+                           for s in r.stats.stages}}
 
     res = {
         "clip": {"path": str(src), "frames": n, "size": "1280x720" if not a.input else "input"},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "ray_cpus": cpus, "ray_gpus": gpus,
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
-        "transcode_fps": n / t_transcode,
-        "local_fps": n / t_local,
-        "ray_fps": n / ray_run.seconds,
-        "local_vs_transcode": t_transcode / t_local,
-        "ray_vs_transcode": t_transcode / ray_run.seconds,
-        "ray_vs_local": t_local / ray_run.seconds,
-        "startup_s": {"local": round(local.stats.startup_s, 2), "ray": round(ray_run.stats.startup_s, 2)},
-        "steady_fps": {"local": n / (t_local - local.stats.startup_s),
-                       "ray": n / (ray_run.seconds - ray_run.stats.startup_s)},
-        "peak_mib": {"transcode": round(m_transcode.peak), "local": round(m_local.peak),
-                     "ray": round(m_ray.peak)},
-        "long_input_memory": long_peaks,
-        "stages": {"local": {s.name: round(s.busy_s, 2) for s in local.stats.stages},
-                   "ray": {s.name: [s.actors, round(s.busy_s, 2), round(s.mean_queue, 2)]
-                           for s in ray_run.stats.stages}},
         "encode": {"crf": cfg.encode.crf, "preset": cfg.encode.preset},
+        "transcode": {"fps": n / t_transcode, "peak_mib": round(m_transcode.peak)},
+        "local": {**figures(local), "peak_mib": round(m_local.peak),
+                  "stages": {s.name: round(s.busy_s, 2) for s in local.stats.stages}},
+        "ray": {**figures(ray_run), "peak_mib": round(m_ray.peak),
+                "fused": should_fuse(a.fuse, cpus, gpus)},
+        "long_input_memory": long_peaks,
     }
     Path(a.json).write_text(json.dumps(res, indent=2))
-    pk = res["peak_mib"]
-    print(f"\n{'pipeline':<28}{'frames/s':>10}{'vs transcode':>14}{'peak MiB':>10}")
-    print(f"{'transcode (decode+encode)':<28}{res['transcode_fps']:>10.1f}{1.0:>14.2f}{pk['transcode']:>10}")
-    print(f"{'local runner (full swap)':<28}{res['local_fps']:>10.1f}{res['local_vs_transcode']:>14.2f}"
-          f"{pk['local']:>10}")
-    print(f"{'ray runner (full swap)':<28}{res['ray_fps']:>10.1f}{res['ray_vs_transcode']:>14.2f}"
-          f"{pk['ray']:>10}")
-    print(f"ray runner vs local runner: {res['ray_vs_local']:.2f}x")
-    st, sf = res["startup_s"], res["steady_fps"]
-    print(f"after start-up (local {st['local']:.1f} s, ray {st['ray']:.1f} s): local {sf['local']:.1f} fps, "
-          f"ray {sf['ray']:.1f} fps, ratio {sf['ray'] / sf['local']:.2f}x")
+    print(f"\n{'pipeline':<36}{'frames/s':>9}{'vs local':>9}{'start-up s':>11}{'after':>7}{'peak MiB':>9}")
+    t = res["transcode"]
+    print(f"{'transcode (decode+encode)':<36}{t['fps']:>9.1f}{'':>9}{'':>11}{'':>7}{t['peak_mib']:>9}")
+    for name in ("local", "ray"):
+        r = res[name]
+        label = {"local": "local runner", "ray": "ray runner" + (" (align+swap+blend fused)"
+                                                                  if r.get("fused") else "")}[name]
+        print(f"{label:<36}{r['fps']:>9.1f}{r['vs_local']:>8.2f}x{r['startup_s']:>11.1f}"
+              f"{r['steady_fps']:>7.1f}{r['peak_mib']:>9}")
+    r = res["ray"]
+    print(f"ray runner vs local runner: {r['vs_local']:.2f}x; after start-up "
+          f"{r['steady_fps'] / res['local']['steady_fps']:.2f}x ('after': frames/s once frames flow)")
     if long_peaks:
         print(f"ray peak memory, {long_peaks['seconds'][0]:.0f} s vs {long_peaks['seconds'][1]:.0f} s input: "
               f"{long_peaks['peak_mib'][0]} vs {long_peaks['peak_mib'][1]} MiB")

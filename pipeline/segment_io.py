@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import av
@@ -40,21 +41,49 @@ def _node_id() -> str:
     return "local"
 
 
+class SkipLead:
+    """A stage that drops the packets before frame index `first`: a segment's lead (context)
+    frames, which go through detect and align only."""
+
+    name = "skip"
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+
+    def setup(self) -> None:
+        pass
+
+    def process(self, batch: list) -> list:
+        return [p for p in batch if p.index >= self.first]
+
+    def flush(self) -> list:
+        return []
+
+
 def run_segment(job: SegmentJob) -> SegmentResult:
-    """Convert one segment into job.file (video only, the input's pts); runs on any node."""
+    """Convert one segment into job.file (video only, the input's pts); runs on any node.
+
+    Its lead (Segment.lead frames of context) is decoded and run through detect and align, then
+    dropped.
+    """
     t0 = time.perf_counter()
     seg, cfg = job.segment, job.cfg
-    decode = DecodeStage(DecodeSettings(job.input, start_pts=seg.start_pts, end_pts=seg.end_pts,
-                                        first_index=seg.first_index))
+    decode = DecodeStage(DecodeSettings(job.input, start_pts=seg.lead_pts if seg.lead else seg.start_pts,
+                                        end_pts=seg.end_pts, first_index=seg.first_index - seg.lead))
     try:
         info = decode.setup()
         settings = EncodeSettings(job.file, cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,
                                   audio_from=None)
         sink = CountingSink(_SegmentEncoder(settings, info))
-        stats, counts = run_local(make_chain(cfg, job.meta), decode.frames(), sink, cfg, False,
-                                  seg.frames, f"segment {seg.index}")
+        chain = make_chain(cfg, job.meta)
+        if seg.lead:  # after detect and align, the stages that carry state from frame to frame
+            at = [name for name, _ in chain].index("align") + 1
+            chain.insert(at, ("skip", partial(SkipLead, seg.first_index)))
+        stats, counts = run_local(chain, decode.frames(), sink, cfg, False, seg.frames,
+                                  f"segment {seg.index}")
     finally:
         decode.close()
+    stats.stages = [s for s in stats.stages if s.name != "skip"]
     warnings = counts["warnings"]
     short = seg.frames - stats.frames
     if short_beyond_tolerance(seg.frames, stats.frames) or short < 0:

@@ -1,7 +1,11 @@
 """Segments of a video: where to cut (keyframes) and what a segment's job and result are.
 
-Edges are keyframes, so each segment decodes from its own keyframe and starts with an IDR frame of
-its own. See pipeline/segments.py for the whole segmented conversion.
+Edges are keyframes; each segment is encoded on its own, so it starts with an IDR frame of its own.
+
+Context: a segment also runs the CONTEXT frames before it through detect and align without
+writing them, so face tracks and landmark smoothing (both causal: they look only backwards) reach
+its first frame in the state they would have in one whole run: cuts do not show.
+See pipeline/segments.py for the whole segmented conversion.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pipeline.local_runner import RunStats
 from stages.errors import ConfigError, InputError
 
 AUTO_SEGMENT_SECONDS = 60.0  # --segments 0: about one segment per this much video
+CONTEXT = 8  # frames before a segment run through detect and align but not written
 
 
 @dataclass
@@ -31,6 +36,10 @@ class Segment:
     end_pts: int | None
     first_index: int
     frames: int
+    # Context: the `lead` frames before the segment, from pts `lead_pts`, go through detect and
+    # align unwritten.
+    lead: int = 0
+    lead_pts: int | None = None
 
 
 PLAN_KEYS = tuple(f.name for f in dataclasses.fields(Segment))
@@ -60,9 +69,18 @@ class SegmentResult:
 
 
 # ------------------------------------------------------------------------------------ planning
-def _scan(path: str | os.PathLike) -> tuple[list[int], Fraction, list[int], int, float, bool]:
-    """Demux (no decoding) the video stream: (keyframe pts, time base, keyframe indices, frame
-    count, seconds, every packet had a pts). Indices are positions in presentation order."""
+@dataclass
+class _Scan:
+    keys: list[int]  # keyframe pts
+    time_base: Fraction
+    key_index: list[int]  # each keyframe's frame index
+    pts: list[int]  # every frame's pts, presentation order
+    seconds: float
+    complete: bool  # every packet had a pts: cuts are possible
+
+
+def _scan(path: str | os.PathLike) -> _Scan:
+    """Demux (no decoding) the video stream. Indices are positions in presentation order."""
     pts, keys, complete = [], [], True
     with av.open(str(path)) as c:
         v = c.streams.video[0]
@@ -85,14 +103,27 @@ def _scan(path: str | os.PathLike) -> tuple[list[int], Fraction, list[int], int,
     keys = sorted(set(keys))
     step = (pts[-1] - pts[0]) / (len(pts) - 1) if len(pts) > 1 else 0
     seconds = float((pts[-1] - pts[0] + step) * tb) if pts else 0.0
-    return keys, tb, [bisect_left(pts, k) for k in keys], len(pts), seconds, complete
+    return _Scan(keys, tb, [bisect_left(pts, k) for k in keys], pts, seconds, complete)
 
 
 def keyframes(path: str | os.PathLike) -> tuple[list[int], Fraction, list[int]]:
     """(pts of each keyframe, the video stream's time base, each keyframe's frame index), from a
     demux-only scan; indices count frames (packets) in presentation order."""
-    keys, tb, idx, *_ = _scan(path)
-    return keys, tb, idx
+    sc = _scan(path)
+    return sc.keys, sc.time_base, sc.key_index
+
+
+def _segments(pts: list[int], firsts: list[int], context: int) -> list[Segment]:
+    """Segments starting at frame indices `firsts` (ascending, firsts[0] == 0) of a video whose
+    frames have `pts` (presentation order), each with up to `context` frames of lead."""
+    total = len(pts)
+    ends = [*firsts[1:], total]
+    out = []
+    for i, (a, b) in enumerate(zip(firsts, ends)):
+        lead = min(context, a)
+        out.append(Segment(i, pts[a] if a else None, pts[b] if b < total else None, a, b - a,
+                           lead, pts[a - lead] if lead else None))
+    return out
 
 
 def plan_segments(path: str | os.PathLike, n: int) -> list[Segment]:
@@ -100,22 +131,19 @@ def plan_segments(path: str | os.PathLike, n: int) -> list[Segment]:
     fewer keyframes); n = 0: about one segment per AUTO_SEGMENT_SECONDS of video."""
     if n < 0:
         raise ConfigError(f"segments must be 0 (automatic) or more, got {n}")
-    keys, _, idx, total, seconds, complete = _scan(path)
+    sc = _scan(path)
+    total = len(sc.pts)
     if n == 0:
-        n = max(1, round(seconds / AUTO_SEGMENT_SECONDS))
-    cuts: list[tuple[int, int]] = []  # (first index, start pts) of segments after the first
-    cands = [(i, p) for i, p in zip(idx, keys) if i > 0] if complete else []
+        n = max(1, round(sc.seconds / AUTO_SEGMENT_SECONDS))
+    firsts = [0]
+    cands = [i for i in sc.key_index if i > 0] if sc.complete else []
     for k in range(1, n):
         if not cands:
             break
-        target = k * total / n
-        best = min(cands, key=lambda c: abs(c[0] - target))
-        if not cuts or best[0] > cuts[-1][0]:
-            cuts.append(best)
-    starts = [(0, None), *cuts]
-    ends = [*(c[1] for c in cuts), None]
-    firsts = [s[0] for s in starts] + [total]
-    return [Segment(i, s[1], e, s[0], firsts[i + 1] - s[0]) for i, (s, e) in enumerate(zip(starts, ends))]
+        best = min(cands, key=lambda i: abs(i - k * total / n))
+        if best > firsts[-1]:
+            firsts.append(best)
+    return _segments(sc.pts, firsts, CONTEXT)
 
 
 # ------------------------------------------------------------------------------ one segment

@@ -55,7 +55,7 @@ __all__ = ["AUTO_SEGMENT_SECONDS", "Segment", "SegmentJob", "SegmentResult", "co
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 # Settings that change how a conversion runs but not what it writes: a resume may change them.
-_RUN_ONLY = ("runner", "address", "verbose", "detect_actors", "blend_actors", "max_in_flight")
+_RUN_ONLY = ("runner", "address", "verbose", "detect_actors", "blend_actors", "max_in_flight", "fuse")
 
 
 def default_work_dir(output: str | os.PathLike) -> Path:

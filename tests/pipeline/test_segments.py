@@ -117,6 +117,8 @@ def test_plan_splits_at_keyframes(clip):
     assert [(s.first_index, s.frames) for s in plan] == [(0, 30), (30, 30), (60, 30)]
     assert [s.start_pts for s in plan] == [None, 30 * 512, 60 * 512]
     assert [s.end_pts for s in plan] == [30 * 512, 60 * 512, None]
+    # each segment after the first runs the 8 frames before it through detect and align (unwritten)
+    assert [(s.lead, s.lead_pts) for s in plan] == [(0, None), (8, 22 * 512), (8, 52 * 512)]
     assert len(plan_segments(clip, 100)) == N // GOP  # no more segments than keyframes
     assert len(plan_segments(clip, 0)) == 1  # automatic: about one per minute
     plan4 = plan_segments(clip, 4)
@@ -153,8 +155,11 @@ def test_segmented_equals_unsegmented(clip, cfg, reference, tmp_path):
     pts, tb, got = read_video(out)
     assert (pts, tb) == (ref_pts, ref_tb)
     diff = np.array([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(ref, got)])
-    # Different GOPs and, at each edge, fresh landmark smoothing: codec-noise-sized differences.
-    assert diff.mean() < 1.5 and diff.max() < 3, diff.round(2)  # measured: 1.0, 1.8
+    print("segmented vs whole, mean abs diff per frame:", diff.round(2))
+    # Different GOPs: codec-noise-sized differences. The lead frames bring tracks and landmark
+    # smoothing to each edge as in one run, so the frames after an edge are no worse than the rest.
+    assert diff.mean() < 1.5 and diff.max() < 3, diff.round(2)
+    assert diff[[30, 31, 32, 60, 61, 62]].max() < diff.mean() + 0.5, diff.round(2)
     assert synthetic_tags(out) == synthetic_tags(reference)
     resolved = json.loads(out.with_name(out.name + ".swapstream.json").read_text())
     assert resolved["segments"] == 3 and [e["node_id"] for e in resolved["segment_runs"]] == ["local"] * 3
