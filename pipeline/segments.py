@@ -49,6 +49,7 @@ from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import ConfigError, InputError, OutputError, SwapstreamError
 
 __all__ = ["AUTO_SEGMENT_SECONDS", "Segment", "SegmentJob", "SegmentResult", "convert_segmented",
+           "segment_resources",
            "default_work_dir", "join_segments", "keyframes", "plan_segments", "read_manifest",
            "run_segment"]
 
@@ -146,7 +147,8 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
 
     segments: how many (0 = about one per minute); None takes cfg.segments (else 0).
     dispatch: "local" runs the segments one after another in this process and stops at the first
-    failure; "ray" runs each as a Ray task (num_cpus=1, retried twice if its worker dies), spread
+    failure; "ray" runs each as a Ray task (a CPU and, on GPU nodes, a share of a GPU: see
+    segment_resources; retried twice if its worker dies), spread
     over the nodes of the cluster (joined via cfg.address / RAY_ADDRESS, else a local Ray); a
     failed segment does not stop the others, the first error is raised when all have ended. Ray
     needs the input, the model and the work dir on a filesystem every node sees at the same path.
@@ -221,6 +223,17 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
                           stats.seconds, stats, warnings)
 
 
+def segment_resources(nodes: list[dict], device: str) -> dict:
+    """Ray resources of one segment task: a CPU, and where the cluster has GPUs (and the device
+    is not "cpu") a share of a GPU small enough that every CPU of a GPU node can run a segment,
+    i.e. min over GPU nodes of GPUs / CPUs. `nodes` as ray.nodes() gives them."""
+    shares = [n["Resources"]["GPU"] / max(n["Resources"].get("CPU", 1), 1) for n in nodes
+              if n.get("Alive", True) and n.get("Resources", {}).get("GPU", 0) > 0]
+    if device == "cpu" or not shares:
+        return {"num_cpus": 1}
+    return {"num_cpus": 1, "num_gpus": min(1.0, round(min(shares), 4))}
+
+
 def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
     """Each job as a Ray task; `finished(result)` in the driver as each one ends."""
     if not jobs:  # a rerun with every segment done only joins: no Ray needed
@@ -230,7 +243,8 @@ def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
     from pipeline.ray_runner import init_ray
 
     started = init_ray(getattr(cfg, "address", None), getattr(cfg, "verbose", False))
-    task = ray.remote(num_cpus=1, max_retries=2)(run_segment)
+    # a segment's swap runs on the GPU share Ray assigns it (CUDA_VISIBLE_DEVICES), if any
+    task = ray.remote(max_retries=2, **segment_resources(ray.nodes(), cfg.device))(run_segment)
     pending = [task.remote(job) for job in jobs]
     error = None
     try:

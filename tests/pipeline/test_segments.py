@@ -21,7 +21,14 @@ from pipeline.cli import main
 from pipeline.config import ConvertConfig
 from pipeline.convert import convert
 from pipeline.samples import render_frames
-from pipeline.segments import convert_segmented, default_work_dir, join_segments, keyframes, plan_segments
+from pipeline.segments import (
+    convert_segmented,
+    default_work_dir,
+    join_segments,
+    keyframes,
+    plan_segments,
+    segment_resources,
+)
 from stages.decode import DecodeSettings, DecodeStage
 from stages.encode import synthetic_tags
 from stages.errors import ConfigError, OutputError
@@ -123,6 +130,19 @@ def test_plan_splits_at_keyframes(clip):
     assert len(plan_segments(clip, 0)) == 1  # automatic: about one per minute
     plan4 = plan_segments(clip, 4)
     assert sum(s.frames for s in plan4) == N and all(s.first_index % GOP == 0 for s in plan4)
+
+
+def test_segment_tasks_take_a_gpu_share_where_the_cluster_has_gpus():
+    def node(cpu, gpu=0, alive=True):
+        return {"Alive": alive, "Resources": {"CPU": cpu, **({"GPU": gpu} if gpu else {})}}
+
+    assert segment_resources([node(2)], "auto") == {"num_cpus": 1}  # no GPU: CPU only
+    # a 16-core node with one GPU: 16 segments at once, each with 1/16 of the GPU
+    assert segment_resources([node(8), node(16, 1)], "auto") == {"num_cpus": 1, "num_gpus": 0.0625}
+    assert segment_resources([node(16, 1), node(8, 4)], "cuda") == {"num_cpus": 1, "num_gpus": 0.0625}
+    assert segment_resources([node(4, 8)], "auto") == {"num_cpus": 1, "num_gpus": 1.0}
+    assert segment_resources([node(16, 1)], "cpu") == {"num_cpus": 1}  # the user asked for the CPU
+    assert segment_resources([node(16, 1, alive=False), node(2)], "auto") == {"num_cpus": 1}
 
 
 def test_ranged_decode_keeps_global_indices_and_pts(clip):
