@@ -42,19 +42,20 @@ def _node_id() -> str:
 
 
 class SkipLead:
-    """A stage that drops the packets before frame index `first`: a segment's lead (context)
-    frames, which go through detect and align only."""
+    """A stage that drops the packets before pts `start_pts` (the segment's own first frame): a
+    segment's lead (context) frames, which go through detect and align only. By pts, not index:
+    the frames are the segment's whatever the decoder made of the lead."""
 
     name = "skip"
 
-    def __init__(self, first: int) -> None:
-        self.first = first
+    def __init__(self, start_pts: int) -> None:
+        self.start_pts = start_pts
 
     def setup(self) -> None:
         pass
 
     def process(self, batch: list) -> list:
-        return [p for p in batch if p.index >= self.first]
+        return [p for p in batch if p.pts >= self.start_pts]
 
     def flush(self) -> list:
         return []
@@ -78,7 +79,7 @@ def run_segment(job: SegmentJob) -> SegmentResult:
         chain = make_chain(cfg, job.meta)
         if seg.lead:  # after detect and align, the stages that carry state from frame to frame
             at = [name for name, _ in chain].index("align") + 1
-            chain.insert(at, ("skip", partial(SkipLead, seg.first_index)))
+            chain.insert(at, ("skip", partial(SkipLead, seg.start_pts)))
         stats, counts = run_local(chain, decode.frames(), sink, cfg, False, seg.frames,
                                   f"segment {seg.index}")
     finally:

@@ -4,7 +4,7 @@ Edges are keyframes; each segment is encoded on its own, so it starts with an ID
 
 Context: a segment also runs the CONTEXT frames before it through detect and align without
 writing them, so face tracks and landmark smoothing (both causal: they look only backwards) reach
-its first frame in the state they would have in one whole run: cuts do not show.
+its first frame warmed up, close to their state in one whole run, and the cut does not show.
 See pipeline/segments.py for the whole segmented conversion.
 """
 

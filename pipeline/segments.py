@@ -8,6 +8,9 @@ video-only file, record finished segments in a manifest, join them without re-en
 - A segment runs the same stage chain as `convert` (pipeline.convert.make_chain, local runner)
   over the frames start_pts <= pts < end_pts, and writes them with their absolute input pts, so
   the joined timestamps are the input's. Frame indices stay global (DecodeSettings.first_index).
+  Before them it decodes its lead (segment_plan.CONTEXT frames, from the keyframe before them)
+  and runs it through detect and align only, so face tracks and landmark smoothing arrive at the
+  edge warmed up, close to their state in one whole run (the stage tables count the lead frames).
 - Segment files are .mp4, not .mkv: Matroska stores milliseconds (1/30 s frames would be rounded)
   and leaves dts unset, while mp4 keeps the input's time base; the movie timescale is set to the
   track's so the edit list that carries a segment's start time is exact too.
@@ -16,15 +19,16 @@ video-only file, record finished segments in a manifest, join them without re-en
   each segment's status. It is rewritten atomically after every finished segment. Rerunning the
   same command skips the segments marked done whose files are intact; a manifest made for another
   input, config or model is cleared. The work dir is removed after a successful join.
-- Edges are keyframes, so each segment decodes from its own keyframe and starts with an IDR frame
-  of its own; temporal state (landmark smoothing, face tracks) starts afresh at each edge, as at a
-  scene cut.
+- Edges are keyframes, and each segment is encoded on its own, starting with an IDR frame.
+- On Ray, segments are tasks of one CPU each; on a cluster whose CPUs are mostly on GPU nodes each
+  also takes a share of a GPU (segment_resources), so the swap of every segment runs on a GPU.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -224,14 +228,18 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
 
 
 def segment_resources(nodes: list[dict], device: str) -> dict:
-    """Ray resources of one segment task: a CPU, and where the cluster has GPUs (and the device
-    is not "cpu") a share of a GPU small enough that every CPU of a GPU node can run a segment,
-    i.e. min over GPU nodes of GPUs / CPUs. `nodes` as ray.nodes() gives them."""
-    shares = [n["Resources"]["GPU"] / max(n["Resources"].get("CPU", 1), 1) for n in nodes
-              if n.get("Alive", True) and n.get("Resources", {}).get("GPU", 0) > 0]
-    if device == "cpu" or not shares:
+    """Ray resources of one segment task (`nodes` as ray.nodes() gives them): a CPU, and, when
+    most of the cluster's CPUs are on GPU nodes and the device is not "cpu", a share of a GPU
+    small enough that every CPU of a GPU node can run a segment: min over GPU nodes of GPUs / CPUs,
+    rounded down to Ray's 1/10000 (rounded up, 6 shares of 0.1667 would not fit on one GPU).
+    Tasks that ask for a GPU share run only on GPU nodes, hence the majority rule."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    gpu_nodes = [r for r in alive if r.get("GPU", 0) > 0 and r.get("CPU", 0) > 0]
+    cpus = sum(r.get("CPU", 0) for r in alive)
+    if device == "cpu" or not gpu_nodes or 2 * sum(r["CPU"] for r in gpu_nodes) < cpus:
         return {"num_cpus": 1}
-    return {"num_cpus": 1, "num_gpus": min(1.0, round(min(shares), 4))}
+    share = min(r["GPU"] / r["CPU"] for r in gpu_nodes)
+    return {"num_cpus": 1, "num_gpus": min(1.0, max(math.floor(share * 10_000) / 10_000, 0.0001))}
 
 
 def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
@@ -243,8 +251,11 @@ def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
     from pipeline.ray_runner import init_ray
 
     started = init_ray(getattr(cfg, "address", None), getattr(cfg, "verbose", False))
-    # a segment's swap runs on the GPU share Ray assigns it (CUDA_VISIBLE_DEVICES), if any
-    task = ray.remote(max_retries=2, **segment_resources(ray.nodes(), cfg.device))(run_segment)
+    resources = segment_resources(ray.nodes(), cfg.device)
+    if resources.get("num_gpus") and cfg.device.startswith("cuda:"):
+        # a task sees only the GPU Ray assigns it (CUDA_VISIBLE_DEVICES), as cuda:0
+        jobs = [dataclasses.replace(j, cfg=dataclasses.replace(j.cfg, device="cuda")) for j in jobs]
+    task = ray.remote(max_retries=2, **resources)(run_segment)
     pending = [task.remote(job) for job in jobs]
     error = None
     try:

@@ -21,6 +21,7 @@ from pipeline.cli import main
 from pipeline.config import ConvertConfig
 from pipeline.convert import convert
 from pipeline.samples import render_frames
+from pipeline.segment_plan import _segments
 from pipeline.segments import (
     convert_segmented,
     default_work_dir,
@@ -143,6 +144,20 @@ def test_segment_tasks_take_a_gpu_share_where_the_cluster_has_gpus():
     assert segment_resources([node(4, 8)], "auto") == {"num_cpus": 1, "num_gpus": 1.0}
     assert segment_resources([node(16, 1)], "cpu") == {"num_cpus": 1}  # the user asked for the CPU
     assert segment_resources([node(16, 1, alive=False), node(2)], "auto") == {"num_cpus": 1}
+    # six shares must fit on one GPU: rounded down to Ray's 1/10000, never to zero
+    assert segment_resources([node(6, 1)], "auto") == {"num_cpus": 1, "num_gpus": 0.1666}
+    assert segment_resources([node(30000, 1)], "auto") == {"num_cpus": 1, "num_gpus": 0.0001}
+    # most CPUs on CPU-only nodes: GPU-share tasks would leave them idle, so none is asked for
+    assert segment_resources([node(32), node(8, 1)], "auto") == {"num_cpus": 1}
+
+
+def test_lead_context_is_cut_short_by_the_start_of_the_video():
+    pts = [10 * i for i in range(20)]
+    plan = _segments(pts, [0, 5, 9], 8)
+    assert [(s.first_index, s.frames, s.start_pts, s.end_pts) for s in plan] == \
+        [(0, 5, None, 50), (5, 4, 50, 90), (9, 11, 90, None)]
+    # at most 8 frames, never before frame 0, whatever lies between the cuts
+    assert [(s.lead, s.lead_pts) for s in plan] == [(0, None), (5, 0), (8, 10)]
 
 
 def test_ranged_decode_keeps_global_indices_and_pts(clip):
@@ -175,7 +190,6 @@ def test_segmented_equals_unsegmented(clip, cfg, reference, tmp_path):
     pts, tb, got = read_video(out)
     assert (pts, tb) == (ref_pts, ref_tb)
     diff = np.array([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(ref, got)])
-    print("segmented vs whole, mean abs diff per frame:", diff.round(2))
     # Different GOPs: codec-noise-sized differences. The lead frames bring tracks and landmark
     # smoothing to each edge as in one run, so the frames after an edge are no worse than the rest.
     assert diff.mean() < 1.5 and diff.max() < 3, diff.round(2)
