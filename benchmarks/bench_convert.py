@@ -1,8 +1,8 @@
 """Conversion speed and memory: plain transcode, local runner and Ray runner, side by side.
 
-Builds one 720p clip with one face (or takes --input), trains nothing: the swap model is a
-lite64 checkpoint made with random weights unless --model is given (speed does not depend on
-what the weights learnt). Runs, on the same clip and the same encoder settings:
+Builds one clip with one face, 720p unless --size (or takes --input), trains nothing: the swap
+model is a lite64 checkpoint made with random weights unless --model is given (speed does not
+depend on what the weights learnt). Runs, on the same clip and the same encoder settings:
   1. transcode: decode -> encode (the floor the codecs set)
   2. local runner: decode -> detect -> align -> swap -> blend -> encode, one process
   3. Ray runner: the same stages as Ray actors (a fresh local Ray, started before the clock
@@ -111,18 +111,24 @@ def transcode(src: Path, dst: Path, crf: int, preset_name: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--input", help="video to convert (default: a generated 720p clip)")
+    ap.add_argument("--input", help="video to convert (default: a generated clip, see --size)")
     ap.add_argument("--model", help="checkpoint (default: random lite64 weights)")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the generated clip")
+    ap.add_argument("--size", default="1280x720",
+                    help="WxH of the generated clip (1920x1080 for the GPU-node target)")
     ap.add_argument("--json", default="bench_convert.json", help="where to write the figures")
     ap.add_argument("--long-factor", type=int, default=0,
                     help="also run the Ray runner on a clip this many times longer (memory check)")
     ap.add_argument("--fuse", default="auto", choices=["auto", "on", "off"],
                     help="Ray runner: align+swap+blend in one actor (auto: on <= 4 CPUs, no GPU)")
     a = ap.parse_args()
+    try:
+        width, height = (int(x) for x in a.size.lower().split("x"))
+    except ValueError:
+        ap.error(f"--size {a.size!r}: give it as WIDTHxHEIGHT, e.g. 1920x1080")
     work = Path(tempfile.mkdtemp(prefix="bench_convert-"))
     src = Path(a.input) if a.input else make_clip(work / "in.mp4", ["astronaut"], a.seconds, 30,
-                                                    1280, 720, 0.5)
+                                                    width, height, 0.5)
     model = a.model
     if model is None:
         torch.manual_seed(0)
@@ -133,7 +139,7 @@ def main() -> None:
 
     # warm-up, and a check of the outputs before anything is timed: the conversion must keep
     # every frame and swap the face in (nearly) all of them, or its speed means nothing
-    warm = make_clip(work / "warm.mp4", ["astronaut"], 1.0, 30, 1280, 720, 0.5)
+    warm = make_clip(work / "warm.mp4", ["astronaut"], 1.0, 30, width, height, 0.5)
     check = convert(warm, work / "warm_out.mp4", cfg, progress=False)
     assert count_frames(work / "warm_out.mp4") == count_frames(warm) == check.frames, "frames lost"
     assert check.faces_swapped >= 0.9 * check.frames, "faces were not found: nothing would be timed"
@@ -165,7 +171,8 @@ def main() -> None:
     assert min(local.faces_swapped, ray_run.faces_swapped) > 0.9 * n, "faces were not found in the timed run"
     long_peaks = None
     if a.long_factor:
-        long_src = make_clip(work / "long.mp4", ["astronaut"], a.seconds * a.long_factor, 30, 1280, 720, 0.5)
+        long_src = make_clip(work / "long.mp4", ["astronaut"], a.seconds * a.long_factor, 30, width, height,
+                             0.5)
         init_ray(None, False, frame_bytes)
         with PeakMemory() as m_long:
             convert(long_src, work / "long_out.mp4", ray_cfg, progress=False)
@@ -181,7 +188,7 @@ def main() -> None:
                            for s in r.stats.stages}}
 
     res = {
-        "clip": {"path": str(src), "frames": n, "size": "1280x720" if not a.input else "input"},
+        "clip": {"path": str(src), "frames": n, "size": a.size if not a.input else "input"},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "ray_cpus": cpus, "ray_gpus": gpus,
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
