@@ -113,7 +113,7 @@ def keyframes(path: str | os.PathLike) -> tuple[list[int], Fraction, list[int]]:
     return sc.keys, sc.time_base, sc.key_index
 
 
-def _segments(pts: list[int], firsts: list[int], context: int) -> list[Segment]:
+def segments_at(pts: list[int], firsts: list[int], context: int) -> list[Segment]:
     """Segments starting at frame indices `firsts` (ascending, firsts[0] == 0) of a video whose
     frames have `pts` (presentation order), each with up to `context` frames of lead."""
     total = len(pts)
@@ -143,7 +143,7 @@ def plan_segments(path: str | os.PathLike, n: int) -> list[Segment]:
         best = min(cands, key=lambda i: abs(i - k * total / n))
         if best > firsts[-1]:
             firsts.append(best)
-    return _segments(sc.pts, firsts, CONTEXT)
+    return segments_at(sc.pts, firsts, CONTEXT)
 
 
 # ------------------------------------------------------------------------------ one segment

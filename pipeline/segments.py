@@ -53,9 +53,8 @@ from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import ConfigError, InputError, OutputError, SwapstreamError
 
 __all__ = ["AUTO_SEGMENT_SECONDS", "Segment", "SegmentJob", "SegmentResult", "convert_segmented",
-           "segment_resources",
            "default_work_dir", "join_segments", "keyframes", "plan_segments", "read_manifest",
-           "run_segment"]
+           "run_segment", "segment_resources"]
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1

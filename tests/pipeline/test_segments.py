@@ -21,7 +21,7 @@ from pipeline.cli import main
 from pipeline.config import ConvertConfig
 from pipeline.convert import convert
 from pipeline.samples import render_frames
-from pipeline.segment_plan import _segments
+from pipeline.segment_plan import segments_at
 from pipeline.segments import (
     convert_segmented,
     default_work_dir,
@@ -153,7 +153,7 @@ def test_segment_tasks_take_a_gpu_share_where_the_cluster_has_gpus():
 
 def test_lead_context_is_cut_short_by_the_start_of_the_video():
     pts = [10 * i for i in range(20)]
-    plan = _segments(pts, [0, 5, 9], 8)
+    plan = segments_at(pts, [0, 5, 9], 8)
     assert [(s.first_index, s.frames, s.start_pts, s.end_pts) for s in plan] == \
         [(0, 5, None, 50), (5, 4, 50, 90), (9, 11, 90, None)]
     # at most 8 frames, never before frame 0, whatever lies between the cuts
@@ -191,7 +191,8 @@ def test_segmented_equals_unsegmented(clip, cfg, reference, tmp_path):
     assert (pts, tb) == (ref_pts, ref_tb)
     diff = np.array([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(ref, got)])
     # Different GOPs: codec-noise-sized differences. The lead frames bring tracks and landmark
-    # smoothing to each edge as in one run, so the frames after an edge are no worse than the rest.
+    # smoothing to each edge warmed up, so the frames after an edge are no worse than the rest
+    # (without the lead, the frame after the first edge reads ~1.56 against a mean of ~0.9).
     assert diff.mean() < 1.5 and diff.max() < 3, diff.round(2)
     assert diff[[30, 31, 32, 60, 61, 62]].max() < diff.mean() + 0.5, diff.round(2)
     assert synthetic_tags(out) == synthetic_tags(reference)
