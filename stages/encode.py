@@ -241,7 +241,7 @@ class EncodeStage:
             vf = av.VideoFrame.from_ndarray(_pad_even(frame), format="rgb24")
             # RGB -> limited-range YUV with the matrix the stream is tagged with. A thread budget
             # (the Ray runner's encoder, the one stage that sees every frame in turn) goes to
-            # libswscale too: ~10 ms a 1080p frame on one thread, identical output on several.
+            # libswscale too: ~13 ms a 1080p frame on one thread here, identical output on several.
             vf = vf.reformat(format="yuv420p", dst_colorspace=self.colorspace, dst_color_range=1,
                              threads=self.settings.threads or None)
             vf.pts, vf.time_base = pts, tb
