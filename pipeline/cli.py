@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"swapstream: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("swapstream: interrupted (a video output is not left half-written; training keeps "
               "its last checkpoint)", file=sys.stderr)

@@ -24,6 +24,9 @@ from stages.detect import DetectSettings
 from stages.encode import EncodeSettings
 from stages.errors import ConfigError
 
+RUNNERS = ("ray", "local")
+FUSE_MODES = ("auto", "on", "off")
+
 
 @dataclass
 class AlignOptions:
@@ -66,6 +69,12 @@ class ConvertConfig:
     align: AlignOptions = field(default_factory=AlignOptions)
     blend: BlendSettings = field(default_factory=BlendSettings)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
+
+    def __post_init__(self) -> None:
+        if self.runner not in RUNNERS:
+            raise ConfigError(f"runner {self.runner!r} is not available; choose one of {', '.join(RUNNERS)}")
+        if self.fuse not in FUSE_MODES:
+            raise ConfigError(f"fuse {self.fuse!r} is not one of {', '.join(FUSE_MODES)}")
 
 
 def fill(cls: type, values: dict[str, Any], where: str = "config") -> Any:

@@ -44,7 +44,7 @@ def _frames_at(path: Path, indices: list[int]) -> list[np.ndarray]:
 
 def _face_box(frame: np.ndarray, detect: DetectStage) -> tuple[int, int, int]:
     """(cx, cy, side) of a square around the first face found, 2x its landmark height."""
-    [p] = detect.process([FramePacket(10**9, None, Fraction(1, 30), frame)])
+    [p] = detect.process([FramePacket(0, None, Fraction(1, 30), frame, follows=None)])  # a still
     if not p.faces:
         h, w = frame.shape[:2]
         return w // 2, h // 2, min(w, h) // 2

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
+from functools import partial, reduce
 
-from pipeline.local_runner import stage_name
+from pipeline.chain import Chain, Link, stage_name
+from stages.base import Stage
 from stages.packet import FramePacket
 
 
-class FusedStage:
+class FusedStage(Stage):
     """Runs the stages made by `factories` in order, as setup/process/flush/close of one stage.
 
     process(batch) passes the batch through each stage in turn; flush() flushes each stage in
@@ -24,7 +25,7 @@ class FusedStage:
     `busy` holds each inner stage's seconds, by name, for the closing table.
     """
 
-    def __init__(self, factories: list[Callable[[], object]]) -> None:
+    def __init__(self, factories: list[Callable[[], Stage]]) -> None:
         self.stages = [f() for f in factories]
         self.names = [stage_name(s) for s in self.stages]
         self.name = "+".join(self.names)
@@ -53,13 +54,16 @@ class FusedStage:
 
     def close(self) -> None:
         for s in self.stages:
-            if hasattr(s, "close"):
-                s.close()
+            s.close()
 
 
-def fuse_chain(chain: list, first: int) -> list:
-    """chain [(name, factory), ...] with the stages from index `first` on fused into one."""
+def fuse_chain(chain: Chain) -> Chain:
+    """`chain` with every stage from the first ordered one on fused into one link (align, swap
+    and blend of the face chain); the pooled stages before it stay apart."""
+    first = next((i for i, lk in enumerate(chain) if lk.needs.ordered), len(chain))
     if first >= len(chain) - 1:
         return list(chain)
     rest = chain[first:]
-    return [*chain[:first], ("+".join(n for n, _ in rest), partial(FusedStage, [f for _, f in rest]))]
+    needs = reduce(lambda a, b: a | b, (lk.needs for lk in rest))
+    return [*chain[:first], Link("+".join(lk.name for lk in rest),
+                                 partial(FusedStage, [lk.factory for lk in rest]), needs)]

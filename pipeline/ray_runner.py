@@ -10,36 +10,42 @@
   pools finish them out of order. EncodeActor has no retries, so its order always holds; after an
   AlignActor restart its retried batches may run out of order, which costs only the landmark
   smoothing around the restart (align restarts its tracks when frame indices jump).
-- Back-pressure: at most `max_in_flight` batches are between decode and the end of encode; the
-  driver waits for the oldest before it decodes more, so memory does not grow with the video.
+- Placement comes from what each stage declares (stages.base.Needs), not from its name: a GPU
+  stage gets one actor per GPU, an ordered stage one actor, a poolable stage a pool of
+  `cpu_share` x the CPUs (or the size the user gave). On small CPU-only clusters the stages from
+  the first ordered one on share one actor (`fuse`).
+- Back-pressure: at most `max_in_flight` batches are between decode and the end of encode. Under
+  the `block` policy the driver waits for the oldest before it decodes more, so memory does not
+  grow with the video; under `newest` it drops the batch it cannot place and counts it.
 - Faults: stage actors restart when their process dies and Ray re-runs their unfinished tasks
-  (max_restarts / max_task_retries), so no frame is lost or written twice. EncodeActor holds the
-  open output file and is not restarted: if it dies the run fails and its temporary file is
-  removed; the output name is never written to.
+  (max_restarts / max_task_retries), so no frame is lost or written twice. The sink actor holds
+  the open output and is not restarted: if it dies the run fails; the sink (or, if its process
+  is gone, whoever made it) removes its partial output; the output name is never written to.
 - Actor classes are named after their stage, so `ps`/`top` show `ray::DetectActor` and so on.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
 from collections import deque
-from functools import partial
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.backpressure import Continuity, check_policy
+from pipeline.chain import Chain, Link
+from pipeline.config import FUSE_MODES
 from pipeline.fused import fuse_chain
-from pipeline.local_runner import RunStats, StageStats, batches
-from stages.encode import EncodeSettings, EncodeStage
+from pipeline.local_runner import batches
+from pipeline.stats import RunStats, StageStats
 from stages.errors import ConfigError, SwapstreamError
 
 RETRIES = 3
 FUSE_CPUS = 4  # --fuse auto: fuse align+swap+blend on clusters this small
-FUSE_MODES = ("auto", "on", "off")
 NO_FRAME = np.zeros((0, 0, 3), np.uint8)  # stands in for a frame that stays in the object store
 # One OpenMP thread per actor: the pools are the parallelism, and every actor's own full-size
 # thread pool on the same cores costs more than it gives (measured: +20% fps on 2 cores).
@@ -55,13 +61,15 @@ class StageWorker:
     the last stage before the sink (`keep_frames`), whose frames are the ones to encode.
     """
 
-    def __init__(self, factory, keep_frames: bool = False) -> None:
+    def __init__(self, factory, keep_frames: bool = False, threads: int = 0) -> None:
         # A user's error in set-up (unknown engine, no GPU for --device cuda, bad codec) is kept
         # and raised from the first call: an error in an actor's constructor reaches the driver
         # only as text, an error in a method as itself, so the CLI can print its one line.
         self.error: SwapstreamError | None = None
         try:
             self.stage = factory()
+            if threads:
+                self.stage.limit_threads(threads)
             self.stage.setup()
         except SwapstreamError as e:
             self.error = e
@@ -98,20 +106,37 @@ class StageWorker:
 
 
 class SinkWorker(StageWorker):
-    """The encode end: returns only a frame count, so no frame travels back to the driver."""
+    """The sink end: returns only a frame count, so no frame travels back to the driver."""
 
     def process(self, batch: list, frames: list | None = None) -> int:  # type: ignore[override]
         return len(super().process(batch, frames))
 
-    def temp_path(self) -> str | None:
-        self.pid()  # raises the set-up error, if any
-        return str(self.stage.encode.temp_path) if self.stage.encode.temp_path else None
-
     def abort(self) -> None:
-        self.stage.abort()
+        if self.error is None:
+            self.stage.abort()
 
-    def counts(self) -> dict:
-        return self.stage.counts()
+    def close(self) -> None:
+        if self.error is None:
+            self.stage.close()
+
+    def report(self) -> dict:
+        return self.stage.report()
+
+
+@dataclass
+class RayOptions:
+    """How a chain runs on Ray. address: the cluster (None: RAY_ADDRESS, else a local Ray);
+    pool_sizes: actors per stage name where the user chose (0 or absent: from the stage's needs);
+    fuse: auto | on | off; max_in_flight: batches between source and sink (0: from the pools);
+    policy: block | newest (see pipeline.backpressure)."""
+
+    address: str | None = None
+    verbose: bool = False
+    batch_size: int = 8
+    fuse: str = "auto"
+    pool_sizes: dict[str, int] = field(default_factory=dict)
+    max_in_flight: int = 0
+    policy: str = "block"
 
 
 def should_fuse(fuse: str, cpus: int, gpus: int) -> bool:
@@ -129,12 +154,6 @@ def _actor_class(name: str, base: type):
     # (ray::DetectActor; a fused align+swap+blend actor is ray::AlignSwapBlendActor).
     title = "".join(part.capitalize() for part in name.split("+"))
     return ray.remote(type(f"{title}Actor", (base,), {}))
-
-
-def _make_sink(settings: EncodeSettings, info) -> object:
-    from pipeline.convert import CountingSink
-
-    return CountingSink(EncodeStage(settings, info))
 
 
 def init_ray(address: str | None, verbose: bool, frame_bytes: int = 0, batch_size: int = 8) -> bool:
@@ -167,14 +186,20 @@ def init_ray(address: str | None, verbose: bool, frame_bytes: int = 0, batch_siz
 
 
 class _Pipeline:
-    """The actors of one conversion and the bookkeeping of the batches in flight."""
+    """The actors of one run and the bookkeeping of the batches in flight."""
 
     def __init__(self) -> None:
         self.pools: list[list] = []
         self.sink = None
-        self.temp_path: str | None = None
 
-    def build(self, chain, settings: EncodeSettings, info, cfg) -> None:
+    def pool_size(self, lk: Link, opts: RayOptions, cpus: int, gpus: int) -> int:
+        if lk.needs.device == "gpu" and gpus:
+            return gpus
+        if lk.needs.ordered or not lk.needs.cpu_share:
+            return 1
+        return opts.pool_sizes.get(lk.name) or max(1, int(cpus * lk.needs.cpu_share))
+
+    def build(self, chain: Chain, sink: Link, opts: RayOptions) -> None:
         """Start the actors and wait until all are ready. Interruptible: whatever was started
         is on `self` for the caller to clean up."""
         import ray
@@ -182,35 +207,29 @@ class _Pipeline:
 
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        if should_fuse(cfg.fuse, cpus, gpus):
-            chain = fuse_chain(chain, 1)  # detect pool, then one actor for the rest
-        sizes = {"detect": cfg.detect_actors or max(1, cpus // 2),
-                 "blend": cfg.blend_actors or max(1, cpus // 4),
-                 "swap": max(1, gpus), "align": 1}
-        opts = {"max_restarts": RETRIES, "max_task_retries": RETRIES}
-        self.names = [name for name, _ in chain] + ["encode"]
-        for k, (name, factory) in enumerate(chain):
-            cls = _actor_class(name, StageWorker)
+        if should_fuse(opts.fuse, cpus, gpus):
+            chain = fuse_chain(chain)  # detect pool, then one actor for the rest
+        retry = {"max_restarts": RETRIES, "max_task_retries": RETRIES}
+        self.names = [lk.name for lk in chain] + [sink.name]
+        sizes = []
+        for k, lk in enumerate(chain):
+            cls = _actor_class(lk.name, StageWorker)
             keep = k == len(chain) - 1
-            if "swap" in name.split("+") and gpus:
-                o = {**opts, "num_gpus": 1, "num_cpus": 0}
-            else:
-                # Stage actors reserve no CPU: the OS shares the cores; the pool sizes decide
-                # how much runs at once.
-                o = {**opts, "num_cpus": 0}
-            self.pools.append([cls.options(**o).remote(factory, keep)
-                               for _ in range(sizes.get(name, 1))])
-        # The encoder writes a local file: it runs on the driver's node.
+            # Stage actors reserve no CPU: the OS shares the cores; the pool sizes decide how
+            # much runs at once. A GPU stage holds a GPU where there is one.
+            o = {**retry, "num_cpus": 0, **({"num_gpus": 1} if lk.needs.device == "gpu" and gpus else {})}
+            sizes.append(n := self.pool_size(lk, opts, cpus, gpus))
+            self.pools.append([cls.options(**o).remote(lk.factory, keep) for _ in range(n)])
+        # The sink writes locally (a file, a device): it runs on the driver's node, with a
+        # quarter of the CPUs for its codec threads (the pools have the rest).
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        if not settings.threads:  # leave the other cores to the pools
-            settings = dataclasses.replace(settings, threads=max(1, cpus // 4))
-        sink_cls = _actor_class("encode", SinkWorker)
+        sink_cls = _actor_class(sink.name, SinkWorker)
         self.sink = sink_cls.options(num_cpus=0, max_restarts=0, scheduling_strategy=here).remote(
-            partial(_make_sink, settings, info), True)
+            sink.factory, True, max(1, cpus // 4))
         self.pools.append([self.sink])
-        self.temp_path = ray.get(self.sink.temp_path.remote())
         ray.get([a.pid.remote() for pool in self.pools for a in pool])  # every worker is ready
-        self.window = cfg.max_in_flight or 2 * (sizes["detect"] + sizes["blend"]) + 2
+        pooled = sum(n for lk, n in zip(chain, sizes) if lk.needs.poolable and n > 1)
+        self.window = opts.max_in_flight or 2 * max(pooled, 1) + 2
         self.inflight: deque = deque()  # (frames, [ref per stage])
         self.queue_sum = [0.0] * len(self.pools)
         self.samples = 0
@@ -241,6 +260,12 @@ class _Pipeline:
                     break
         self.samples += 1
 
+    def oldest_done(self) -> bool:
+        import ray
+
+        ready, _ = ray.wait([self.inflight[0][1][-1]], timeout=0)
+        return bool(ready)
+
     def collect_oldest(self) -> int:
         import ray
 
@@ -267,7 +292,7 @@ class _Pipeline:
         ray.get(self.sink.flush.remote())
         return done
 
-    def stats(self, run: RunStats) -> dict:
+    def stats(self, run: RunStats) -> None:
         import ray
 
         for name, pool, q in zip(self.names, self.pools, self.queue_sum):
@@ -276,7 +301,6 @@ class _Pipeline:
             parts = {k: sum(p["parts"].get(k, 0.0) for p in per) for k in per[0]["parts"]}
             for part, busy in (parts or {name: sum(p["busy_s"] for p in per)}).items():
                 run.stages.append(StageStats(part, frames, busy, queue, len(pool)))
-        return ray.get(self.sink.counts.remote())
 
     def kill(self) -> None:
         import ray
@@ -286,23 +310,35 @@ class _Pipeline:
             ray.kill(actor, no_restart=True)
 
 
-def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
-            desc: str) -> tuple[RunStats, dict]:
-    """Run the conversion on Ray; returns the run's statistics and the face counts."""
+def run_ray(chain: Chain, packets: Iterable, sink: Link, opts: RayOptions, progress: bool = True,
+            total: int | None = None, desc: str = "convert", frame_bytes: int = 0) -> tuple[RunStats, dict]:
+    """Run `chain` on Ray from `packets` into the sink `sink` builds (in its own actor); returns the
+    run's statistics and the sink's report. On an error the sink aborts its output."""
     import ray
 
-    started = init_ray(cfg.address, cfg.verbose, info.width * info.height * 3, cfg.batch_size)
+    check_policy(opts.policy)
+    started = init_ray(opts.address, opts.verbose, frame_bytes, opts.batch_size)
     pipe = _Pipeline()
-    bar = tqdm(total=info.frames, unit="frame", desc=desc, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="frame", desc=desc, disable=not progress, dynamic_ncols=True)
     run = RunStats()
     t0 = time.perf_counter()
     try:
-        pipe.build(chain, settings, info, cfg)
+        pipe.build(chain, sink, opts)
         run.startup_s = time.perf_counter() - t0
-        for i, batch in enumerate(batches(frames, cfg.batch_size)):
+        cont = Continuity()
+        for i, batch in enumerate(batches(packets, opts.batch_size)):
+            if opts.policy == "newest":
+                while pipe.inflight and pipe.oldest_done():
+                    bar.update(n := pipe.collect_oldest())
+                    run.frames += n
+                if len(pipe.inflight) >= pipe.window:
+                    run.dropped += len(batch)  # no room: this batch would be stale by the time
+                    continue
+                for p in batch:
+                    cont.admit(p)  # the next batch in continues the last one in
             pipe.submit(i, batch)
             pipe.sample_queues()
-            while len(pipe.inflight) >= pipe.window:
+            while opts.policy == "block" and len(pipe.inflight) >= pipe.window:
                 bar.update(n := pipe.collect_oldest())
                 run.frames += n
         while pipe.inflight:
@@ -310,15 +346,15 @@ def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
             run.frames += n
         run.frames += pipe.flush()
         run.seconds = time.perf_counter() - t0
-        counts = pipe.stats(run)
+        pipe.stats(run)
+        report = ray.get(pipe.sink.report.remote())
+        ray.get(pipe.sink.close.remote())
     except BaseException as err:
         if pipe.sink is not None:
             try:
                 ray.get(pipe.sink.abort.remote(), timeout=10)
-            except Exception:  # the encoder itself may be what died
+            except Exception:  # the sink itself may be what died: its maker cleans up
                 pass
-            if pipe.temp_path:
-                Path(pipe.temp_path).unlink(missing_ok=True)
         cause = getattr(err, "cause", None)
         if isinstance(err, ray.exceptions.RayTaskError) and isinstance(cause, SwapstreamError):
             raise cause from None  # a user's problem found in an actor: one line, as locally
@@ -328,4 +364,4 @@ def run_ray(chain, frames, settings: EncodeSettings, info, cfg, progress: bool,
         pipe.kill()
         if started:
             ray.shutdown()
-    return run, counts
+    return run, report

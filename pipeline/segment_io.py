@@ -7,13 +7,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import av
 
-from pipeline.convert import CountingSink, make_chain, run_local
+from pipeline.chain import after_temporal, link, make_chain
+from pipeline.counting import CountingSink
+from pipeline.local_runner import run_local
 from pipeline.segment_plan import SegmentJob, SegmentResult
+from stages.base import Stage
 from stages.decode import DecodeSettings, DecodeStage, short_beyond_tolerance
 from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import InputError, OutputError
@@ -41,7 +43,7 @@ def _node_id() -> str:
     return "local"
 
 
-class SkipLead:
+class SkipLead(Stage):
     """A stage that drops the packets before pts `start_pts` (the segment's own first frame): a
     segment's lead (context) frames, which go through detect and align only. By pts, not index:
     the frames are the segment's whatever the decoder made of the lead."""
@@ -51,14 +53,8 @@ class SkipLead:
     def __init__(self, start_pts: int) -> None:
         self.start_pts = start_pts
 
-    def setup(self) -> None:
-        pass
-
     def process(self, batch: list) -> list:
         return [p for p in batch if p.pts >= self.start_pts]
-
-    def flush(self) -> list:
-        return []
 
 
 def run_segment(job: SegmentJob) -> SegmentResult:
@@ -72,15 +68,14 @@ def run_segment(job: SegmentJob) -> SegmentResult:
     decode = DecodeStage(DecodeSettings(job.input, start_pts=seg.lead_pts if seg.lead else seg.start_pts,
                                         end_pts=seg.end_pts, first_index=seg.first_index - seg.lead))
     try:
-        info = decode.setup()
+        info = decode.open()
         settings = EncodeSettings(job.file, cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,
                                   audio_from=None)
         sink = CountingSink(_SegmentEncoder(settings, info))
         chain = make_chain(cfg, job.meta)
-        if seg.lead:  # after detect and align, the stages that carry state from frame to frame
-            at = [name for name, _ in chain].index("align") + 1
-            chain.insert(at, ("skip", partial(SkipLead, seg.start_pts)))
-        stats, counts = run_local(chain, decode.frames(), sink, cfg, False, seg.frames,
+        if seg.lead:  # after the stages that carry state from frame to frame (detect, align)
+            chain.insert(after_temporal(chain), link(SkipLead, seg.start_pts))
+        stats, counts = run_local(chain, decode.packets(), sink, cfg.batch_size, False, seg.frames,
                                   f"segment {seg.index}")
     finally:
         decode.close()

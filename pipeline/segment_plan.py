@@ -19,7 +19,7 @@ from fractions import Fraction
 import av
 
 from pipeline.config import ConvertConfig
-from pipeline.local_runner import RunStats
+from pipeline.stats import RunStats
 from stages.errors import ConfigError, InputError
 
 AUTO_SEGMENT_SECONDS = 60.0  # --segments 0: about one segment per this much video

@@ -5,7 +5,7 @@ video-only file, record finished segments in a manifest, join them without re-en
     (keyframe scan)    (in this process, or a       (after each)      (remux video, then the
                         Ray task on any node)                          source's audio, once)
 
-- A segment runs the same stage chain as `convert` (pipeline.convert.make_chain, local runner)
+- A segment runs the same stage chain as `convert` (pipeline.chain.make_chain, local runner)
   over the frames start_pts <= pts < end_pts, and writes them with their absolute input pts, so
   the joined timestamps are the input's. Frame indices stay global (DecodeSettings.first_index).
   Before them it decodes its lead (segment_plan.CONTEXT frames, from the keyframe before them)
@@ -35,9 +35,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline.chain import check_request
 from pipeline.config import ConvertConfig, write_resolved
-from pipeline.convert import ConvertSummary, check_request
-from pipeline.local_runner import RunStats, StageStats
 from pipeline.segment_io import join_segments, run_segment
 from pipeline.segment_plan import (
     AUTO_SEGMENT_SECONDS,
@@ -48,6 +47,7 @@ from pipeline.segment_plan import (
     keyframes,
     plan_segments,
 )
+from pipeline.stats import ConvertSummary, RunStats
 from stages.decode import probe, short_beyond_tolerance
 from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import ConfigError, InputError, OutputError, SwapstreamError
@@ -189,13 +189,7 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
                          "warnings": r.warnings})
         _write_manifest(work, manifest)
         bar.update(r.frames)
-        stats.frames += r.frames
-        for s in r.stats.stages:
-            mine = next((m for m in stats.stages if m.name == s.name), None)
-            if mine is None:
-                stats.stages.append(mine := StageStats(s.name))
-            mine.frames += s.frames
-            mine.busy_s += s.busy_s
+        stats.add(r.stats)
 
     try:
         if dispatch == "ray":

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stages.base import Needs, Stage
 from stages.errors import ConfigError
 from stages.geometry import STABLE_LANDMARKS, alignment_matrix, template_in_crop, transform_points
 from stages.packet import Face, FramePacket
@@ -64,21 +65,18 @@ def crop_face(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
 
 
-class AlignStage:
+class AlignStage(Stage):
     """Sets face.track, smoothed face.landmarks, face.matrix and face.crop; flags bad fits."""
+
+    name = "align"
+    needs = Needs(ordered=True, temporal=True)  # One Euro filters need every frame, in order
 
     def __init__(self, settings: AlignSettings | None = None) -> None:
         self.settings = settings or AlignSettings()
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._thumb: np.ndarray | None = None
-        self._last_index = -2
-
-    def setup(self) -> None:
-        pass
-
-    def flush(self) -> list[FramePacket]:
-        return []
+        self._last_index: int | None = None
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         for packet in batch:
@@ -94,10 +92,13 @@ class AlignStage:
 
     def _align(self, packet: FramePacket) -> None:
         s = self.settings
-        if self._scene_cut(packet.frame) or packet.index != self._last_index + 1:
+        continues = packet.follows is not None and packet.follows == self._last_index
+        if self._scene_cut(packet.frame) or not continues:
             self._tracks = []
         self._last_index = packet.index
-        t = packet.time if packet.time is not None else packet.index / 30.0
+        # the frame's own clock (pts, else capture time): a live camera's rate wobbles, and a
+        # frame dropped before the pipeline is a longer step, not an assumed 1/30 s
+        t = packet.timestamp
         free = list(self._tracks)
         kept: list[_Track] = []
         for face in packet.faces:
@@ -112,7 +113,7 @@ class AlignStage:
             track.center, track.size = center, size
             kept.append(track)
             face.track = track.id
-            if s.smoothing:
+            if s.smoothing and t is not None:
                 face.landmarks = track.filter(face.landmarks, t).astype(np.float32)
             self._fit(packet.frame, face)
         self._tracks = kept  # a track not seen in this frame is lost: its filter restarts

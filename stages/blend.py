@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stages.base import Needs, Stage
 from stages.color import COLOR_MODES, SHARPEN_MODES, sharpen, transfer_color
 from stages.errors import ConfigError
 from stages.geometry import FACE_OVAL, hull_mask, invert_affine, transform_points
@@ -102,7 +103,7 @@ def face_masks(face: Face, settings: BlendSettings) -> tuple[np.ndarray, np.ndar
     return hard, np.clip(soft, 0, 1)
 
 
-class BlendStage:
+class BlendStage(Stage):
     """Composites face.swapped into packet.frame for every face that is ok and has been swapped.
 
     Faces with errors, or without swapped/matrix, are skipped: their pixels stay as they were.
@@ -110,11 +111,11 @@ class BlendStage:
     modified. settings defaults to BlendSettings().
     """
 
+    name = "blend"
+    needs = Needs(cpu_share=0.25)
+
     def __init__(self, settings: BlendSettings | None = None) -> None:
         self.settings = settings if settings is not None else BlendSettings()
-
-    def setup(self) -> None:
-        pass
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         for packet in batch:
@@ -126,9 +127,6 @@ class BlendStage:
                 self.blend_face(out, face, packet.frame)
             packet.frame = out
         return batch
-
-    def flush(self) -> list[FramePacket]:
-        return []
 
     def blend_face(self, out: np.ndarray, face: Face, source: np.ndarray) -> None:
         """Composite one face into out ((H, W, 3) uint8 RGB, written in place).

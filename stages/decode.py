@@ -19,6 +19,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from stages.base import Source
 from stages.errors import InputError
 from stages.packet import FramePacket
 
@@ -70,6 +71,22 @@ class StreamInfo:
     colorspace: int = 2  # FFmpeg AVColorSpace of the frames: 1 BT.709, 5/6 BT.601, 2 unspecified
 
 
+def to_rgb(frame: av.VideoFrame, quarter_turns: int = 0) -> np.ndarray:
+    """A decoded frame of any pixel format (10-bit included) as (H, W, 3) uint8 RGB, C-contiguous,
+    turned `quarter_turns` x 90 degrees counter-clockwise. Untagged HD is read as BT.709, as
+    players do (FFmpeg's default would be BT.601); tagged frames use their own matrix."""
+    untagged_hd = (frame.colorspace or 2) == 2 and frame.height >= 720
+    rgb = frame.reformat(format="rgb24", src_colorspace=1 if untagged_hd else None).to_ndarray()
+    if quarter_turns:
+        rgb = np.rot90(rgb, quarter_turns)
+    return np.ascontiguousarray(rgb)
+
+
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Quarter turns counter-clockwise that make the frame upright (its display matrix)."""
+    return int(round(frame.rotation / 90.0)) % 4
+
+
 def probe(path: str | os.PathLike) -> StreamInfo:
     """Open `path`, inspect its video stream (decoding the first frame), close; raises InputError."""
     stage = DecodeStage(DecodeSettings(str(path)))
@@ -79,7 +96,7 @@ def probe(path: str | os.PathLike) -> StreamInfo:
         stage.close()
 
 
-def _open_error(path: str, err: Exception) -> InputError:
+def open_error(path: str, err: Exception) -> InputError:
     """Turn an exception from av.open() into a one-line InputError."""
     if isinstance(err, IsADirectoryError) or os.path.isdir(path):
         return InputError(f"{path}: is a directory, not a video file; pass the path of a video file")
@@ -118,8 +135,11 @@ def _stream_duration(container, stream) -> tuple[float | None, bool]:
     return None, False
 
 
-class DecodeStage:
-    """Source stage: `setup()` opens the file, `frames()` yields FramePackets, `close()` releases it."""
+class DecodeStage(Source):
+    """File source: `setup()` (or `open()`) opens the file, `frames()` (or `packets()`) yields
+    FramePackets, `close()` releases it."""
+
+    name = "decode"
 
     def __init__(self, settings: DecodeSettings):
         self.settings = settings
@@ -141,11 +161,11 @@ class DecodeStage:
         """Open the container and decode the first frame (for rotation and pixel format)."""
         path = self.settings.path
         if os.path.isdir(path):
-            raise _open_error(path, IsADirectoryError(path))
+            raise open_error(path, IsADirectoryError(path))
         try:
             self._container = av.open(path)
         except (av.FFmpegError, OSError) as err:
-            raise _open_error(path, err) from None
+            raise open_error(path, err) from None
         c = self._container
         if not c.streams.video:
             kinds = ", ".join(sorted({s.type for s in c.streams})) or "no streams"
@@ -176,7 +196,7 @@ class DecodeStage:
             raise InputError(f"{path}: video stream has no decodable frames{where}; "
                              "the file is empty or corrupt, re-export it") from None
 
-        rotation = int(round(self._first.rotation / 90.0)) % 4 * 90
+        rotation = quarter_turns(self._first) * 90
         self._k = rotation // 90 if self.settings.autorotate else 0
         w, h = self._first.width, self._first.height
         if self._k % 2:
@@ -244,13 +264,9 @@ class DecodeStage:
                 pts = start if prev_pts is None else prev_pts + last_step
             elif prev_pts is not None and pts > prev_pts:
                 last_step = pts - prev_pts
-            # (H, W, 3) uint8 from any pix_fmt. Untagged HD is read as BT.709, as players do
-            # (FFmpeg's default would be BT.601); tagged frames use their own matrix.
-            untagged_hd = (frame.colorspace or 2) == 2 and frame.height >= 720
-            rgb = frame.reformat(format="rgb24", src_colorspace=1 if untagged_hd else None).to_ndarray()
-            if self._k:
-                rgb = np.rot90(rgb, self._k)  # counter-clockwise, as the display matrix says
-            packet = FramePacket(index, pts, tb, np.ascontiguousarray(rgb))
+            # each frame continues the one before it; the first starts afresh
+            packet = FramePacket(index, pts, tb, to_rgb(frame, self._k),
+                                 follows=None if prev_pts is None else index - 1)
             index, prev_pts = index + 1, pts
             return packet
 
@@ -259,6 +275,12 @@ class DecodeStage:
             yield packets(frame)
         if not self.ranged:  # a range's caller knows how many frames it expects; the file's count is not it
             self._check_complete(index - self.settings.first_index, prev_pts, last_step)
+
+    def open(self) -> StreamInfo:
+        return self.setup()
+
+    def packets(self) -> Iterator[FramePacket]:
+        return self.frames()
 
     def _check_complete(self, count: int, last_pts: int | None, step: int) -> None:
         """Raise InputError when far fewer frames decoded than the container promised."""

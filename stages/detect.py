@@ -6,7 +6,9 @@ a pyramid of overlapping square tiles, each tile small enough that the smallest 
 >= 1/8 of it, then runs FaceMesh on a crop around each face found (the face filling about half
 the crop). Between full searches, each known face is tracked: FaceMesh runs on a crop around its
 last landmarks. A full search runs every `detect_every` frames, when a track is lost, and when
-frames do not arrive consecutively (a detect actor in a pool may get any chunk of the video).
+a frame does not continue the last one this stage saw (FramePacket.follows: a detect actor in a
+pool gets chunks of the video, a live source drops frames). Live mode spreads a full search over
+frames (`search_budget` detector calls each), so no frame waits for the whole tile pyramid.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from stages.base import Needs, Stage
 from stages.errors import ConfigError
 from stages.packet import Face, FramePacket
 
@@ -30,13 +33,17 @@ TILE_PER_FACE = 8
 
 @dataclass
 class DetectSettings:
-    """min_face: smallest face height (frame px) to find; max_faces: per frame."""
+    """min_face: smallest face height (frame px) to find; max_faces: per frame; detect_every:
+    frames between full searches (a sweep of the tile pyramid) while faces are tracked;
+    search_budget: detector calls of a sweep per frame (0: the whole sweep in one frame, as
+    convert does; live sets a few, so a sweep spreads over frames and never stalls one)."""
 
     min_face: int = 64
     max_faces: int = 8
     detect_every: int = 8
     det_confidence: float = 0.5
     mesh_confidence: float = 0.5
+    search_budget: int = 0
 
     def __post_init__(self) -> None:
         if self.min_face < 16:
@@ -44,6 +51,8 @@ class DetectSettings:
                               f"478 landmarks on smaller faces: use 16 or more")
         if self.detect_every < 1 or self.max_faces < 1:
             raise ConfigError("detect_every and max_faces must be 1 or more")
+        if self.search_budget < 0:
+            raise ConfigError(f"search_budget {self.search_budget} must be 0 (whole sweep at once) or more")
 
 
 def search_tiles(width: int, height: int, min_face: int) -> list[tuple[int, int, int]]:
@@ -87,16 +96,22 @@ def _contained(a: tuple, b: tuple) -> float:
     return ix * iy / small if small > 0 else 0.0
 
 
-class DetectStage:
+class DetectStage(Stage):
     """Adds Face records (landmarks, score) to each FramePacket; keeps tracks across frames."""
+
+    name = "detect"
+    # tracks carry over between frames, but a copy that gets a chunk of the video starts its
+    # tracks afresh, so detect may be pooled: half the CPUs' worth pays off
+    needs = Needs(temporal=True, cpu_share=0.5)
 
     def __init__(self, settings: DetectSettings | None = None) -> None:
         self.settings = settings or DetectSettings()
         self._detector = None
         self._mesh = None
         self._tracks: list[np.ndarray] = []  # last landmarks (478, 2) of each tracked face
-        self._last_index = -2
-        self._last_search = -(10**9)
+        self._last_index: int | None = None  # index of the last frame seen
+        self._since_search = 0  # frames since the last sweep began
+        self._sweep: list[tuple[int, int, int]] = []  # tiles of the sweep still to search
         self._lost = False
 
     def setup(self) -> None:
@@ -121,9 +136,6 @@ class DetectStage:
             packet.faces = [Face(lm, score) for lm, score in self._faces_in(packet)]
         return batch
 
-    def flush(self) -> list[FramePacket]:
-        return []
-
     def close(self) -> None:
         for m in (self._detector, self._mesh):
             if m is not None:
@@ -132,26 +144,39 @@ class DetectStage:
 
     # --- per frame -------------------------------------------------------------------------
     def _faces_in(self, packet: FramePacket) -> list[tuple[np.ndarray, float]]:
-        frame, i = packet.frame, packet.index
-        consecutive = i == self._last_index + 1
+        frame = packet.frame
+        h, w = frame.shape[:2]
+        consecutive = packet.follows is not None and packet.follows == self._last_index
         if not consecutive:
-            self._tracks = []  # not the next frame: tracks say nothing about this one
+            self._tracks, self._sweep = [], []  # tracks and a sweep in progress saw other frames
         found: list[tuple[np.ndarray, float]] = []
         for prev in self._tracks:
             lm = self._mesh_around(frame, _bbox(prev), 1.7)
             if lm is None or _iou(_bbox(lm), _bbox(prev)) <= 0.3:
+                # a fast move or a dropped frame: look once more over a wider crop before a sweep
+                lm = self._mesh_around(frame, _bbox(prev), 3.0)
+                if lm is not None and _iou(_bbox(lm), _bbox(prev)) <= 0.1:
+                    lm = None
+            if lm is None:
                 self._lost = True
             elif not any(_iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
                 found.append((lm, 1.0))  # two tracks that met on one face continue as one
         s = self.settings
-        full = not consecutive or self._lost or i - self._last_search >= s.detect_every
-        # With no face in view, the whole frame is searched every frame (one detector call, finds
-        # a face after a cut at once) but the tile pyramid (~70 calls on a 4K frame) only every
-        # detect_every frames.
-        if full or not found:
-            if full:
-                self._last_search, self._lost = i, False
-            for box, score in self._search(frame, tiles=full):
+        self._since_search += 1
+        if not self._sweep and (not consecutive or self._lost or self._since_search >= s.detect_every):
+            self._sweep = search_tiles(w, h, s.min_face)
+            self._since_search, self._lost = 0, False
+        # The sweep's tiles: all at once, or `search_budget` detector calls a frame (live).
+        take = len(self._sweep) if not s.search_budget else s.search_budget
+        regions, self._sweep = self._sweep[:take], self._sweep[take:]
+        whole = (0, 0, max(w, h))
+        if not found and whole not in regions:
+            # With no face in view the whole frame is searched every frame (one detector call
+            # finds a face after a cut at once); the tile pyramid (~70 calls on a 4K frame) only
+            # when a sweep is due.
+            regions = [whole, *regions]
+        if regions:
+            for box, score in self._search(frame, regions):
                 if len(found) >= s.max_faces:
                     break
                 if any(_contained(box, _bbox(lm)) > 0.5 for lm, _ in found):
@@ -160,15 +185,13 @@ class DetectStage:
                 if lm is not None and not any(_iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
                     found.append((lm, score))
         self._tracks = [lm for lm, _ in found]
-        self._last_index = i
+        self._last_index = packet.index
         return found
 
-    def _search(self, frame: np.ndarray, tiles: bool = True) -> list[tuple[tuple, float]]:
-        """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged; over the
-        whole tile pyramid, or with tiles=False the whole frame only."""
-        h, w = frame.shape[:2]
+    def _search(self, frame: np.ndarray, regions: list[tuple[int, int, int]]) -> list[tuple[tuple, float]]:
+        """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged, over the
+        square tiles `regions` (x, y, side) of the frame."""
         boxes: list[tuple[tuple, float]] = []
-        regions = search_tiles(w, h, self.settings.min_face) if tiles else [(0, 0, max(w, h))]
         for x, y, side in regions:
             # contiguous: MediaPipe reads a read-only array (as Ray delivers them) in place
             tile = np.ascontiguousarray(frame[y:y + side, x:x + side])

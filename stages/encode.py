@@ -14,15 +14,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from stages.base import Sink
 from stages.decode import StreamInfo
 from stages.errors import ConfigError, InputError, OutputError
 from stages.packet import FramePacket
@@ -40,6 +43,16 @@ class EncodeSettings:
     audio_from: str | None = None  # input whose audio streams are copied (remuxed, not re-encoded)
     synthetic_tag: str = "synthetic media: faces replaced by swapstream"
     threads: int = 0  # threads of the encoder and of the RGB->YUV conversion; 0: FFmpeg's choice
+    # names this output's temporary file, so whoever made the settings can find (and remove) it
+    # even when the process that wrote it died
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def partial_path(self) -> Path:
+        """The temporary file the output is written to before it is renamed into place; it keeps
+        the extension so tools (and the muxer guess) see the right container."""
+        path = Path(self.path)
+        return path.absolute().parent / f".{path.stem}.partial-{self.token}{path.suffix}"
 
 
 def _pad_even(frame: np.ndarray) -> np.ndarray:
@@ -91,8 +104,11 @@ def synthetic_tags(path: str | os.PathLike) -> dict[str, str]:
     return {k: tags[k] for k in ("comment", "synthetic_media") if k in tags}
 
 
-class EncodeStage:
-    """Sink stage: `setup()`, `process(batch)` for each batch in order, then `flush()` or `abort()`."""
+class EncodeStage(Sink):
+    """File sink: `setup()`, `process(batch)` for each batch in order, then `flush()` (rename into
+    place) or `abort()` (temporary file removed); `close()` aborts what was not flushed."""
+
+    name = "encode"
 
     def __init__(self, settings: EncodeSettings, info: StreamInfo):
         self.settings = settings
@@ -130,8 +146,6 @@ class EncodeStage:
 
     def setup(self) -> None:
         """Validate the output path, open the temporary file, add the streams, write the header."""
-        path = self.validate()
-        muxer = _CONTAINERS[path.suffix.lower()]
         try:
             is_video = av.Codec(self.settings.codec, "w").type == "video"
         except ValueError:  # UnknownCodecError
@@ -139,8 +153,26 @@ class EncodeStage:
         if not is_video:
             raise ConfigError(f"encode codec {self.settings.codec!r} is not a video encoder in this FFmpeg; "
                               "use libx264")
-        # Keep the extension so tools (and the muxer guess) see the right container.
-        self.temp_path = path.absolute().parent / f".{path.stem}.partial-{os.getpid()}{path.suffix}"
+        muxer = self._open_container()
+        try:
+            self._out.metadata["comment"] = self.settings.synthetic_tag
+            self._out.metadata["synthetic_media"] = "1"
+            self._add_video()
+            self._add_audio(muxer)
+            self._out.start_encoding()
+        except av.FFmpegError as err:
+            self.abort()
+            raise OutputError(f"{self.settings.path}: cannot write the output header ({err}); "
+                              "try the .mkv extension") from None
+        except BaseException:
+            self.abort()  # no temp file left behind, whatever went wrong
+            raise
+
+    def _open_container(self) -> str:
+        """Open self._out (the temporary file); returns the muxer name."""
+        path = self.validate()
+        muxer = _CONTAINERS[path.suffix.lower()]
+        self.temp_path = self.settings.partial_path
         options = {}
         if muxer in ("mp4", "mov"):
             # use_metadata_tags: keep custom keys (synthetic_media); faststart: index up front for players.
@@ -150,20 +182,11 @@ class EncodeStage:
         except (av.FFmpegError, OSError) as err:
             raise OutputError(f"{path}: cannot create the output file ({err}); check free space "
                               "and permissions") from None
-        try:
-            self._out.metadata["comment"] = self.settings.synthetic_tag
-            self._out.metadata["synthetic_media"] = "1"
-            self._add_video()
-            if self.settings.audio_from:
-                self._add_audio(muxer)
-            self._out.start_encoding()
-        except av.FFmpegError as err:
-            self.abort()
-            raise OutputError(f"{path}: cannot write the output header ({err}); "
-                              "try the .mkv extension") from None
-        except BaseException:
-            self.abort()  # no temp file left behind, whatever went wrong
-            raise
+        return muxer
+
+    def _finalize(self) -> None:
+        """The output is complete: the temporary file becomes the output (atomic rename)."""
+        os.replace(self.temp_path, self.settings.path)  # readers see all or nothing
 
     @property
     def colorspace(self) -> int:
@@ -199,6 +222,8 @@ class EncodeStage:
 
     def _add_audio(self, muxer: str) -> None:
         src_path = self.settings.audio_from
+        if not src_path:
+            return
         try:
             self._src = av.open(src_path)
         except (av.FFmpegError, OSError) as err:
@@ -226,9 +251,7 @@ class EncodeStage:
             if frame.shape[:2] != (self.info.height, self.info.width):
                 raise ValueError(f"frame {packet.index} is {frame.shape[1]}x{frame.shape[0]}, the stream "
                                  f"is {self.info.width}x{self.info.height}")
-            pts = packet.pts
-            if pts is not None and packet.time_base != tb:
-                pts = int(round(pts * packet.time_base / tb))
+            pts = self._pts_of(packet)
             if pts is None:
                 pts = 0 if self._prev_pts is None else self._prev_pts + self._step
             elif self._prev_pts is not None and pts <= self._prev_pts:
@@ -250,6 +273,13 @@ class EncodeStage:
         if self._prev_pts is not None:
             self._mux_audio(until=float(self._prev_pts * tb))
         return batch
+
+    def _pts_of(self, packet: FramePacket) -> int | None:
+        """The packet's pts in the stream's time base."""
+        pts, tb = packet.pts, self.info.time_base
+        if pts is not None and packet.time_base != tb:
+            pts = int(round(pts * packet.time_base / tb))
+        return pts
 
     def _mux_audio(self, until: float | None) -> None:
         """Mux source audio packets whose dts time <= `until` seconds (all when None)."""
@@ -293,7 +323,7 @@ class EncodeStage:
         self._out.close()
         self._out = None
         self._close_source()
-        os.replace(self.temp_path, self.settings.path)  # atomic: readers see all or nothing
+        self._finalize()
         self._done = True
         return []
 
@@ -302,6 +332,16 @@ class EncodeStage:
         if self._src is not None:
             self._src.close()
             self._src = None
+
+    def limit_threads(self, n: int) -> None:
+        if not self.settings.threads:
+            self.settings = dataclasses.replace(self.settings, threads=max(1, n))
+
+    def close(self) -> None:
+        self.abort()  # after flush() there is nothing left to abort
+
+    def report(self) -> dict:
+        return {"warnings": list(self.warnings)}
 
     def abort(self) -> None:
         """Close and delete the temporary file; safe to call twice and after flush()."""
@@ -314,3 +354,4 @@ class EncodeStage:
         self._close_source()
         if self.temp_path is not None and not self._done:
             self.temp_path.unlink(missing_ok=True)
+        self._done = True

@@ -8,6 +8,15 @@ else and keep their traceback.
 class SwapstreamError(Exception):
     """Base class of every user-fixable error."""
 
+    exit_code = 2  # what the CLI exits with after printing the message
+
+
+class SourceLost(SwapstreamError):
+    """A live source stopped delivering (camera unplugged, stream ended): the run ends with its
+    outputs closed properly, exit code 1."""
+
+    exit_code = 1
+
 
 class InputError(SwapstreamError):
     """The input media is missing, unreadable, truncated or has no video."""

@@ -64,8 +64,16 @@ class Face:
 class FramePacket:
     """One video frame and what the stages learned about it.
 
-    frame: (H, W, 3) uint8 RGB, C-contiguous.
+    index: the frame's number in its source (0, 1, ...; a live source counts the frames it
+        captured, so frames dropped before the pipeline leave gaps).
     pts: presentation timestamp in time_base units (None when the container gives none).
+    frame: (H, W, 3) uint8 RGB, C-contiguous.
+    follows: index of the frame this one continues (the one before it that went through the
+        same chain), or None when it starts afresh (first frame, a photo, a seek, a restart).
+        Stages that track faces carry their state over only when `follows` is the index of the
+        last frame they saw; it is never inferred from index arithmetic (live drops frames).
+    capture_time: time.monotonic() seconds when the frame was captured (live sources; the
+        device's own timestamp where it gives one), None for files. Latency is measured from it.
     """
 
     index: int
@@ -73,6 +81,8 @@ class FramePacket:
     time_base: Fraction
     frame: np.ndarray
     faces: list[Face] = field(default_factory=list)
+    follows: int | None = None
+    capture_time: float | None = None
 
     def __post_init__(self) -> None:
         f = self.frame
@@ -86,6 +96,12 @@ class FramePacket:
         """Presentation time in seconds."""
         return None if self.pts is None else float(self.pts * self.time_base)
 
+    @property
+    def timestamp(self) -> float | None:
+        """Seconds on the frame's own clock, for filters over time: pts time, else capture time."""
+        t = self.time
+        return t if t is not None else self.capture_time
+
     def __repr__(self) -> str:
-        return (f"FramePacket(index={self.index}, pts={self.pts}, time_base={self.time_base}, "
-                f"frame={_shape(self.frame)}, faces={self.faces})")
+        return (f"FramePacket(index={self.index}, follows={self.follows}, pts={self.pts}, "
+                f"time_base={self.time_base}, frame={_shape(self.frame)}, faces={self.faces})")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stages.base import Needs, Stage
 from stages.errors import ConfigError, ModelError
 from stages.packet import FramePacket
 
@@ -39,13 +40,19 @@ class SwapSettings:
                              f"cannot swap {self.direction}; pick a direction between those")
 
 
-class SwapStage:
+class SwapStage(Stage):
     """Fills face.swapped ((S, S, 3) uint8) and face.mask ((S, S) float32 [0, 1]) for every face
-    that has a crop and no errors. The engine picks the device and precision."""
+    that has a crop and no errors. The engine picks the device and precision.
+
+    The direction may change between batches (live mode's a2b/b2a control): set_direction()."""
+
+    name = "swap"
+    needs = Needs(device="gpu")  # one copy per GPU; on a CPU-only machine one copy
 
     def __init__(self, settings: SwapSettings) -> None:
         self.settings = settings
         self.engine = None
+        self.enabled = True  # live mode's swap on/off: off, faces pass through unswapped
 
     def setup(self) -> None:
         from engines import create_engine
@@ -57,6 +64,8 @@ class SwapStage:
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         if self.engine is None:
             self.setup()
+        if not self.enabled:
+            return batch
         faces = [f for p in batch for f in p.faces if f.ok and f.crop is not None]
         if faces:
             swapped, masks = self.engine.swap(np.stack([f.crop for f in faces]),
@@ -65,5 +74,13 @@ class SwapStage:
                 f.swapped, f.mask = img, m
         return batch
 
-    def flush(self) -> list[FramePacket]:
-        return []
+    def set_direction(self, direction: str) -> None:
+        """Swap the other way from the next batch on; ConfigError/ModelError on a bad one."""
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"swap direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
+        if self.engine is not None:
+            SwapSettings(self.settings.model, direction).check_identities(self.engine.identities)
+        self.settings.direction = direction
+
+    def close(self) -> None:
+        self.engine = None

@@ -71,8 +71,8 @@ def _image_packets(folder: Path) -> Iterator[FramePacket]:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
             continue
-        # index gaps of 2: detection must not track a face from one photo into the next
-        yield FramePacket(2 * i, None, Fraction(1, 1), cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        # follows=None: each photo starts afresh, no face is tracked from one into the next
+        yield FramePacket(i, None, Fraction(1, 1), cv2.cvtColor(img, cv2.COLOR_BGR2RGB), follows=None)
 
 
 def _check_source(src: Path) -> int | None:
@@ -93,9 +93,17 @@ def _sources(src: Path, every: int) -> tuple[Iterator[FramePacket], int | None, 
     if src.is_dir():
         return _image_packets(src), _check_source(src), None
     dec = DecodeStage(DecodeSettings(str(src)))
-    info = dec.setup()
-    packets = (p for p in dec.frames() if p.index % every == 0)
-    return packets, (info.frames // every if info.frames else None), dec
+    info = dec.open()
+    return _every(dec.packets(), every), (info.frames // every if info.frames else None), dec
+
+
+def _every(packets: Iterator[FramePacket], every: int) -> Iterator[FramePacket]:
+    """Every `every`th packet; each continues the one kept before it (tracks carry over the gap)."""
+    last = None
+    for p in packets:
+        if p.index % every == 0:
+            p.follows, last = (last if p.follows is not None else None), p.index
+            yield p
 
 
 def extract(sources: list[str | Path], out: str | Path, settings: ExtractSettings | None = None,

@@ -64,7 +64,7 @@ def test_one_euro_cuts_jitter_and_follows_motion():
 def test_tracks_persist_and_reset_at_a_scene_cut():
     frames = list(render_frames(["astronaut", "grace_hopper"], 90, 560, 300, 0.6))[:10]
     frames += [background(560, 300, seed=9)] + list(render_frames(["astronaut"], 90, 560, 300, 0.6))[:5]
-    pk = [FramePacket(i, i, Fraction(1, 30), f) for i, f in enumerate(frames)]
+    pk = [FramePacket(i, i, Fraction(1, 30), f, follows=i - 1 if i else None) for i, f in enumerate(frames)]
     DetectStage().process(pk)
     AlignStage().process(pk)
     before = [sorted(f.track for f in p.faces) for p in pk[:10]]
@@ -84,8 +84,8 @@ def test_smoothing_reduces_crop_jitter_on_video():
     shifts = {}
     for smoothing in (False, True):
         align = AlignStage(AlignSettings(smoothing=smoothing))
-        pk = [FramePacket(i, i, Fraction(1, 30), frame, [Face(lm + rng.normal(0, 1.0, lm.shape))])
-              for i in range(40)]
+        pk = [FramePacket(i, i, Fraction(1, 30), frame, [Face(lm + rng.normal(0, 1.0, lm.shape))],
+                          follows=i - 1 if i else None) for i in range(40)]
         align.process(pk)
         shifts[smoothing] = np.std([p.faces[0].matrix[:, 2] for p in pk[10:]], axis=0).mean()
     assert shifts[True] < 0.5 * shifts[False], shifts
@@ -99,3 +99,31 @@ def test_large_faces_are_area_averaged():
     crop = pk[0].faces[0].crop
     # aliasing shows as high-frequency energy: an area-averaged crop is close to its own blur
     assert np.abs(crop.astype(float) - cv2.GaussianBlur(crop, (3, 3), 0)).mean() < 6
+
+
+def test_smoothing_runs_on_the_frames_own_clock():
+    """Live frames carry capture times, not pts: the One Euro filter takes the real time step, so
+    the same landmark noise is smoothed more at 30 fps than at 5 fps (each step is 6x longer)."""
+    frame = next(render_frames(["astronaut"], 1, 400, 300, 0.6))
+    lm = DetectStage().process([FramePacket(0, 0, Fraction(1, 30), frame)])[0].faces[0].landmarks
+    noise = np.random.default_rng(3).normal(0, 1.0, (40, *lm.shape))
+    jitter = {}
+    for fps in (30, 5):
+        align = AlignStage(AlignSettings())
+        pk = [FramePacket(i, None, Fraction(1, 30), frame, [Face(lm + noise[i])],
+                          follows=i - 1 if i else None, capture_time=100.0 + i / fps) for i in range(40)]
+        align.process(pk)
+        jitter[fps] = np.std([p.faces[0].landmarks - lm for p in pk[10:]])
+    assert jitter[30] < 0.8 * jitter[5] < 0.8 * 1.0, jitter
+
+
+def test_tracks_continue_over_dropped_frames_and_restart_without_follows():
+    frames = list(render_frames(["astronaut"], 30, 400, 300, 0.6))
+    det, align = DetectStage(), AlignStage()
+    # frames 0, 1, then 5 (2-4 dropped before the chain: 5 follows 1), then 6 starting afresh
+    tb = Fraction(1, 30)
+    pk = [FramePacket(0, 0, tb, frames[0]), FramePacket(1, 1, tb, frames[1], follows=0),
+          FramePacket(5, 5, tb, frames[5], follows=1), FramePacket(6, 6, tb, frames[6])]
+    align.process(det.process(pk))
+    tracks = [p.faces[0].track for p in pk]
+    assert tracks[0] == tracks[1] == tracks[2] != tracks[3]

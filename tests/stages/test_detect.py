@@ -12,7 +12,9 @@ from stages.packet import FramePacket
 
 
 def packets(frames, start=0):
-    return [FramePacket(start + i, start + i, Fraction(1, 30), f) for i, f in enumerate(frames)]
+    """Consecutive packets from `start`: each follows the one before; the first starts afresh."""
+    return [FramePacket(start + i, start + i, Fraction(1, 30), f, follows=start + i - 1 if i else None)
+            for i, f in enumerate(frames)]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_tracking_skips_full_searches_and_keeps_faces(monkeypatch):
     d.setup()
     calls = []
     real = d._search
-    monkeypatch.setattr(d, "_search", lambda f, tiles: calls.append(1) or real(f, tiles))  # spy
+    monkeypatch.setattr(d, "_search", lambda f, regions: calls.append(1) or real(f, regions))  # spy
     frames = list(render_frames(["astronaut", "grace_hopper"], 120, 560, 300, 0.6))[:24]
     out = d.process(packets(frames))
     assert [len(p.faces) for p in out] == [2] * 24
@@ -112,4 +114,36 @@ def test_a_face_after_a_cut_is_found_at_once():
     face = next(render_frames(["astronaut"], 1, 640, 360, 0.6))
     out = d.process(packets([background(640, 360)] * 3 + [face]))
     assert [len(p.faces) for p in out] == [0, 0, 0, 1]
+    d.close()
+
+
+def test_a_search_budget_spreads_the_sweep_over_frames(monkeypatch):
+    """Live mode: at most `search_budget` detector calls of the tile pyramid a frame, so no frame
+    waits for a whole sweep; every tile is still searched, over the following frames."""
+    tiles = search_tiles(1920, 1080, 64)
+    d = DetectStage(DetectSettings(detect_every=30, search_budget=3))
+    d.setup()
+    calls: list[list] = []
+    real = d._detector.process
+    monkeypatch.setattr(d._detector, "process", lambda img: calls[-1].append(img.shape) or real(img))
+    frames = [background(1920, 1080)] * (len(tiles) // 3 + 3)
+    for p in packets(frames):
+        calls.append([])
+        d.process([p])
+    per_frame = [len(c) for c in calls]
+    # no face in view: the whole frame each frame, plus at most 3 tiles of the sweep
+    assert max(per_frame) <= 1 + 3, per_frame
+    assert sum(per_frame) >= len(tiles) + len(frames) - 1, per_frame  # every tile was searched
+    d.close()
+
+
+def test_a_face_found_by_a_spread_sweep_is_tracked(monkeypatch):
+    """A small face only the small tiles find is found within one sweep of budgeted frames."""
+    frames = list(render_frames(["astronaut"], 150, 1920, 1080, 0.08))[:40]  # a ~45 px face
+    d = DetectStage(DetectSettings(detect_every=60, search_budget=4, min_face=32))
+    out = [d.process([p])[0] for p in packets(frames)]
+    sweep_frames = -(-len(search_tiles(1920, 1080, 32)) // 4)
+    first = next(i for i, p in enumerate(out) if p.faces)
+    assert 0 < first <= sweep_frames, (first, sweep_frames)  # not in the whole frame: in a tile
+    assert all(len(p.faces) == 1 for p in out[first:])  # then tracked, frame after frame
     d.close()

@@ -1,0 +1,83 @@
+"""The chain: the face stages between a source and its sinks, as links runners can place.
+
+A Link names a stage, says what it needs (stages.base.Needs) and builds it with `build()`, so a
+runner (or a Ray actor in another process) builds its own stage objects. Convert, segments and
+live all start from `make_chain`; `check_request` is what they check before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from engines.checkpoint import verify_checkpoint
+from stages.align import AlignSettings, AlignStage
+from stages.base import Needs, Stage
+from stages.blend import BlendStage
+from stages.detect import DetectStage
+from stages.errors import ModelError, OutputError
+from stages.swap import SwapSettings, SwapStage
+
+
+@dataclass(frozen=True)
+class Link:
+    """One stage of a chain: its name, what it needs, and how to build it (picklable)."""
+
+    name: str
+    factory: Callable[[], Stage]
+    needs: Needs
+
+    def build(self) -> Stage:
+        return self.factory()
+
+
+Chain = list[Link]
+
+
+def link(cls: type[Stage], *args, **kwargs) -> Link:
+    """A Link for stage class `cls` built with these arguments."""
+    return Link(cls.name, partial(cls, *args, **kwargs), cls.needs)
+
+
+def stage_name(stage: object) -> str:
+    """A stage's name ('detect'); objects without one are named after their class."""
+    return getattr(stage, "name", None) or type(stage).__name__.removesuffix("Stage").lower()
+
+
+def make_chain(cfg, meta: dict) -> Chain:
+    """detect -> align -> swap -> blend for a checked request (cfg: ConvertConfig or LiveConfig,
+    meta: the model's model.json)."""
+    align = AlignSettings(size=int(meta["model"]["size"]),
+                          coverage=float(meta.get("training", {}).get("coverage", 0.7)),
+                          **dataclasses.asdict(cfg.align))
+    swap = SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device)
+    return [link(DetectStage, cfg.detect), link(AlignStage, align), link(SwapStage, swap),
+            link(BlendStage, cfg.blend)]
+
+
+def check_model(cfg) -> dict:
+    """The model a request names: present, sound, and able to swap in its direction. Returns its
+    model.json; raises ModelError naming the problem and the fix."""
+    if not cfg.model:
+        raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`)")
+    meta = verify_checkpoint(cfg.model)  # corrupt weights fail here, not in a worker
+    SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device).check_identities(meta["identities"])
+    return meta
+
+
+def check_request(cfg, src: Path, dst: Path) -> dict:
+    """Everything a user can get wrong in a conversion, before any work; returns the model's
+    metadata."""
+    meta = check_model(cfg)
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise OutputError(f"output {dst} is the input file; choose another output name")
+    return meta
+
+
+def after_temporal(chain: Chain) -> int:
+    """Index just after the last stage that carries state from frame to frame (where a segment's
+    lead frames may leave the chain)."""
+    return max((i + 1 for i, lk in enumerate(chain) if lk.needs.temporal), default=0)
