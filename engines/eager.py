@@ -48,7 +48,9 @@ class EagerEngine:
         faces, masks = [], []
         for i in range(0, len(crops), self.batch_size):
             x = torch.from_numpy(crops[i:i + self.batch_size]).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div_(255)  # (n, 3, S, S) in [0, 1]
+            # contiguous NCHW: the permuted view is channels-last in memory, which sends every
+            # convolution down a slower path on CPU (measured: 10.5 vs 5.5 ms a face, lite64)
+            x = x.permute(0, 3, 1, 2).float().div_(255).contiguous()  # (n, 3, S, S) in [0, 1]
             with torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
                 y = self.model(x, to_identity).float()  # (n, 4, S, S)
             faces.append((y[:, :3] * 255).round_().clamp_(0, 255).byte().permute(0, 2, 3, 1).cpu())

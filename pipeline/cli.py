@@ -1,4 +1,4 @@
-"""The `swapstream` command: extract, train, convert, demo.
+"""The `swapstream` command: extract, train, convert, live, demo.
 
 User-fixable problems (SwapstreamError) print one line and exit 2; Ctrl-C exits 130; either way
 no half-written output is left under the final name.
@@ -212,6 +212,75 @@ def _run_train(a) -> int:
     return 0
 
 
+def _add_live(sub) -> None:
+    p = sub.add_parser(
+        "live", help="swap faces live: camera in, window / virtual camera / stream / web page / recording out",
+        description="Swap faces in a live source with a model you trained, into any number of outputs at "
+                    "once. With no output given: a window where there is a display, else a web page at "
+                    "http://127.0.0.1:8080. Keys in the window: s swap on/off, d direction, b face boxes, "
+                    "o overlay, q quit; the web page has the same controls.")
+    p.add_argument("--model", help="checkpoint directory from `swapstream train`")
+    p.add_argument("--swap", dest="direction", choices=["a2b", "b2a"], help="a2b (default) or b2a")
+    p.add_argument("--camera", default=None,
+                   help="0 | /dev/video2 | camera name | rtsp:// udp:// http:// URL | video file (plays in "
+                        "real time) | FORMAT:ARGS (e.g. lavfi:testsrc); default 0")
+    p.add_argument("--size", help="WIDTHxHEIGHT to ask the camera for (e.g. 1280x720); frames are scaled to it")
+    p.add_argument("--fps", type=float, help="frame rate to ask the camera for")
+    p.add_argument("--loop", action="store_true", help="a file source starts over at its end")
+    p.add_argument("--list-cameras", action="store_true", help="list cameras and the sizes/rates they offer")
+    o = p.add_argument_group("outputs (any number)")
+    o.add_argument("--window", action="store_true", help="an OpenCV window with a statistics overlay")
+    o.add_argument("--virtual-camera", nargs="?", const="", metavar="DEVICE",
+                   help="a virtual camera meeting apps can pick (v4l2loopback on Linux, OBS Virtual Camera "
+                        "on Windows/macOS); optional device, e.g. /dev/video10")
+    o.add_argument("--stream", metavar="URL", help="udp://127.0.0.1:1234 (MPEG-TS), tcp://, srt://, rtmp://")
+    o.add_argument("--serve", nargs="?", const="127.0.0.1:8080", metavar="[HOST:]PORT",
+                   help="a web page with the video, statistics and controls (default 127.0.0.1:8080; any "
+                        "other address requires the token the printed URL carries)")
+    o.add_argument("--record", metavar="FILE", help="write the output to FILE (.mp4, .mkv, .mov)")
+    p.add_argument("--audio", metavar="DEVICE",
+                   help="audio device for stream/serve/record (default: the source's own audio); "
+                        "e.g. default (PulseAudio/ALSA), :0 (macOS), 'Microphone (Realtek)' (Windows), "
+                        "or FORMAT:ARGS")
+    p.add_argument("--delay", type=float, metavar="MS", help="fixed output delay: frames released evenly at "
+                                                             "capture time + MS")
+    p.add_argument("--engine", help="swap engine (default eager)")
+    p.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--config", help="YAML file; its detect/align/blend sections apply")
+    p.add_argument("--stats", metavar="FILE.json", help="write the statistics table as JSON at the end")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--policy", choices=["newest", "block"],
+                   help="newest (default): drop frames the swap cannot keep up with, so latency never "
+                        "grows; block: process every frame")
+    p.set_defaults(func=_run_live)
+
+
+def _run_live(a) -> int:
+    from pipeline.config import LiveConfig, fill, live_values, load_yaml, merge
+    from stages.errors import ConfigError
+
+    if a.list_cameras:
+        from stages.camera_devices import describe, list_cameras
+
+        for line in describe(list_cameras()):
+            print(line)
+        return 0
+    if not a.model:
+        raise ConfigError("--model DIR is required (a checkpoint from `swapstream train`; `make demo` "
+                          "trains one into demo_output/model)")
+    values = live_values(load_yaml(a.config)) if a.config else {}
+    flags = {"model": a.model, "direction": a.direction, "engine": a.engine, "device": a.device,
+             "camera": a.camera, "size": a.size, "fps": a.fps, "loop": a.loop or None,
+             "window": a.window or None, "virtual_camera": a.virtual_camera, "stream": a.stream,
+             "serve": a.serve, "record": a.record, "audio": a.audio, "delay_ms": a.delay,
+             "duration": a.duration, "policy": a.policy, "stats": a.stats, "verbose": a.verbose or None}
+    cfg = fill(LiveConfig, merge(values, _drop_none(flags)))
+    from pipeline.live import live
+
+    live(cfg)
+    return 0
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole job on built-in sample faces",
                        description="Build two sample clips, extract, train lite64 for a few "
@@ -242,11 +311,12 @@ def _drop_none(d: dict) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="swapstream", epilog=EPILOG,
-                                description="Face swapping for whole videos: extract, train, convert.")
+                                description="Face swapping for whole videos and live cameras: extract, train, "
+                                            "convert, live.")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_extract, _add_train, _add_convert, _add_demo):
+    for add in (_add_extract, _add_train, _add_convert, _add_live, _add_demo):
         add(sub)
     return p
 

@@ -77,8 +77,71 @@ class ConvertConfig:
             raise ConfigError(f"fuse {self.fuse!r} is not one of {', '.join(FUSE_MODES)}")
 
 
-def fill(cls: type, values: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass `cls` from a dict, recursing into dataclass fields; unknown keys raise."""
+LIVE_SEARCH_BUDGET = 2  # live default: detector calls of a full search per frame
+
+
+def live_detect_defaults() -> DetectSettings:
+    """Live spreads the full face search over frames, so no frame waits for all of it."""
+    return DetectSettings(search_budget=LIVE_SEARCH_BUDGET)
+
+
+@dataclass
+class LiveConfig:
+    """Everything `swapstream live` needs. Outputs: any number of window / virtual_camera /
+    stream / serve / record; none given: a window where there is a display, else serve."""
+
+    model: str = ""
+    direction: str = "a2b"
+    engine: str = "eager"
+    device: str = "auto"
+    camera: str = "0"
+    size: str = ""  # WxH asked of the camera (and frames scaled to it); "": the camera's default
+    fps: float = 0.0  # asked of the camera; 0: its default
+    loop: bool = False  # a file source starts over at its end
+    window: bool = False
+    virtual_camera: str | None = None  # "" = the first virtual camera device
+    stream: str | None = None  # udp:// tcp:// srt:// rtmp:// URL
+    serve: str | None = None  # [HOST:]PORT of the web page
+    record: str | None = None  # file
+    audio: str | None = None  # audio device; None: the source's own audio
+    delay_ms: float = 0.0  # fixed output delay: frames released at capture time + delay
+    duration: float | None = None  # seconds; None: until the input ends or you quit
+    policy: str = "newest"  # back-pressure: newest (drop stale frames) | block (keep every frame)
+    stats: str | None = None  # write the statistics JSON here at the end
+    verbose: bool = False
+    detect: DetectSettings = field(default_factory=live_detect_defaults)
+    align: AlignOptions = field(default_factory=AlignOptions)
+    blend: BlendSettings = field(default_factory=BlendSettings)
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("newest", "block"):
+            raise ConfigError(f"policy {self.policy!r} is not newest or block")
+        if self.delay_ms < 0 or self.delay_ms > 10_000:
+            raise ConfigError(f"--delay {self.delay_ms} ms is outside 0-10000")
+        if self.duration is not None and self.duration <= 0:
+            raise ConfigError(f"--duration {self.duration} must be more than 0 seconds")
+
+    def outputs(self) -> list[str]:
+        names = {"window": self.window, "virtual_camera": self.virtual_camera is not None,
+                 "stream": self.stream is not None, "serve": self.serve is not None,
+                 "record": self.record is not None}
+        return [k for k, on in names.items() if on]
+
+
+def live_values(values: dict) -> dict:
+    """A settings file for live: a convert settings file works as it is (its detect, align and
+    blend sections apply; what only convert knows, such as encode or runner, is left out)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a settings file must be a mapping of sections, got {type(values).__name__}")
+    live = {f.name for f in dataclasses.fields(LiveConfig)}
+    convert_only = {f.name for f in dataclasses.fields(ConvertConfig)} - live
+    return {k: v for k, v in values.items() if k not in convert_only}
+
+
+def fill(cls: type, values: dict[str, Any], where: str = "config", base: Any = None) -> Any:
+    """Build dataclass `cls` from a dict, recursing into dataclass fields; unknown keys raise.
+    Unset fields keep `base`'s values (or the field defaults; a nested section starts from its
+    field's default, e.g. live's detect settings)."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a mapping of settings, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -90,11 +153,11 @@ def fill(cls: type, values: dict[str, Any], where: str = "config") -> Any:
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING \
             else fields[name].default
         if dataclasses.is_dataclass(default):
-            kwargs[name] = fill(type(default), value, f"{where}.{name}")
+            kwargs[name] = fill(type(default), value, f"{where}.{name}", base=default)
         else:
             kwargs[name] = value
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
 

@@ -49,7 +49,7 @@ class LiveOptions:
     sink_queue: int = 8  # frames a keep-every-frame sink may fall behind before it slows the chain
 
 
-class _AudioGate:
+class AudioGate:
     """Holds audio chunks until the video captured at the same time is delivered."""
 
     def __init__(self) -> None:
@@ -82,14 +82,14 @@ class LiveRunner:
 
     def __init__(self, source: Source, stages: list[Stage], sinks: list[Sink], stats: LiveStats,
                  controls: Controls | None = None, options: LiveOptions | None = None,
-                 audio_source=None) -> None:
+                 audio_source=None, audio_gate: AudioGate | None = None) -> None:
         self.source, self.stages, self.sinks = source, stages, sinks
         self.stats = stats
         self.controls = controls or Controls()
         self.opt = options or LiveOptions()
         check_policy(self.opt.policy)
         self.audio_source = audio_source
-        self.audio = _AudioGate()
+        self.audio = audio_gate or AudioGate()  # a source's own audio is pushed into it
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._failed_sinks: set[int] = set()

@@ -1,0 +1,196 @@
+"""`swapstream live`: a camera (or stream, or file played in real time) swapped live into any
+number of outputs: a window, a virtual camera, a network stream, a web page, a recording.
+
+An assembly: it checks the model and every output before the camera opens (a bad one is one
+line, exit 2), opens the source, builds the same stages as convert (detect with tracking, align
+with One Euro smoothing, swap through the engine registry, blend with colour transfer and
+sharpening) plus the face-box overlay, wires the controls (keys, web page) to them, and runs it
+all on the live runner under the `newest` policy. At the end it prints the statistics table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.chain import check_model, make_chain
+from pipeline.config import LiveConfig
+from pipeline.live_runner import AudioGate, LiveOptions, LiveRunner
+from pipeline.live_stats import LiveStats
+from stages.base import Sink
+from stages.camera import CameraSource, CaptureSettings, parse_size
+from stages.controls import HELP, Controls
+from stages.encode import EncodeSettings, EncodeStage
+from stages.errors import ConfigError, OutputError
+from stages.overlay import BoxesStage
+
+DEFAULT_SERVE = "127.0.0.1:8080"
+
+
+def display_available() -> bool:
+    """Whether an OpenCV window can open here: a display, and an OpenCV built with a GUI."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    import cv2
+
+    gui = [ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GUI:")]
+    return not gui or "NONE" not in gui[0].upper()
+
+
+def parse_serve(text: str) -> tuple[str, int]:
+    """'[HOST:]PORT' -> (host, port); the host defaults to 127.0.0.1."""
+    host, _, port = str(text).rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--serve {text!r} is not [HOST:]PORT (e.g. 8080 or 0.0.0.0:8080)")
+    return host, int(port)
+
+
+def check_port(host: str, port: int) -> None:
+    """OutputError when HOST:PORT cannot be listened on (in use, or not an address here)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as err:
+        why = "is in use (another swapstream or web server?)" if err.errno in (98, 48, 10048) else \
+            f"cannot be listened on ({err.strerror or err})"
+        raise OutputError(f"--serve {host}:{port}: port {port} {why}; pick another with --serve PORT") from None
+
+
+def plan_outputs(cfg: LiveConfig) -> LiveConfig:
+    """With no output asked for: a window where there is a display, else the web page."""
+    if cfg.outputs():
+        return cfg
+    if display_available():
+        return dataclasses.replace(cfg, window=True)
+    return dataclasses.replace(cfg, serve=DEFAULT_SERVE)
+
+
+def check_outputs(cfg: LiveConfig) -> None:
+    """Every output's user errors, before the camera opens."""
+    if cfg.record:
+        EncodeStage(EncodeSettings(cfg.record), None).validate()
+        if Path(cfg.record).suffix.lower() not in (".mp4", ".mkv", ".mov", ".m4v"):
+            raise OutputError(f"--record {cfg.record}: use a .mp4, .mkv or .mov name")
+    if cfg.stream:
+        from stages.stream import stream_format
+
+        stream_format(cfg.stream)
+    if cfg.serve is not None:
+        check_port(*parse_serve(cfg.serve))
+    if cfg.window and not display_available():
+        raise ConfigError("--window: no display here (DISPLAY is not set, or OpenCV has no GUI); use "
+                          "--serve to watch in a browser, or --virtual-camera / --stream")
+    if cfg.virtual_camera is not None:
+        from stages.virtualcam import check_virtual_camera
+
+        check_virtual_camera(cfg.virtual_camera or None)
+    if cfg.stats and not Path(cfg.stats).absolute().parent.is_dir():
+        raise OutputError(f"--stats {cfg.stats}: folder {Path(cfg.stats).absolute().parent} does not exist; "
+                          "create it or choose another path")
+
+
+def build_sinks(cfg: LiveConfig, info, controls: Controls, snapshot: Callable[[], dict],
+                has_audio: bool) -> list[Sink]:
+    from stages.live_av import live_stream_info
+
+    sinks: list[Sink] = []
+    stream_info = live_stream_info(info.label, info.width, info.height, info.fps, has_audio)
+    if cfg.window:
+        from stages.window import WindowSink
+
+        sinks.append(WindowSink(controls, snapshot))
+    if cfg.virtual_camera is not None:
+        from stages.virtualcam import VirtualCameraSink
+
+        sinks.append(VirtualCameraSink(cfg.virtual_camera or None, info.fps))
+    if cfg.stream:
+        from stages.stream import StreamSettings, StreamSink
+
+        sinks.append(StreamSink(StreamSettings(cfg.stream), stream_info, audio=has_audio))
+    if cfg.serve is not None:
+        from stages.web import WebSettings, WebSink
+
+        host, port = parse_serve(cfg.serve)
+        sinks.append(WebSink(WebSettings(host, port, audio=has_audio), controls, snapshot))
+    if cfg.record:
+        from stages.record import RecordSink
+
+        sinks.append(RecordSink(EncodeSettings(cfg.record, crf=20, preset="veryfast"), stream_info,
+                                audio=has_audio))
+    return sinks
+
+
+def live(cfg: LiveConfig, say: Callable[[str], None] = print, extra_sinks: list[Sink] | None = None) -> LiveStats:
+    """Run a live session (see the module docstring); returns its statistics. SwapstreamError
+    for a user's mistake (exit 2); SourceLost when the camera or stream stops (exit 1), after
+    every output was closed properly."""
+    cfg = plan_outputs(cfg) if not extra_sinks else cfg
+    meta = check_model(cfg)
+    check_outputs(cfg)
+    w, h = parse_size(cfg.size) if cfg.size else (0, 0)
+    audio_src = None
+    if cfg.audio:
+        from stages.microphone import MicrophoneSource
+
+        audio_src = MicrophoneSource(cfg.audio)
+    gate = AudioGate()
+    wants_audio = bool(cfg.stream or cfg.serve is not None or cfg.record or any(s.wants_audio for s in extra_sinks or []))
+    source = CameraSource(CaptureSettings(cfg.camera, w, h, cfg.fps, cfg.loop, audio=wants_audio and not cfg.audio),
+                          on_audio=gate.push)
+    info = source.open()
+    sinks: list[Sink] = []
+    stages = []
+    try:
+        if audio_src is not None:
+            audio_src.open()
+        has_audio = audio_src is not None or info.has_audio
+        stages = [lk.build() for lk in make_chain(cfg, meta)] + [BoxesStage()]
+        swap, boxes = stages[2], stages[-1]
+        controls = Controls(direction=cfg.direction)
+
+        def apply(state: dict) -> None:
+            swap.enabled = state["swap"]
+            if state["direction"] != swap.settings.direction:
+                swap.set_direction(state["direction"])
+            boxes.enabled = state["boxes"]
+
+        controls.on_change(apply)
+        stats_box: list[LiveStats] = []
+        sinks = build_sinks(cfg, info, controls, lambda: stats_box[0].snapshot(), has_audio) + (extra_sinks or [])
+        stats = LiveStats([s.name for s in stages], [s.name for s in sinks])
+        stats_box.append(stats)
+    except BaseException:
+        source.close()
+        if audio_src is not None:
+            audio_src.close()
+        for s in sinks:
+            s.close()
+        raise
+    runner = LiveRunner(source, stages, sinks, stats, controls,
+                        LiveOptions(cfg.policy, cfg.delay_ms, cfg.duration),
+                        audio_source=audio_src.chunks() if audio_src is not None else None, audio_gate=gate)
+    say(f"live: {info.label} ({info.kind}), {info.width}x{info.height} at {info.fps:g} fps"
+        f"{', with audio' if has_audio else ''}; model {cfg.model} ({cfg.direction})")
+    for s in sinks:
+        if getattr(s, "url", None):
+            say(f"live: {s.name} at {s.url}")
+    if cfg.window:
+        say(f"live: {HELP}")
+    try:
+        runner.run()
+    finally:
+        if audio_src is not None:
+            audio_src.close()
+        say(f"live: ended ({runner.ended_by or 'error'})")
+        for line in stats.lines():
+            say(line)
+        if cfg.stats:
+            Path(cfg.stats).write_text(json.dumps(stats.summary(), indent=2))
+    return stats
