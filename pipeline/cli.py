@@ -214,7 +214,7 @@ def _run_train(a) -> int:
 
 def _add_live(sub) -> None:
     p = sub.add_parser(
-        "live", help="swap faces live: camera in, window / virtual camera / stream / web page / recording out",
+        "live", help="swap faces live: camera in; window, virtual camera, stream, web page, recording out",
         description="Swap faces in a live source with a model you trained, into any number of outputs at "
                     "once. With no output given: a window where there is a display, else a web page at "
                     "http://127.0.0.1:8080. Keys in the window: s swap on/off, d direction, b face boxes, "
@@ -222,9 +222,10 @@ def _add_live(sub) -> None:
     p.add_argument("--model", help="checkpoint directory from `swapstream train`")
     p.add_argument("--swap", dest="direction", choices=["a2b", "b2a"], help="a2b (default) or b2a")
     p.add_argument("--camera", default=None,
-                   help="0 | /dev/video2 | camera name | rtsp:// udp:// http:// URL | video file (plays in "
-                        "real time) | FORMAT:ARGS (e.g. lavfi:testsrc); default 0")
-    p.add_argument("--size", help="WIDTHxHEIGHT to ask the camera for (e.g. 1280x720); frames are scaled to it")
+                   help="0 | /dev/video2 | camera name | rtsp:// udp:// http:// URL | video file "
+                        "(plays in real time) | FORMAT:ARGS (e.g. lavfi:testsrc); default 0")
+    p.add_argument("--size", help="WIDTHxHEIGHT to ask the camera for (e.g. 1280x720); frames are scaled "
+                                  "to it")
     p.add_argument("--fps", type=float, help="frame rate to ask the camera for")
     p.add_argument("--loop", action="store_true", help="a file source starts over at its end")
     p.add_argument("--list-cameras", action="store_true", help="list cameras and the sizes/rates they offer")
@@ -311,8 +312,8 @@ def _drop_none(d: dict) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="swapstream", epilog=EPILOG,
-                                description="Face swapping for whole videos and live cameras: extract, train, "
-                                            "convert, live.")
+                                description="Face swapping for whole videos and live cameras: extract, "
+                                            "train, convert, live.")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

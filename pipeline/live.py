@@ -34,7 +34,8 @@ DEFAULT_SERVE = "127.0.0.1:8080"
 
 def display_available() -> bool:
     """Whether an OpenCV window can open here: a display, and an OpenCV built with a GUI."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    linux = sys.platform.startswith("linux")
+    if linux and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return False
     import cv2
 
@@ -58,9 +59,11 @@ def check_port(host: str, port: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
     except OSError as err:
-        why = "is in use (another swapstream or web server?)" if err.errno in (98, 48, 10048) else \
+        in_use = err.errno in (98, 48, 10048)  # EADDRINUSE on Linux, macOS, Windows
+        why = "is in use (another swapstream or web server?)" if in_use else \
             f"cannot be listened on ({err.strerror or err})"
-        raise OutputError(f"--serve {host}:{port}: port {port} {why}; pick another with --serve PORT") from None
+        raise OutputError(f"--serve {host}:{port}: port {port} {why}; pick another with --serve PORT") \
+            from None
 
 
 def plan_outputs(cfg: LiveConfig) -> LiveConfig:
@@ -127,10 +130,12 @@ def build_sinks(cfg: LiveConfig, info, controls: Controls, snapshot: Callable[[]
     return sinks
 
 
-def live(cfg: LiveConfig, say: Callable[[str], None] = print, extra_sinks: list[Sink] | None = None) -> LiveStats:
+def live(cfg: LiveConfig, say: Callable[[str], None] = print,
+         extra_sinks: list[Sink] | None = None, on_capture: Callable | None = None) -> LiveStats:
     """Run a live session (see the module docstring); returns its statistics. SwapstreamError
     for a user's mistake (exit 2); SourceLost when the camera or stream stops (exit 1), after
-    every output was closed properly."""
+    every output was closed properly. For programs (tests, benchmarks): `extra_sinks` are added
+    to the outputs, `on_capture(packet)` sees each frame as it is captured."""
     cfg = plan_outputs(cfg) if not extra_sinks else cfg
     meta = check_model(cfg)
     check_outputs(cfg)
@@ -141,9 +146,10 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print, extra_sinks: list[
 
         audio_src = MicrophoneSource(cfg.audio)
     gate = AudioGate()
-    wants_audio = bool(cfg.stream or cfg.serve is not None or cfg.record or any(s.wants_audio for s in extra_sinks or []))
-    source = CameraSource(CaptureSettings(cfg.camera, w, h, cfg.fps, cfg.loop, audio=wants_audio and not cfg.audio),
-                          on_audio=gate.push)
+    wants_audio = bool(cfg.stream or cfg.serve is not None or cfg.record
+                       or any(s.wants_audio for s in extra_sinks or []))
+    capture = CaptureSettings(cfg.camera, w, h, cfg.fps, cfg.loop, audio=wants_audio and not cfg.audio)
+    source = CameraSource(capture, on_audio=gate.push)
     info = source.open()
     sinks: list[Sink] = []
     stages = []
@@ -163,7 +169,8 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print, extra_sinks: list[
 
         controls.on_change(apply)
         stats_box: list[LiveStats] = []
-        sinks = build_sinks(cfg, info, controls, lambda: stats_box[0].snapshot(), has_audio) + (extra_sinks or [])
+        sinks = build_sinks(cfg, info, controls, lambda: stats_box[0].snapshot(), has_audio)
+        sinks += extra_sinks or []
         stats = LiveStats([s.name for s in stages], [s.name for s in sinks])
         stats_box.append(stats)
     except BaseException:
@@ -174,7 +181,7 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print, extra_sinks: list[
             s.close()
         raise
     runner = LiveRunner(source, stages, sinks, stats, controls,
-                        LiveOptions(cfg.policy, cfg.delay_ms, cfg.duration),
+                        LiveOptions(cfg.policy, cfg.delay_ms, cfg.duration, on_capture=on_capture),
                         audio_source=audio_src.chunks() if audio_src is not None else None, audio_gate=gate)
     say(f"live: {info.label} ({info.kind}), {info.width}x{info.height} at {info.fps:g} fps"
         f"{', with audio' if has_audio else ''}; model {cfg.model} ({cfg.direction})")

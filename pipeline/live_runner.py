@@ -47,6 +47,7 @@ class LiveOptions:
     delay_ms: float = 0.0
     duration: float | None = None  # seconds; None: until the source ends or the user quits
     sink_queue: int = 8  # frames a keep-every-frame sink may fall behind before it slows the chain
+    on_capture: object = None  # called with each captured packet before it enters (instrumentation)
 
 
 class AudioGate:
@@ -131,6 +132,8 @@ class LiveRunner:
         try:
             for p in self.source.packets():
                 self.stats.frame_captured(p.capture_time if p.capture_time is not None else time.monotonic())
+                if self.opt.on_capture is not None:
+                    self.opt.on_capture(p)
                 out.put(p)  # `newest`: never waits, drops the frame nobody took
                 self.stats.set_capture_drops(out.dropped)
                 if self._stop.is_set():

@@ -65,6 +65,8 @@ class LiveStats:
     # ------------------------------------------------------------------------------ recording
     def frame_captured(self, capture_time: float) -> None:
         with self._lock:
+            if not self.captured:  # the session's clock starts with its first frame, after set-up
+                self.started = time.monotonic()
             self.captured += 1
             self._in_times.append(capture_time)
             self._trim(self._in_times, time.monotonic())

@@ -1,0 +1,261 @@
+"""Live swap latency, frame by frame, through the real outputs.
+
+A paced source (a real face clip, played at 30 fps of wall-clock time and looped) stamps each
+captured frame's index as a binary code in its top-left corner, away from the face. The code is
+read back where the frame leaves: the in-process sink, the UDP stream decoded by a receiver in
+this process (PyAV), and the web page in headless Chromium (the page draws each video frame into
+a canvas and reads the code). Latency = when the frame left - when it was captured, per frame.
+
+For each size x preset x engine, a run with the in-process sink only (the goal figures): fps
+out, dropped %, latency p50/p95/p99, and drift (p50 of the last 10 s against the first 10 s).
+Then, per size with lite64, a run with all three outputs at once, compared with each other.
+
+    python benchmarks/bench_live.py                       # 60 s runs, 640x480 and 1280x720
+    python benchmarks/bench_live.py --seconds 20 --presets lite64 --no-outputs   # quick look
+
+Goals (2-core CPU, lite64, in-process sink): 640x480@30: 30 fps out, <= 1 % dropped, p95 <= 50
+ms; 1280x720@30: >= 25 fps, p95 <= 80 ms; drift <= 10 %; through the browser p95 at most 60 ms
+above in-process. GPU (1280x720, original64): p95 <= 40 ms. JSON to bench_live.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+from engines.checkpoint import save_checkpoint  # noqa: E402
+from engines.model import SwapModel, preset  # noqa: E402
+from pipeline.config import LiveConfig  # noqa: E402
+from pipeline.live import live  # noqa: E402
+from pipeline.samples import make_clip  # noqa: E402
+from stages.collect import CollectSink  # noqa: E402
+
+BITS, CELL, X0, Y0 = 16, 12, 8, 8  # two rows of 8 cells, 12 px each, at (8, 8)
+
+
+def stamp(frame: np.ndarray, index: int) -> None:
+    """Write `index` (16 bits) into (H, W, 3) uint8 `frame` as black/white cells, in place."""
+    frame[Y0 - 4:Y0 + 2 * CELL + 4, X0 - 4:X0 + 8 * CELL + 4] = 128  # a grey frame around the cells
+    for b in range(BITS):
+        r, c = divmod(b, 8)
+        v = 255 if (index >> b) & 1 else 0
+        frame[Y0 + r * CELL:Y0 + (r + 1) * CELL, X0 + c * CELL:X0 + (c + 1) * CELL] = v
+
+
+def read_code(frame: np.ndarray) -> int:
+    """The index stamped into (H, W, 3) uint8 `frame` (cell centres, thresholded at mid-grey)."""
+    value = 0
+    for b in range(BITS):
+        r, c = divmod(b, 8)
+        y, x = Y0 + r * CELL + CELL // 2, X0 + c * CELL + CELL // 2
+        if frame[y - 2:y + 3, x - 2:x + 3].mean() > 128:
+            value |= 1 << b
+    return value
+
+
+# the page-side reader: the same cells, read from a canvas the video is drawn into
+PAGE_READER = """
+(() => {
+  const v = document.querySelector('video');
+  const c = document.createElement('canvas');
+  const g = c.getContext('2d', {willReadFrequently: true});
+  window.__codes = [];
+  const tick = (now, meta) => {
+    if (v.videoWidth) {
+      c.width = v.videoWidth; c.height = v.videoHeight;
+      g.drawImage(v, 0, 0);
+      let value = 0;
+      for (let b = 0; b < %(bits)d; b++) {
+        const r = Math.floor(b / 8), col = b %% 8;
+        const x = %(x0)d + col * %(cell)d + %(cell)d / 2 - 2, y = %(y0)d + r * %(cell)d + %(cell)d / 2 - 2;
+        const d = g.getImageData(x, y, 5, 5).data;
+        let s = 0; for (let i = 0; i < d.length; i += 4) s += (d[i] + d[i + 1] + d[i + 2]) / 3;
+        if (s / 25 > 128) value |= (1 << b);
+      }
+      window.__codes.push([value, performance.timeOrigin + now]);
+    }
+    v.requestVideoFrameCallback(tick);
+  };
+  v.requestVideoFrameCallback(tick);
+})();
+""" % {"bits": BITS, "x0": X0, "y0": Y0, "cell": CELL}
+
+
+class Clock:
+    """Capture times (monotonic) by stamped index, and wall-clock offset for the browser."""
+
+    def __init__(self) -> None:
+        self.captured: dict[int, float] = {}
+        self.offset = time.time() - time.monotonic()
+
+    def on_capture(self, packet) -> None:
+        stamp(packet.frame, packet.index & 0xFFFF)
+        self.captured[packet.index & 0xFFFF] = packet.capture_time
+
+
+class UdpReceiver(threading.Thread):
+    """Decodes the MPEG-TS stream on 127.0.0.1:port; records (index, monotonic time) per frame."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.url = f"udp://127.0.0.1:{port}?timeout=4000000&overrun_nonfatal=1&fifo_size=1000000"
+        self.got: list[tuple[int, float]] = []
+        self.error = None
+
+    def run(self) -> None:
+        import av
+
+        try:
+            with av.open(self.url, format="mpegts", timeout=(20, 4),
+                         options={"fflags": "nobuffer", "flags": "low_delay"}) as c:
+                v = c.streams.video[0]
+                v.thread_type = "SLICE"
+                for pkt in c.demux(v):
+                    for f in pkt.decode():
+                        self.got.append((read_code(f.to_ndarray(format="rgb24")), time.monotonic()))
+        except Exception as e:  # noqa: BLE001 - the stream ends with a timeout
+            self.error = e
+
+
+def latencies(pairs, clock: Clock, wall: bool = False) -> list[tuple[float, float]]:
+    """(time out, latency ms) for (index, time out) pairs whose index was captured."""
+    out = []
+    for idx, t in pairs:
+        cap = clock.captured.get(idx)
+        if cap is None:
+            continue
+        t_mono = t / 1000 - clock.offset if wall else t
+        out.append((t_mono, 1000 * (t_mono - cap)))
+    return out
+
+
+def figures(lat: list[tuple[float, float]], captured: int, dropped: int, seconds: float) -> dict:
+    if not lat:
+        return {"frames": 0}
+    ms = np.array([v for _, v in lat])
+    t = np.array([t for t, _ in lat])
+    first, last = ms[t <= t[0] + 10], ms[t >= t[-1] - 10]
+    span = max(t[-1] - t[0], 1e-6)
+    return {"frames": len(ms), "fps_out": round((len(ms) - 1) / span, 2),
+            "dropped_pct": round(100 * dropped / max(captured, 1), 2),
+            "p50": round(float(np.percentile(ms, 50)), 1), "p95": round(float(np.percentile(ms, 95)), 1),
+            "p99": round(float(np.percentile(ms, 99)), 1),
+            "drift_pct": round(100 * (np.median(last) / np.median(first) - 1), 1) if seconds >= 25 else None}
+
+
+def run(clip: Path, model: str, engine: str, seconds: float, outputs: bool, port: int) -> dict:
+    clock = Clock()
+    sink = CollectSink(on_frame=lambda p: None)
+    cfg = LiveConfig(model=model, engine=engine, camera=str(clip), loop=True, duration=seconds)
+    recv = browser = None
+    if outputs:
+        cfg.stream, cfg.serve = f"udp://127.0.0.1:{port}", f"127.0.0.1:{port + 1}"
+        recv = UdpReceiver(port)
+        recv.start()
+        browser = BrowserViewer(f"http://127.0.0.1:{port + 1}/")
+    read: list[tuple[int, float]] = []
+    sink.on_frame = lambda p: read.append((read_code(p.frame), time.monotonic()))
+    if browser is not None:
+        threading.Timer(4.0, browser.start).start()  # the page connects once the server is up
+    stats = live(cfg, say=lambda line: None, extra_sinks=[sink], on_capture=clock.on_capture)
+    summary = stats.summary()
+    captured, dropped = summary["frames_captured"], summary["dropped"]["capture"]
+    wrong = sum(1 for (code, _), d in zip(read, sink.deliveries) if code != (d.index & 0xFFFF))
+    res = {"in-process": figures(latencies(read, clock), captured, dropped, seconds),
+           "codes_misread": wrong, "summary": summary}
+    if recv is not None:
+        recv.join(timeout=10)
+        res["udp"] = figures(latencies(recv.got, clock), captured, dropped, seconds)
+    if browser is not None:
+        res["browser"] = figures(latencies(browser.stop(), clock, wall=True), captured, dropped, seconds)
+    return res
+
+
+class BrowserViewer:
+    """Headless Chromium on the web page, reading codes from a canvas (tests/browser.py)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.codes: list = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        from tests.browser import chromium
+
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(self.url)
+            page.wait_for_function("document.querySelector('video') && document.querySelector('video').videoWidth > 0",
+                                   timeout=30000)
+            page.evaluate(PAGE_READER)
+            while not self._done.wait(1.0):
+                self.codes += page.evaluate("window.__codes.splice(0)")
+            self.codes += page.evaluate("window.__codes.splice(0)")
+
+    def stop(self) -> list:
+        self._done.set()
+        self._thread.join(timeout=20)
+        return self.codes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0, help="length of each run (60)")
+    ap.add_argument("--sizes", default="640x480,1280x720")
+    ap.add_argument("--presets", default="lite64,original64")
+    ap.add_argument("--engines", default="eager")
+    ap.add_argument("--no-outputs", action="store_true", help="skip the UDP + browser runs")
+    ap.add_argument("--model", help="checkpoint to use for every preset (default: random weights per preset)")
+    ap.add_argument("--port", type=int, default=23450)
+    ap.add_argument("--json", default="bench_live.json")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_live-"))
+    results = []
+    for size in a.sizes.split(","):
+        w, h = map(int, size.split("x"))
+        clip = make_clip(work / f"clip_{size}.mp4", ["astronaut"], 10.0, 30, w, h, 0.5, seed=3)
+        for name in a.presets.split(","):
+            model = a.model or str(save_checkpoint(work / name, SwapModel(preset(name), ["a", "b"]), name))
+            for engine in a.engines.split(","):
+                print(f"{size} {name} {engine}: {a.seconds:.0f} s, in-process sink", flush=True)
+                r = run(clip, model, engine, a.seconds, False, a.port)
+                results.append({"size": size, "preset": name, "engine": engine, "outputs": False, **r})
+                print("   ", r["in-process"], flush=True)
+        if not a.no_outputs:
+            model = a.model or str(work / "lite64")
+            print(f"{size} lite64 eager: {a.seconds:.0f} s, in-process + UDP + browser", flush=True)
+            r = run(clip, model, "eager", a.seconds, True, a.port)
+            results.append({"size": size, "preset": "lite64", "engine": "eager", "outputs": True, **r})
+            for k in ("in-process", "udp", "browser"):
+                print(f"    {k}: {r.get(k)}", flush=True)
+    Path(a.json).write_text(json.dumps(results, indent=1, default=str))
+    print(f"\n{'size':<10}{'preset':<12}{'engine':<8}{'output':<12}{'fps out':>8}{'drop %':>8}"
+          f"{'p50':>7}{'p95':>7}{'p99':>7}{'drift %':>9}")
+    for r in results:
+        for k in ("in-process", "udp", "browser"):
+            f = r.get(k)
+            if not f or not f.get("frames"):
+                continue
+            drift = "" if f.get("drift_pct") is None else f"{f['drift_pct']:+.1f}"
+            out = k + (" (all)" if r["outputs"] else "")
+            print(f"{r['size']:<10}{r['preset']:<12}{r['engine']:<8}{out:<12}{f['fps_out']:>8.1f}"
+                  f"{f['dropped_pct']:>8.1f}{f['p50']:>7.1f}{f['p95']:>7.1f}{f['p99']:>7.1f}{drift:>9}")
+
+
+if __name__ == "__main__":
+    main()
