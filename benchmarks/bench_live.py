@@ -200,8 +200,7 @@ class BrowserViewer:
         with chromium() as browser:
             page = browser.new_page()
             page.goto(self.url)
-            page.wait_for_function("document.querySelector('video') && document.querySelector('video').videoWidth > 0",
-                                   timeout=30000)
+            page.wait_for_function("(document.querySelector('video') || {}).videoWidth > 0", timeout=30000)
             page.evaluate(PAGE_READER)
             while not self._done.wait(1.0):
                 self.codes += page.evaluate("window.__codes.splice(0)")

@@ -50,7 +50,8 @@ class StreamSink(LiveAV, EncodeStage):
     keeps_every_frame = True
 
     def __init__(self, settings: StreamSettings, info: StreamInfo, audio: bool = True) -> None:
-        EncodeStage.__init__(self, EncodeSettings(settings.url, settings.codec, settings.crf, "ultrafast"), info)
+        encode = EncodeSettings(settings.url, settings.codec, settings.crf, "ultrafast")
+        EncodeStage.__init__(self, encode, info)
         self.stream = settings
         self._init_live(audio)
 
@@ -67,8 +68,8 @@ class StreamSink(LiveAV, EncodeStage):
             self._out = av.open(url, "w", format=fmt, timeout=(10.0, 10.0))
         except (av.FFmpegError, OSError) as err:
             why = getattr(err, "strerror", None) or str(err)
-            raise OutputError(f"--stream {self.stream.url}: cannot open the stream ({why}); check the address "
-                              "and that the receiving server is running") from None
+            raise OutputError(f"--stream {self.stream.url}: cannot open the stream ({why}); check the "
+                              "address and that the receiving server is running") from None
         return fmt
 
     def _add_video(self) -> None:
