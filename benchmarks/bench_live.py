@@ -65,8 +65,7 @@ def read_code(frame: np.ndarray) -> int:
 
 
 # the page-side reader: the same cells, read from a canvas the video is drawn into
-PAGE_READER = """
-(() => {
+PAGE_READER = "(() => { const K = " + json.dumps({"bits": BITS, "x0": X0, "y0": Y0, "cell": CELL}) + """;
   const v = document.querySelector('video');
   const c = document.createElement('canvas');
   const g = c.getContext('2d', {willReadFrequently: true});
@@ -76,9 +75,9 @@ PAGE_READER = """
       c.width = v.videoWidth; c.height = v.videoHeight;
       g.drawImage(v, 0, 0);
       let value = 0;
-      for (let b = 0; b < %(bits)d; b++) {
-        const r = Math.floor(b / 8), col = b %% 8;
-        const x = %(x0)d + col * %(cell)d + %(cell)d / 2 - 2, y = %(y0)d + r * %(cell)d + %(cell)d / 2 - 2;
+      for (let b = 0; b < K.bits; b++) {
+        const r = Math.floor(b / 8), col = b % 8;
+        const x = K.x0 + col * K.cell + K.cell / 2 - 2, y = K.y0 + r * K.cell + K.cell / 2 - 2;
         const d = g.getImageData(x, y, 5, 5).data;
         let s = 0; for (let i = 0; i < d.length; i += 4) s += (d[i] + d[i + 1] + d[i + 2]) / 3;
         if (s / 25 > 128) value |= (1 << b);
@@ -89,7 +88,7 @@ PAGE_READER = """
   };
   v.requestVideoFrameCallback(tick);
 })();
-""" % {"bits": BITS, "x0": X0, "y0": Y0, "cell": CELL}
+"""
 
 
 class Clock:
