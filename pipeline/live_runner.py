@@ -251,9 +251,8 @@ class LiveRunner:
         main = [(k, q) for k, (s, q) in enumerate(zip(self.sinks, sink_qs)) if s.main_thread]
         workers += [self._spawn(f"sink-{s.name}", self._sink, k, q)
                     for k, (s, q) in enumerate(zip(self.sinks, sink_qs)) if not s.main_thread]
-        deadline = None if self.opt.duration is None else time.monotonic() + self.opt.duration
         try:
-            self._main_loop(main, workers, deadline)
+            self._main_loop(main, workers, self.opt.duration)
         except KeyboardInterrupt:
             self.ended_by = "Ctrl-C"
         self._stop.set()
@@ -267,7 +266,8 @@ class LiveRunner:
             raise self._errors[0]
         return self.stats
 
-    def _main_loop(self, main: list, workers: list[threading.Thread], deadline: float | None) -> None:
+    def _main_loop(self, main: list, workers: list[threading.Thread], duration: float | None) -> None:
+        """Wait for the end; `duration` counts from the first frame captured (after set-up)."""
         while True:
             if main:
                 for k, q in main:
@@ -280,7 +280,8 @@ class LiveRunner:
             if self.controls.quit.is_set():
                 self.ended_by = "quit"
                 return
-            if deadline is not None and time.monotonic() >= deadline:
+            if duration is not None and self.stats.captured and \
+                    time.monotonic() >= self.stats.started + duration:
                 self.ended_by = "duration"
                 return
             if not any(t.is_alive() for t in workers) and all(q.closed and not len(q) for _, q in main):
