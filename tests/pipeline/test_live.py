@@ -21,7 +21,7 @@ from pipeline.config import LiveConfig
 from pipeline.live import live
 from pipeline.live_runner import LiveOptions, LiveRunner
 from pipeline.live_stats import LiveStats
-from pipeline.samples import render_frames, write_clip
+from pipeline.samples import write_clip
 from stages.base import Stage
 from stages.camera import CameraSource, CaptureSettings
 from stages.collect import CollectSink
