@@ -8,7 +8,8 @@ a canvas and reads the code). Latency = when the frame left - when it was captur
 
 For each size x preset x engine, a run with the in-process sink only (the goal figures): fps
 out, dropped %, latency p50/p95/p99, and drift (p50 of the last 10 s against the first 10 s).
-Then, per size with lite64, a run with all three outputs at once, compared with each other.
+Then, per size with lite64, a run with the UDP stream and one with the web page, each beside
+the in-process sink, so each output is compared with in-process in the same run.
 
     python benchmarks/bench_live.py                       # 60 s runs, 640x480 and 1280x720
     python benchmarks/bench_live.py --seconds 20 --presets lite64 --no-outputs   # quick look
@@ -153,15 +154,18 @@ def figures(lat: list[tuple[float, float]], captured: int, dropped: int, seconds
             "drift_pct": round(100 * (np.median(last) / np.median(first) - 1), 1) if seconds >= 25 else None}
 
 
-def run(clip: Path, model: str, engine: str, seconds: float, outputs: bool, port: int) -> dict:
+def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: int) -> dict:
+    """One live run with the in-process sink, plus `output` ("udp" or "browser") if given."""
     clock = Clock()
     sink = CollectSink(on_frame=lambda p: None)
     cfg = LiveConfig(model=model, engine=engine, camera=str(clip), loop=True, duration=seconds)
     recv = browser = None
-    if outputs:
-        cfg.stream, cfg.serve = f"udp://127.0.0.1:{port}", f"127.0.0.1:{port + 1}"
+    if output == "udp":
+        cfg.stream = f"udp://127.0.0.1:{port}"
         recv = UdpReceiver(port)
         recv.start()
+    elif output == "browser":
+        cfg.serve = f"127.0.0.1:{port + 1}"
         browser = BrowserViewer(f"http://127.0.0.1:{port + 1}/")
     read: list[tuple[int, float]] = []
     sink.on_frame = lambda p: read.append((read_code(p.frame), time.monotonic()))
@@ -231,15 +235,16 @@ def main() -> None:
             model = a.model or str(save_checkpoint(work / name, SwapModel(preset(name), ["a", "b"]), name))
             for engine in a.engines.split(","):
                 print(f"{size} {name} {engine}: {a.seconds:.0f} s, in-process sink", flush=True)
-                r = run(clip, model, engine, a.seconds, False, a.port)
-                results.append({"size": size, "preset": name, "engine": engine, "outputs": False, **r})
+                r = run(clip, model, engine, a.seconds, "", a.port)
+                results.append({"size": size, "preset": name, "engine": engine, "with": "", **r})
                 print("   ", r["in-process"], flush=True)
-        if not a.no_outputs:
-            model = a.model or str(work / "lite64")
-            print(f"{size} lite64 eager: {a.seconds:.0f} s, in-process + UDP + browser", flush=True)
-            r = run(clip, model, "eager", a.seconds, True, a.port)
-            results.append({"size": size, "preset": "lite64", "engine": "eager", "outputs": True, **r})
-            for k in ("in-process", "udp", "browser"):
+        for output in ([] if a.no_outputs else ["udp", "browser"]):
+            model = a.model or str(save_checkpoint(work / "lite64", SwapModel(preset("lite64"), ["a", "b"]),
+                                                   "lite64"))
+            print(f"{size} lite64 eager: {a.seconds:.0f} s, in-process + {output}", flush=True)
+            r = run(clip, model, "eager", a.seconds, output, a.port)
+            results.append({"size": size, "preset": "lite64", "engine": "eager", "with": output, **r})
+            for k in ("in-process", output):
                 print(f"    {k}: {r.get(k)}", flush=True)
     Path(a.json).write_text(json.dumps(results, indent=1, default=str))
     print(f"\n{'size':<10}{'preset':<12}{'engine':<8}{'output':<12}{'fps out':>8}{'drop %':>8}"
@@ -250,7 +255,7 @@ def main() -> None:
             if not f or not f.get("frames"):
                 continue
             drift = "" if f.get("drift_pct") is None else f"{f['drift_pct']:+.1f}"
-            out = k + (" (all)" if r["outputs"] else "")
+            out = k if not r["with"] or k != "in-process" else f"in-proc+{r['with'][:3]}"
             print(f"{r['size']:<10}{r['preset']:<12}{r['engine']:<8}{out:<12}{f['fps_out']:>8.1f}"
                   f"{f['dropped_pct']:>8.1f}{f['p50']:>7.1f}{f['p95']:>7.1f}{f['p99']:>7.1f}{drift:>9}")
 

@@ -4,15 +4,18 @@
     (thread)  (drops stale)  (thread)    (thread)            (thread)   (one per sink, each its thread)
 
 - Every stage runs in its own thread, one frame at a time, handing on through one-frame queues
-  (`block`), so both cores work while one frame's latency stays near the sum of its stage times.
+  (`block`). At most `in_flight` (2) frames are in the chain at once: enough for both cores to
+  work (one frame in detect while the one before it is swapped and blended), few enough that one
+  frame's latency stays near the sum of its stage times whichever stage is the slow one.
   MediaPipe, OpenCV, torch and the codecs release the GIL in their heavy calls.
 - Back-pressure policy `newest` (the default): the capture thread keeps only the newest frame; a
   frame the first stage could not take in time is dropped and counted, so nothing queues behind
   a slow stage and latency cannot grow over a session. `block` takes every frame (a file source
   then plays slower than real time if the stages are slow).
-- Sinks: a display sink (window, virtual camera) gets a one-frame `newest` queue: if it is slow
-  it skips frames, never slows the others. Sinks that keep every frame or take audio (record,
-  stream, web page) get a short `block` queue. A sink with `main_thread` (an OpenCV window:
+- Sinks: each has its own thread and queue, and no sink ever makes the chain wait: a display
+  (window, virtual camera, web page) gets a one-frame `newest` queue, so if it is slow it skips
+  frames; a sink that keeps every frame (record, stream) gets a few frames of room and loses
+  (and counts) frames only when it stays behind. A sink with `main_thread` (an OpenCV window:
   macOS draws windows only from the main thread) is driven by the runner's main loop.
 - `delay_ms`: the output thread releases each frame at its capture time + delay (smooth, even
   playout); frames already late go at once and are counted.
@@ -48,6 +51,7 @@ class LiveOptions:
     duration: float | None = None  # seconds; None: until the source ends or the user quits
     sink_queue: int = 8  # frames a keep-every-frame sink may fall behind before it slows the chain
     on_capture: object = None  # called with each captured packet before it enters (instrumentation)
+    in_flight: int = 2  # frames in the chain at once: two keep both cores busy; more only add latency
 
 
 class AudioGate:
@@ -77,6 +81,37 @@ class AudioGate:
         return out
 
 
+class _Feed:
+    """What the output thread hands one sink: frames (a `newest` queue: one frame for a display,
+    a few for a sink that keeps every frame, which then loses frames only when it stays behind),
+    and audio (never dropped in practice: ~20 s of room), delivered before the frame it precedes."""
+
+    def __init__(self, sink: Sink, frames: int, on_drop) -> None:
+        self.sink = sink
+        self.frames = Handoff("newest", frames, on_drop)
+        self.audio = Handoff("newest", 1024)
+        self._pending: deque = deque()
+
+    def audio_waiting(self) -> bool:
+        return bool(self._pending) or len(self.audio) > 0
+
+    def audio_until(self, t: float | None) -> list:
+        """Chunks captured up to time `t` (all when None), in order."""
+        while len(self.audio):
+            try:
+                self._pending.append(self.audio.get(timeout=0))
+            except (TimeoutError, Closed):
+                break
+        out = []
+        while self._pending and (t is None or self._pending[0].capture_time <= t):
+            out.append(self._pending.popleft())
+        return out
+
+    def close(self) -> None:
+        self.frames.close()
+        self.audio.close()
+
+
 class LiveRunner:
     """Runs `stages` over `source` into `sinks`; see the module docstring. `audio_source`, if
     given, is an iterable of AudioChunks read in its own thread (a microphone)."""
@@ -92,6 +127,9 @@ class LiveRunner:
         self.audio_source = audio_source
         self.audio = audio_gate or AudioGate()  # a source's own audio is pushed into it
         self._stop = threading.Event()
+        # Admission: while the chain holds in_flight frames, new ones wait in the newest slot
+        # (and are replaced there): frames never queue inside the chain, whichever stage is slow.
+        self._room = threading.Semaphore(max(1, self.opt.in_flight))
         self._errors: list[BaseException] = []
         self._failed_sinks: set[int] = set()
         self._threads: list[threading.Thread] = []
@@ -148,10 +186,17 @@ class LiveRunner:
             if self._stop.is_set():
                 return
 
+    def _admit(self) -> bool:
+        """Wait for room in the chain (at most in_flight frames in it); False when stopping."""
+        while not self._room.acquire(timeout=POLL_S):
+            if self._stop.is_set():
+                return False
+        return True
+
     def _stage(self, stage: Stage, inq: Handoff, outq: Handoff, first: bool) -> None:
         cont = Continuity()
         try:
-            while (p := self._get(inq)) is not None:
+            while (not first or self._admit()) and (p := self._get(inq)) is not None:
                 if first:
                     cont.admit(p)  # frames dropped before the chain: continue the last one in
                     self.stats.frame_taken()
@@ -163,65 +208,71 @@ class LiveRunner:
         finally:
             outq.close()
 
-    def _output(self, inq: Handoff, queues: list[Handoff]) -> None:
-        """Release frames (at capture time + delay) and their audio to every sink's queue."""
+    def _output(self, inq: Handoff, feeds: list[_Feed]) -> None:
+        """Release frames (at capture time + delay) and their audio to every sink's feed."""
         delay = self.opt.delay_ms / 1000
         try:
             while True:
                 try:
                     p = inq.get(timeout=POLL_S)
                 except TimeoutError:
-                    self._send_audio(self.audio.release(None), queues)
+                    self._send_audio(self.audio.release(None), feeds)
                     if self._stop.is_set():
                         return
                     continue
                 except Closed:
                     break
+                self._room.release()  # it left the chain: the first stage may take the next frame
                 if delay and p.capture_time is not None:
                     wait = p.capture_time + delay - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
                     elif wait < -0.005:
                         self.stats.late += 1
-                self._send_audio(self.audio.release(p.capture_time), queues)
+                self._send_audio(self.audio.release(p.capture_time), feeds)
                 self.stats.frame_out(len(p.faces))
-                for q in queues:
-                    q.put(p)  # a `newest` queue replaces what its sink has not taken
-            self._send_audio(self.audio.rest(), queues)
+                for f in feeds:
+                    f.frames.put(p)  # never waits: a sink that fell behind loses its oldest frame
+            self._send_audio(self.audio.rest(), feeds)
         finally:
-            for q in queues:
-                q.close()
+            for f in feeds:
+                f.close()
 
-    def _send_audio(self, chunks: list, queues: list[Handoff]) -> None:
+    def _send_audio(self, chunks: list, feeds: list[_Feed]) -> None:
         for chunk in chunks:
-            for sink, q in zip(self.sinks, queues):
-                if sink.wants_audio:
-                    q.put(chunk)
+            for f in feeds:
+                if f.sink.wants_audio:
+                    f.audio.put(chunk)
 
-    def _deliver(self, k: int, item) -> None:
+    def _deliver(self, k: int, p: FramePacket | None, feed: _Feed) -> None:
+        """Audio due before frame `p` (all of it when p is None), then p."""
         sink = self.sinks[k]
         try:
-            if isinstance(item, FramePacket):
-                sink.process([item])
-                self.stats.delivered_to(sink.name, item.capture_time)
-            else:
-                sink.audio(item)
+            for chunk in feed.audio_until(None if p is None else p.capture_time):
+                sink.audio(chunk)
+            if p is not None:
+                sink.process([p])
+                self.stats.delivered_to(sink.name, p.capture_time)
         except BaseException:
             self._failed_sinks.add(k)
             raise
 
-    def _sink(self, k: int, q: Handoff) -> None:
+    def _sink(self, k: int, feed: _Feed) -> None:
         while True:
             try:
-                item = q.get(timeout=POLL_S)
+                p = feed.frames.get(timeout=POLL_S)
             except TimeoutError:
                 if self._stop.is_set():
                     return
-                self.sinks[k].idle()
+                if feed.audio_waiting():
+                    self._deliver(k, None, feed)  # no video for a while: audio goes on
+                else:
+                    self.sinks[k].idle()
                 continue
             except Closed:
+                self._deliver(k, None, feed)
                 return
-            self._deliver(k, item)
+            self._deliver(k, p, feed)
 
     # ---------------------------------------------------------------------------------- run
     def run(self) -> LiveStats:
@@ -235,10 +286,8 @@ class LiveRunner:
             self._close_all(abort=True)
             raise
         slot = Handoff(self.opt.policy, 1)
-        keep = [s.keeps_every_frame or s.wants_audio for s in self.sinks]
-        sink_qs = [Handoff("block", self.opt.sink_queue) if k else Handoff("newest", 1) for k in keep]
-        for s, q in zip(self.sinks, sink_qs):
-            q.on_drop = lambda _item, name=s.name: self.stats.drop(f"sink:{name}")
+        feeds = [_Feed(s, self.opt.sink_queue if s.keeps_every_frame else 1,
+                       lambda _p, name=s.name: self.stats.drop(f"sink:{name}")) for s in self.sinks]
         self._spawn("capture", self._capture, slot)
         if self.audio_source is not None:
             self._spawn("audio", self._read_audio)
@@ -247,10 +296,10 @@ class LiveRunner:
             q = Handoff("block", 1)
             self._spawn(f"stage-{st.name}", self._stage, st, prev, q, i == 0)
             prev = q
-        workers = [self._spawn("output", self._output, prev, sink_qs)]
-        main = [(k, q) for k, (s, q) in enumerate(zip(self.sinks, sink_qs)) if s.main_thread]
-        workers += [self._spawn(f"sink-{s.name}", self._sink, k, q)
-                    for k, (s, q) in enumerate(zip(self.sinks, sink_qs)) if not s.main_thread]
+        workers = [self._spawn("output", self._output, prev, feeds)]
+        main = [(k, f) for k, f in enumerate(feeds) if f.sink.main_thread]
+        workers += [self._spawn(f"sink-{f.sink.name}", self._sink, k, f)
+                    for k, f in enumerate(feeds) if not f.sink.main_thread]
         try:
             self._main_loop(main, workers, self.opt.duration)
         except KeyboardInterrupt:
@@ -284,17 +333,18 @@ class LiveRunner:
                     time.monotonic() >= self.stats.started + duration:
                 self.ended_by = "duration"
                 return
-            if not any(t.is_alive() for t in workers) and all(q.closed and not len(q) for _, q in main):
+            if not any(t.is_alive() for t in workers) and all(f.frames.closed and not len(f.frames)
+                                                              for _, f in main):
                 return  # the source ended and every frame went out
 
-    def _pump(self, k: int, q: Handoff) -> None:
+    def _pump(self, k: int, feed: _Feed) -> None:
         """Drive a main-thread sink: deliver what waits for it, else let it idle (draw, keys)."""
         try:
-            item = q.get(timeout=POLL_S / 2)
+            p = feed.frames.get(timeout=POLL_S / 2)
         except (TimeoutError, Closed):
             self.sinks[k].idle()
             return
-        self._deliver(k, item)
+        self._deliver(k, p, feed)
 
     def _close_all(self, abort: bool) -> None:
         """Flush every sink (complete its output) or abort it, then close stages, sinks, source."""

@@ -22,6 +22,14 @@ from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import ConfigError, OutputError
 from stages.live_av import LiveAV
 
+# max_interleave_delta: write each packet at once (by default the muxer holds video back until
+# the audio encoder, ~50 ms behind by its frame size and priming, catches up); flush_packets:
+# send at once; omit_video_pes_length=0: a receiver knows a frame is complete when its last
+# bytes arrive, not when the next frame starts (measured on 127.0.0.1, 640x480: 130 -> 34 ms
+# from mux to decoded frame at a PyAV receiver).
+_LOW_LATENCY = {"mpegts": {"max_interleave_delta": "1", "flush_packets": "1", "omit_video_pes_length": "0",
+                           "pes_payload_size": "0"},
+                "flv": {"max_interleave_delta": "1", "flush_packets": "1"}}
 SCHEMES = {"udp": "mpegts", "tcp": "mpegts", "srt": "mpegts", "rtp": "rtp_mpegts", "rtmp": "flv",
            "rtmps": "flv", "rtsp": "rtsp"}
 
@@ -65,7 +73,7 @@ class StreamSink(LiveAV, EncodeStage):
         if parts.scheme == "udp" and "pkt_size" not in parts.query:
             url += ("&" if parts.query else "?") + "pkt_size=1316"  # 7 TS packets: no IP fragments
         try:
-            self._out = av.open(url, "w", format=fmt, timeout=(10.0, 10.0))
+            self._out = av.open(url, "w", format=fmt, timeout=(10.0, 10.0), options=_LOW_LATENCY.get(fmt, {}))
         except (av.FFmpegError, OSError) as err:
             why = getattr(err, "strerror", None) or str(err)
             raise OutputError(f"--stream {self.stream.url}: cannot open the stream ({why}); check the "
