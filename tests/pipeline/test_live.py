@@ -81,7 +81,8 @@ class UdpReceiver(threading.Thread):
 def run_live(model_dir, camera, keep=0, **kw) -> tuple[LiveStats, CollectSink, list[str]]:
     sink = CollectSink(keep_frames=keep)
     lines: list[str] = []
-    stats = live(LiveConfig(model=str(model_dir), camera=str(camera), **kw), say=lines.append, extra_sinks=[sink])
+    cfg = LiveConfig(model=str(model_dir), camera=str(camera), **kw)
+    stats = live(cfg, say=lines.append, extra_sinks=[sink])
     return stats, sink, lines
 
 
@@ -251,7 +252,8 @@ def flash_and_beep_clip(path: Path, at: float = 1.0) -> Path:
 def av_offset(path: Path) -> float:
     """Seconds the beep starts after the flash (negative: audio early), read from `path`."""
     with av.open(str(path)) as c:
-        flash = next(float(f.pts * f.time_base) for f in c.decode(video=0) if f.to_ndarray(format="gray").mean() > 160)
+        flash = next(float(f.pts * f.time_base) for f in c.decode(video=0)
+                     if f.to_ndarray(format="gray").mean() > 160)
     with av.open(str(path)) as c:
         for f in c.decode(audio=0):
             x = f.to_ndarray()[0]
@@ -301,7 +303,8 @@ def test_a_lost_stream_ends_with_one_line_exit_1_and_a_playable_recording(model_
     sender = subprocess.Popen([sys.executable, "-c", SENDER, str(port)], stderr=subprocess.PIPE, text=True)
     time.sleep(1.5)
     rec = tmp_path / "rec.mp4"
-    code = main(["live", "--model", str(model_dir), "--camera", f"tcp://127.0.0.1:{port}", "--record", str(rec)])
+    code = main(["live", "--model", str(model_dir), "--camera", f"tcp://127.0.0.1:{port}",
+                 "--record", str(rec)])
     err = capsys.readouterr().err.strip().splitlines()
     sender.wait(timeout=10)
     assert code == 1 and len(err) == 1 and "stopped delivering" in err[0], err
