@@ -44,10 +44,10 @@ def display_available() -> bool:
 
 
 def parse_serve(text: str) -> tuple[str, int]:
-    """'[HOST:]PORT' -> (host, port); the host defaults to 127.0.0.1."""
+    """'[HOST:]PORT' -> (host, port); the host defaults to 127.0.0.1; port 0: any free port."""
     host, _, port = str(text).rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"--serve {text!r} is not [HOST:]PORT (e.g. 8080 or 0.0.0.0:8080)")
     return host, int(port)
 
@@ -191,16 +191,18 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print,
         for s in sinks:
             s.close()
         raise
-    runner = LiveRunner(source, stages, sinks, stats, controls,
-                        LiveOptions(cfg.policy, cfg.delay_ms, cfg.duration, on_capture=on_capture),
+    def ready() -> None:  # after set-up: a server's URL has its real port now
+        say(f"live: {info.label} ({info.kind}), {info.width}x{info.height} at {info.fps:g} fps"
+            f"{', with audio' if has_audio else ''}; model {cfg.model} ({cfg.direction})")
+        for s in sinks:
+            if getattr(s, "url", None):
+                say(f"live: {s.name} at {s.url}")
+        if cfg.window:
+            say(f"live: {HELP}")
+
+    options = LiveOptions(cfg.policy, cfg.delay_ms, cfg.duration, on_capture=on_capture, on_ready=ready)
+    runner = LiveRunner(source, stages, sinks, stats, controls, options,
                         audio_source=audio_src.chunks() if audio_src is not None else None, audio_gate=gate)
-    say(f"live: {info.label} ({info.kind}), {info.width}x{info.height} at {info.fps:g} fps"
-        f"{', with audio' if has_audio else ''}; model {cfg.model} ({cfg.direction})")
-    for s in sinks:
-        if getattr(s, "url", None):
-            say(f"live: {s.name} at {s.url}")
-    if cfg.window:
-        say(f"live: {HELP}")
     try:
         runner.run()
     finally:

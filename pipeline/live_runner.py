@@ -52,6 +52,7 @@ class LiveOptions:
     sink_queue: int = 8  # frames a keep-every-frame sink may fall behind before it slows the chain
     on_capture: object = None  # called with each captured packet before it enters (instrumentation)
     in_flight: int = 2  # frames in the chain at once: two keep both cores busy; more only add latency
+    on_ready: object = None  # called once every stage and sink is set up, before the first frame
 
 
 class AudioGate:
@@ -285,6 +286,8 @@ class LiveRunner:
         except BaseException:
             self._close_all(abort=True)
             raise
+        if self.opt.on_ready is not None:
+            self.opt.on_ready()
         slot = Handoff(self.opt.policy, 1)
         feeds = [_Feed(s, self.opt.sink_queue if s.keeps_every_frame else 1,
                        lambda _p, name=s.name: self.stats.drop(f"sink:{name}")) for s in self.sinks]

@@ -35,7 +35,8 @@ class WindowSink(Sink):
 
     def setup(self) -> None:
         try:
-            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+            # resizable, aspect kept, no toolbar (Qt's would squeeze the video into less room)
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
         except cv2.error as err:
             raise ConfigError(f"--window: OpenCV cannot open a window here ({str(err).splitlines()[-1]}); "
                               "use --serve to watch in a browser") from None
@@ -46,6 +47,8 @@ class WindowSink(Sink):
             frame = p.frame
             if self.controls.state()["overlay"]:
                 frame = stats_panel(frame, stats_lines(self.snapshot()))
+            if not self.shown:  # open at the video's own size; the user may resize it
+                cv2.resizeWindow(self.title, frame.shape[1], frame.shape[0])
             cv2.imshow(self.title, np.ascontiguousarray(frame[..., ::-1]))  # OpenCV wants BGR
             self.shown += 1
             self._keys()

@@ -21,7 +21,7 @@ from pipeline.config import LiveConfig
 from pipeline.live import live
 from pipeline.live_runner import LiveOptions, LiveRunner
 from pipeline.live_stats import LiveStats
-from pipeline.samples import write_clip
+from pipeline.samples import render_frames, write_clip
 from stages.base import Stage
 from stages.camera import CameraSource, CaptureSettings
 from stages.collect import CollectSink
@@ -376,3 +376,47 @@ def test_bad_inputs_are_one_line_and_exit_2(clips, model_dir, tmp_path, capsys):
 def test_list_cameras(capsys):
     assert main(["live", "--list-cameras"]) == 0
     assert capsys.readouterr().out.strip()  # "no cameras found" on a machine without any
+
+
+def test_the_web_page_shows_the_swapped_face_and_its_controls_work(model_dir, tmp_path):
+    """Through the whole chain: a still face as the camera, the page in headless Chromium shows
+    the pipeline's swapped frame; the page's swap button turns the swap off."""
+    from tests.browser import chromium, require_chromium
+
+    require_chromium()
+    still = next(render_frames(["astronaut"], 1, 400, 300, 0.7))
+    clip = write_clip(tmp_path / "still.mp4", [still] * 30, 30, audio=False)
+    sink = CollectSink(keep_frames=1)
+    lines: list[str] = []
+    cfg = LiveConfig(model=str(model_dir), camera=str(clip), loop=True, serve="127.0.0.1:0", duration=25)
+    run = threading.Thread(target=live, args=(cfg, lines.append, [sink]), daemon=True)
+    run.start()
+    deadline = time.monotonic() + 20
+    while not any(" at http://" in ln for ln in lines) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    url = next(ln.split(" at ", 1)[1] for ln in lines if " at http://" in ln)
+    box = face_box(still)
+
+    def page_frame(page) -> np.ndarray:
+        data = page.evaluate("""() => { const v = document.querySelector('video');
+            const c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;
+            const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+            return Array.from(g.getImageData(0, 0, c.width, c.height).data); }""")
+        return np.array(data, np.uint8).reshape(300, 400, 4)[..., :3]
+
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function("(document.querySelector('video') || {}).videoWidth > 0", timeout=20000)
+        time.sleep(1.0)
+        shown, swapped = page_frame(page), sink.frames[-1][1]
+        d_swapped = np.abs(inner(shown, box) - inner(swapped, box)).mean()
+        d_camera = np.abs(inner(shown, box) - inner(still, box)).mean()
+        assert d_swapped < 6 and d_camera > 2 * d_swapped, (d_swapped, d_camera)
+        page.keyboard.press("s")  # swap off, from the page
+        time.sleep(1.5)
+        shown = page_frame(page)
+        assert np.abs(inner(shown, box) - inner(still, box)).mean() < 6  # the camera's own face
+        page.keyboard.press("q")  # quit, from the page
+    run.join(timeout=15)
+    assert not run.is_alive() and any("ended (quit)" in ln for ln in lines), lines
