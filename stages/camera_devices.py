@@ -185,14 +185,22 @@ _DSHOW_MODE = re.compile(r"(?:vcodec|pixel_format)=(\S+)\s+min s=(\d+)x(\d+) fps
 _AVF_MODE = re.compile(r"(\d+)x(\d+)@\[([\d.]+)\s+([\d.]+)\]fps")
 
 
+_CONTEXT = re.compile(r"^\[[^\]]*@ ?0x[0-9a-fA-F]+\]\s?")  # "[dshow @ 0x55d0] " as FFmpeg prints it
+
+
+def _bare(lines: list[str]) -> list[str]:
+    """Log lines without FFmpeg's "[context @ address]" prefix (the CLI prints it, logs do not)."""
+    return [_CONTEXT.sub("", line) for line in lines]
+
+
 def parse_avfoundation_devices(lines: list[str]) -> dict[str, list[tuple[int, str]]]:
     """{"video": [(index, name)], "audio": [...]} from avfoundation's list_devices log lines."""
     out: dict[str, list[tuple[int, str]]] = {"video": [], "audio": []}
     kind = None
-    for line in lines:
+    for line in _bare(lines):
         if m := _AVF_HEADER.search(line):
             kind = m.group(1)
-        elif kind and (m := _AVF_DEVICE.search(line.split("]", 1)[-1] if line.startswith("[AVF") else line)):
+        elif kind and (m := _AVF_DEVICE.search(line)):
             out[kind].append((int(m.group(1)), m.group(2)))
     return out
 
@@ -202,7 +210,7 @@ def parse_dshow_devices(lines: list[str]) -> dict[str, list[str]]:
     `"name" (video)` form and the older form under a "DirectShow video devices" header)."""
     out: dict[str, list[str]] = {"video": [], "audio": []}
     kind = None
-    for line in lines:
+    for line in _bare(lines):
         if "Alternative name" in line:
             continue
         if m := _DSHOW_DEVICE.match(line):

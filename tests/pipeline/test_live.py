@@ -420,3 +420,15 @@ def test_the_web_page_shows_the_swapped_face_and_its_controls_work(model_dir, tm
         page.keyboard.press("q")  # quit, from the page
     run.join(timeout=15)
     assert not run.is_alive() and any("ended (quit)" in ln for ln in lines), lines
+
+
+def test_an_audio_device_goes_into_the_recording(model_dir, tmp_path):
+    """--audio: a live audio input (here FFmpeg's sine generator, paced like a microphone)."""
+    rec = tmp_path / "rec.mp4"
+    run_live(model_dir, "lavfi:testsrc=size=320x240:rate=30", record=str(rec), duration=2.0,
+             audio="lavfi:sine=frequency=440:sample_rate=48000")
+    with av.open(str(rec)) as c:
+        samples = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+    assert abs(len(samples) / 48000 - 2.0) < 0.3
+    spectrum = np.abs(np.fft.rfft(samples[4800:52800]))
+    assert abs(np.argmax(spectrum) * 48000 / 48000 - 440) < 5  # 1 s window: bins are 1 Hz apart
