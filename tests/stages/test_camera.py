@@ -67,18 +67,21 @@ def test_v4l2_modes_are_read_from_the_driver():
 
 def test_mac_and_windows_device_listings_are_parsed():
     avf = ["[AVFoundation indev @ 0x7f] AVFoundation video devices:",
-           "[AVFoundation indev @ 0x7f] [0] FaceTime HD Camera", "[AVFoundation indev @ 0x7f] [1] Capture screen 0",
+           "[AVFoundation indev @ 0x7f] [0] FaceTime HD Camera",
+           "[AVFoundation indev @ 0x7f] [1] Capture screen 0",
            "[AVFoundation indev @ 0x7f] AVFoundation audio devices:",
            "[AVFoundation indev @ 0x7f] [0] MacBook Pro Microphone"]
     assert parse_avfoundation_devices(avf) == {"video": [(0, "FaceTime HD Camera"), (1, "Capture screen 0")],
                                                "audio": [(0, "MacBook Pro Microphone")]}
     assert [str(m) for m in parse_avfoundation_modes(["  1280x720@[1.000000 30.000000]fps"])] == \
         ["avfoundation 1280x720 @ 30, 1 fps"]
-    new = ['[dshow @ 0x1] "Integrated Camera" (video)', '[dshow @ 0x1]   Alternative name "@device_pnp_\\\\?\\usb"',
+    new = ['[dshow @ 0x1] "Integrated Camera" (video)',
+           '[dshow @ 0x1]   Alternative name "@device_pnp_\\\\?\\usb"',
            '[dshow @ 0x1] "Microphone (Realtek Audio)" (audio)']
     old = ["[dshow @ 0x2] DirectShow video devices (some may be both video and audio devices)",
            '[dshow @ 0x2]  "Logitech C920"', "[dshow @ 0x2] DirectShow audio devices", '[dshow @ 0x2]  "Mic"']
-    assert parse_dshow_devices(new) == {"video": ["Integrated Camera"], "audio": ["Microphone (Realtek Audio)"]}
+    assert parse_dshow_devices(new) == {"video": ["Integrated Camera"],
+                                        "audio": ["Microphone (Realtek Audio)"]}
     assert parse_dshow_devices([ln.split("] ", 1)[1] for ln in old]) == {"video": ["Logitech C920"],
                                                                          "audio": ["Mic"]}
     modes = parse_dshow_modes(["[dshow @ 0x1]   vcodec=mjpeg  min s=1280x720 fps=5 max s=1280x720 fps=30"])
@@ -92,7 +95,8 @@ def test_describe_lists_cameras_and_their_modes():
 
 
 def test_a_size_the_camera_does_not_offer_is_refused_with_the_sizes_it_does(monkeypatch):
-    cams = [Camera("HD Webcam", "/dev/null", [Mode("MJPG", 1280, 720, [30.0]), Mode("MJPG", 640, 480, [30.0])])]
+    modes = [Mode("MJPG", 1280, 720, [30.0]), Mode("MJPG", 640, 480, [30.0])]
+    cams = [Camera("HD Webcam", "/dev/null", modes)]
     src = CameraSource(CaptureSettings("HD Webcam", 1920, 1080), cameras=lambda: cams)
     with pytest.raises(InputError, match=r"does not offer 1920x1080; it offers 1280x720, 640x480"):
         src.open()
