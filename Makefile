@@ -1,16 +1,16 @@
-# make demo | make test | make bench. Each creates .venv and installs swapstream into it first.
+# make demo | make test | make bench | make bench-live. Each creates .venv and installs swapstream into it first.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench bench-live lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch 2.13.0 lies on this platform's disk: install it first so nothing
-	# pulls a multi-GB CUDA build (shared/PLATFORM.md).
+	# pulls a multi-GB CUDA build (docs/platform.md).
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_convert.py
+
+bench-live: $(STAMP)
+	$(BIN)/python benchmarks/bench_live.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

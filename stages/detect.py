@@ -1,7 +1,7 @@
 """Detect faces and their 478 landmarks with MediaPipe, small faces in large frames included.
 
 Both MediaPipe models shrink what they are given to 128-192 px, so on a whole 1080p frame they
-miss faces under ~190 px (shared/PLATFORM.md). So a full search runs the full-range detector over
+miss faces under ~190 px (docs/platform.md). So a full search runs the full-range detector over
 a pyramid of overlapping square tiles, each tile small enough that the smallest wanted face is
 >= 1/8 of it, then runs FaceMesh on a crop around each face found (the face filling about half
 the crop). Between full searches, each known face is tracked: FaceMesh runs on a crop around its
@@ -26,7 +26,7 @@ from stages.errors import ConfigError
 from stages.packet import Face, FramePacket
 
 MESH_INPUT = 256  # crop side given to FaceMesh
-# The full-range detector finds faces down to about 1/10 of its image width (PLATFORM.md); face
+# The full-range detector finds faces down to about 1/10 of its image width (docs/platform.md); face
 # height is ~1.25x face width, so a tile of side 8 * min_face still finds faces min_face px tall.
 TILE_PER_FACE = 8
 

@@ -1,4 +1,6 @@
 """The live window, on a real (virtual) X display: Xvfb, screen-grabbed with FFmpeg's x11grab."""
+# Window and screenshot run in processes of their own: Qt (OpenCV's) and FFmpeg's x11grab each
+# bring X client libraries, and sharing a process with what other tests loaded is not safe.
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -36,10 +37,19 @@ def display(monkeypatch):
     proc.wait(timeout=10)
 
 
-def grab(display: str) -> np.ndarray:
-    """One screenshot of the X display, (H, W, 3) uint8 RGB."""
-    with av.open(f"{display}.0", format="x11grab", options={"video_size": "1024x768"}) as c:
-        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+GRAB = """
+import sys, av, numpy as np
+with av.open(sys.argv[1] + ".0", format="x11grab", options={"video_size": "1024x768"}) as c:
+    np.save(sys.argv[2], next(c.decode(video=0)).to_ndarray(format="rgb24"))
+"""
+
+
+def grab(display: str, tmp) -> np.ndarray:
+    """One screenshot of the X display, (H, W, 3) uint8 RGB. Taken in another process: X client
+    libraries loaded by earlier tests in this one (two libxcb builds) made x11grab crash here."""
+    out = tmp / "screen.npy"
+    subprocess.run([sys.executable, "-c", GRAB, display, str(out)], check=True, timeout=30)
+    return np.load(out)
 
 
 def test_the_window_shows_the_live_frames(clips, model_dir, display, tmp_path):
@@ -53,7 +63,7 @@ def test_the_window_shows_the_live_frames(clips, model_dir, display, tmp_path):
     assert p.stdout.readline().startswith("live: ")  # set up, frames flowing
     assert "keys: s swap" in p.stdout.readline()
     time.sleep(3.0)
-    screen = grab(display)
+    screen = grab(display, tmp_path)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0 and "ended (duration)" in out and "Traceback" not in err, (out, err)
     frames, _ = decode_all(rec)
