@@ -96,6 +96,14 @@ def _contained(a: tuple, b: tuple) -> float:
     return ix * iy / small if small > 0 else 0.0
 
 
+@dataclass
+class _Track:
+    """A tracked face: its last landmarks ((478, 2) float32 frame px) and its own FaceMesh."""
+
+    landmarks: np.ndarray
+    mesh: object = None
+
+
 class DetectStage(Stage):
     """Adds Face records (landmarks, score) to each FramePacket; keeps tracks across frames."""
 
@@ -107,8 +115,8 @@ class DetectStage(Stage):
     def __init__(self, settings: DetectSettings | None = None) -> None:
         self.settings = settings or DetectSettings()
         self._detector = None
-        self._mesh = None
-        self._tracks: list[np.ndarray] = []  # last landmarks (478, 2) of each tracked face
+        self._mesh = None  # FaceMesh on single images: faces the detector found
+        self._tracks: list[_Track] = []  # the tracked faces
         self._last_index: int | None = None  # index of the last frame seen
         self._since_search = 0  # frames since the last sweep began
         self._sweep: list[tuple[int, int, int]] = []  # tiles of the sweep still to search
@@ -137,30 +145,59 @@ class DetectStage(Stage):
         return batch
 
     def close(self) -> None:
+        self._drop_tracks(self._tracks)
+        self._tracks = []
         for m in (self._detector, self._mesh):
             if m is not None:
                 m.close()
         self._detector = self._mesh = None
+
+    def _video_mesh(self):
+        """A FaceMesh in video mode for one track: it follows the face from its last landmarks
+        instead of detecting it again in every crop (5.3 vs 7.8 ms a face here)."""
+        import mediapipe as mp
+
+        with _quiet_stderr():
+            return mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=self.settings.mesh_confidence,
+                min_tracking_confidence=self.settings.mesh_confidence)
+
+    @staticmethod
+    def _drop_tracks(tracks: list[_Track]) -> None:
+        for t in tracks:
+            if t.mesh is not None:
+                t.mesh.close()
+                t.mesh = None
 
     # --- per frame -------------------------------------------------------------------------
     def _faces_in(self, packet: FramePacket) -> list[tuple[np.ndarray, float]]:
         frame = packet.frame
         h, w = frame.shape[:2]
         consecutive = packet.follows is not None and packet.follows == self._last_index
-        if not consecutive:
-            self._tracks, self._sweep = [], []  # tracks and a sweep in progress saw other frames
+        if not consecutive:  # tracks and a sweep in progress saw other frames
+            self._drop_tracks(self._tracks)
+            self._tracks, self._sweep = [], []
         found: list[tuple[np.ndarray, float]] = []
-        for prev in self._tracks:
-            lm = self._mesh_around(frame, _bbox(prev), 1.7)
+        kept: list[_Track] = []
+        for track in self._tracks:
+            prev = track.landmarks
+            if track.mesh is None:
+                track.mesh = self._video_mesh()
+            lm = self._mesh_around(frame, _bbox(prev), 1.7, track.mesh)
             if lm is None or _iou(_bbox(lm), _bbox(prev)) <= 0.3:
                 # a fast move or a dropped frame: look once more over a wider crop before a sweep
                 lm = self._mesh_around(frame, _bbox(prev), 3.0)
                 if lm is not None and _iou(_bbox(lm), _bbox(prev)) <= 0.1:
                     lm = None
-            if lm is None:
-                self._lost = True
-            elif not any(_iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
-                found.append((lm, 1.0))  # two tracks that met on one face continue as one
+            if lm is None or any(_iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
+                # lost, or two tracks that met on one face continue as one
+                self._lost = self._lost or lm is None
+                self._drop_tracks([track])
+                continue
+            track.landmarks = lm
+            found.append((lm, 1.0))
+            kept.append(track)
         s = self.settings
         self._since_search += 1
         if not self._sweep and (not consecutive or self._lost or self._since_search >= s.detect_every):
@@ -184,7 +221,8 @@ class DetectStage(Stage):
                 lm = self._mesh_around(frame, box, 2.0)
                 if lm is not None and not any(_iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
                     found.append((lm, score))
-        self._tracks = [lm for lm, _ in found]
+                    kept.append(_Track(lm))
+        self._tracks = kept
         self._last_index = packet.index
         return found
 
@@ -209,8 +247,9 @@ class DetectStage(Stage):
                 kept.append((box, score))
         return kept
 
-    def _mesh_around(self, frame: np.ndarray, box: tuple, zoom: float) -> np.ndarray | None:
-        """FaceMesh on a square crop `zoom` x the box, centred on it: (478, 2) frame px or None."""
+    def _mesh_around(self, frame: np.ndarray, box: tuple, zoom: float, mesh=None) -> np.ndarray | None:
+        """FaceMesh (`mesh`, else the single-image one) on a square crop `zoom` x the box, centred
+        on it: (478, 2) float32 frame px, or None."""
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         side = zoom * max(box[2] - box[0], box[3] - box[1], 8.0)
         s = MESH_INPUT / side
@@ -218,7 +257,7 @@ class DetectStage(Stage):
         interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
         crop = cv2.warpAffine(frame, m, (MESH_INPUT, MESH_INPUT), flags=interp,
                               borderMode=cv2.BORDER_REPLICATE)
-        res = self._mesh.process(crop)
+        res = (mesh or self._mesh).process(crop)
         if not res.multi_face_landmarks:
             return None
         cands = [np.array([(p.x, p.y) for p in f.landmark], np.float64) * MESH_INPUT
