@@ -68,19 +68,22 @@ def read_code(frame: np.ndarray) -> int:
 # the page-side reader: the same cells, read from a canvas the video is drawn into
 PAGE_READER = "(() => { const K = " + json.dumps({"bits": BITS, "x0": X0, "y0": Y0, "cell": CELL}) + """;
   const v = document.querySelector('video');
-  const c = document.createElement('canvas');
+  const w = K.x0 + 8 * K.cell, h = K.y0 + 2 * K.cell;  // only the corner with the code
+  const c = document.createElement('canvas'); c.width = w; c.height = h;
   const g = c.getContext('2d', {willReadFrequently: true});
   window.__codes = [];
   const tick = (now, meta) => {
     if (v.videoWidth) {
-      c.width = v.videoWidth; c.height = v.videoHeight;
-      g.drawImage(v, 0, 0);
+      g.drawImage(v, 0, 0, w, h, 0, 0, w, h);
+      const d = g.getImageData(0, 0, w, h).data;
       let value = 0;
       for (let b = 0; b < K.bits; b++) {
         const r = Math.floor(b / 8), col = b % 8;
-        const x = K.x0 + col * K.cell + K.cell / 2 - 2, y = K.y0 + r * K.cell + K.cell / 2 - 2;
-        const d = g.getImageData(x, y, 5, 5).data;
-        let s = 0; for (let i = 0; i < d.length; i += 4) s += (d[i] + d[i + 1] + d[i + 2]) / 3;
+        const x0 = K.x0 + col * K.cell + K.cell / 2 - 2, y0 = K.y0 + r * K.cell + K.cell / 2 - 2;
+        let s = 0;
+        for (let y = y0; y < y0 + 5; y++) for (let x = x0; x < x0 + 5; x++) {
+          const i = 4 * (y * w + x); s += (d[i] + d[i + 1] + d[i + 2]) / 3;
+        }
         if (s / 25 > 128) value |= (1 << b);
       }
       window.__codes.push([value, performance.timeOrigin + now]);
