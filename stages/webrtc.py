@@ -29,8 +29,11 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 VIDEO_CLOCK = 90_000
 AUDIO_RATE = 48_000
 AUDIO_FRAME = 960  # 20 ms at 48 kHz: one Opus frame
-AUDIO_MAX_S = 0.2  # a viewer's audio buffer (its added latency): older samples are dropped beyond this
-AUDIO_PREFILL_S = 0.06  # after running dry, wait for this much before playing again (no crackle)
+# A viewer's audio buffer is its added latency, and the browser delays the video to match (lip
+# sync): with 0.2 s of room it filled up over a minute and took the page's video latency from
+# ~70 to ~200 ms. Beyond AUDIO_MAX_S the oldest samples go, down to AUDIO_PREFILL_S.
+AUDIO_MAX_S = 0.1
+AUDIO_PREFILL_S = 0.04  # after running dry, wait for this much before playing again (no crackle)
 CONNECT_TIMEOUT_S = 20.0  # a viewer not connected this long after its offer is dropped
 REPEAT_S = 1.0  # with no new frame for this long, the last one is sent again (keeps the stream up)
 
@@ -142,8 +145,11 @@ class AudioTrack(MediaStreamTrack):
         self._sent = 0
 
     def feed(self, pcm: np.ndarray) -> None:
-        """Append (2 * N,) int16 interleaved stereo; the oldest goes beyond AUDIO_MAX_S."""
-        self._buf = np.concatenate([self._buf, pcm])[-2 * int(AUDIO_RATE * AUDIO_MAX_S):]
+        """Append (2 * N,) int16 interleaved stereo; beyond AUDIO_MAX_S the oldest samples go,
+        down to AUDIO_PREFILL_S (one short skip instead of a delay that stays)."""
+        self._buf = np.concatenate([self._buf, pcm])
+        if len(self._buf) > 2 * AUDIO_RATE * AUDIO_MAX_S:
+            self._buf = self._buf[-2 * int(AUDIO_RATE * AUDIO_PREFILL_S):]
 
     def _take(self) -> np.ndarray:
         n = 2 * AUDIO_FRAME
@@ -230,7 +236,14 @@ class Viewers:
                     tracks.append(AudioTrack())
                 else:
                     continue
-                pc.addTrack(tracks[-1])
+                sender = pc.addTrack(tracks[-1])
+                if isinstance(tracks[-1], AudioTrack) and hasattr(sender, "_stream_id"):
+                    # Audio in a stream of its own, so the browser does not hold the video back
+                    # to lip-sync it with its adaptive audio buffer: that added ~60-130 ms to the
+                    # page's video. The audio already left the pipeline with its frame; it reaches
+                    # the ear ~40-90 ms after the picture, inside ITU-R BT.1359's 125 ms for late
+                    # audio. (aiortc gives every track of a connection one stream id.)
+                    sender._stream_id = f"{sender._stream_id}-audio"
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as err:
             await self.drop(pid)
