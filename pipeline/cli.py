@@ -274,7 +274,7 @@ def _run_live(a) -> int:
              "camera": a.camera, "size": a.size, "fps": a.fps, "loop": a.loop or None,
              "window": a.window or None, "virtual_camera": a.virtual_camera, "stream": a.stream,
              "serve": a.serve, "record": a.record, "audio": a.audio, "delay_ms": a.delay,
-             "duration": a.duration, "policy": a.policy, "stats": a.stats, "verbose": a.verbose or None}
+             "duration": a.duration, "policy": a.policy, "stats": a.stats}
     cfg = fill(LiveConfig, merge(values, _drop_none(flags)))
     from pipeline.live import live
 

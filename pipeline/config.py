@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.backpressure import POLICIES
 from stages.align import AlignSettings
 from stages.blend import BlendSettings
 from stages.detect import DetectSettings
@@ -108,14 +109,13 @@ class LiveConfig:
     duration: float | None = None  # seconds; None: until the input ends or you quit
     policy: str = "newest"  # back-pressure: newest (drop stale frames) | block (keep every frame)
     stats: str | None = None  # write the statistics JSON here at the end
-    verbose: bool = False
     detect: DetectSettings = field(default_factory=live_detect_defaults)
     align: AlignOptions = field(default_factory=AlignOptions)
     blend: BlendSettings = field(default_factory=BlendSettings)
 
     def __post_init__(self) -> None:
-        if self.policy not in ("newest", "block"):
-            raise ConfigError(f"policy {self.policy!r} is not newest or block")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"policy {self.policy!r} is not one of {', '.join(POLICIES)}")
         if self.delay_ms < 0 or self.delay_ms > 10_000:
             raise ConfigError(f"--delay {self.delay_ms} ms is outside 0-10000")
         if self.duration is not None and self.duration <= 0:

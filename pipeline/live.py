@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from stages.controls import HELP, Controls
 from stages.encode import EncodeSettings, EncodeStage
 from stages.errors import ConfigError, OutputError
 from stages.overlay import BoxesStage
+from stages.swap import SwapStage
 
 DEFAULT_SERVE = "127.0.0.1:8080"
 
@@ -52,20 +52,6 @@ def parse_serve(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_port(host: str, port: int) -> None:
-    """OutputError when HOST:PORT cannot be listened on (in use, or not an address here)."""
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-    except OSError as err:
-        in_use = err.errno in (98, 48, 10048)  # EADDRINUSE on Linux, macOS, Windows
-        why = "is in use (another swapstream or web server?)" if in_use else \
-            f"cannot be listened on ({err.strerror or err})"
-        raise OutputError(f"--serve {host}:{port}: port {port} {why}; pick another with --serve PORT") \
-            from None
-
-
 def plan_outputs(cfg: LiveConfig) -> LiveConfig:
     """With no output asked for: a window where there is a display, else the web page."""
     if cfg.outputs():
@@ -78,15 +64,15 @@ def plan_outputs(cfg: LiveConfig) -> LiveConfig:
 def check_outputs(cfg: LiveConfig) -> None:
     """Every output's user errors, before the camera opens."""
     if cfg.record:
-        EncodeStage(EncodeSettings(cfg.record), None).validate()
-        if Path(cfg.record).suffix.lower() not in (".mp4", ".mkv", ".mov", ".m4v"):
-            raise OutputError(f"--record {cfg.record}: use a .mp4, .mkv or .mov name")
+        EncodeStage(EncodeSettings(cfg.record), None).validate()  # folder, extension
     if cfg.stream:
         from stages.stream import stream_format
 
         stream_format(cfg.stream)
     if cfg.serve is not None:
-        check_port(*parse_serve(cfg.serve))
+        from stages.web import listen
+
+        listen(*parse_serve(cfg.serve)).close()  # in use, not an address here, privileged
     if cfg.window and not display_available():
         raise ConfigError("--window: no display here (DISPLAY is not set, or OpenCV has no GUI); use "
                           "--serve to watch in a browser, or --virtual-camera / --stream")
@@ -140,6 +126,20 @@ def _one_torch_thread(device: str) -> None:
         torch.set_num_threads(1)
 
 
+def wire_controls(controls: Controls, stages: list) -> None:
+    """Make the swap and box stages among `stages` obey `controls` (swap on/off, direction, boxes)."""
+    swap = next(s for s in stages if isinstance(s, SwapStage))
+    boxes = next(s for s in stages if isinstance(s, BoxesStage))
+
+    def apply(state: dict) -> None:
+        swap.enabled = state["swap"]
+        if state["direction"] != swap.settings.direction:
+            swap.set_direction(state["direction"])
+        boxes.enabled = state["boxes"]
+
+    controls.on_change(apply)
+
+
 def live(cfg: LiveConfig, say: Callable[[str], None] = print,
          extra_sinks: list[Sink] | None = None, on_capture: Callable | None = None) -> LiveStats:
     """Run a live session (see the module docstring); returns its statistics. SwapstreamError
@@ -169,21 +169,12 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print,
         has_audio = audio_src is not None or info.has_audio
         _one_torch_thread(cfg.device)
         stages = [lk.build() for lk in make_chain(cfg, meta)] + [BoxesStage()]
-        swap, boxes = stages[2], stages[-1]
         controls = Controls(direction=cfg.direction)
-
-        def apply(state: dict) -> None:
-            swap.enabled = state["swap"]
-            if state["direction"] != swap.settings.direction:
-                swap.set_direction(state["direction"])
-            boxes.enabled = state["boxes"]
-
-        controls.on_change(apply)
-        stats_box: list[LiveStats] = []
-        sinks = build_sinks(cfg, info, controls, lambda: stats_box[0].snapshot(), has_audio)
+        wire_controls(controls, stages)
+        # the window and the page read the statistics, which are made once the sinks are known
+        sinks = build_sinks(cfg, info, controls, lambda: stats.snapshot(), has_audio)
         sinks += extra_sinks or []
         stats = LiveStats([s.name for s in stages], [s.name for s in sinks])
-        stats_box.append(stats)
     except BaseException:
         source.close()
         if audio_src is not None:
@@ -191,6 +182,7 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print,
         for s in sinks:
             s.close()
         raise
+
     def ready() -> None:  # after set-up: a server's URL has its real port now
         say(f"live: {info.label} ({info.kind}), {info.width}x{info.height} at {info.fps:g} fps"
             f"{', with audio' if has_audio else ''}; model {cfg.model} ({cfg.direction})")

@@ -51,7 +51,7 @@ class LiveOptions:
     policy: str = "newest"
     delay_ms: float = 0.0
     duration: float | None = None  # seconds; None: until the source ends or the user quits
-    sink_queue: int = 8  # frames a keep-every-frame sink may fall behind before it slows the chain
+    sink_queue: int = 8  # frames a keep-every-frame sink may fall behind before it loses the oldest
     on_capture: object = None  # called with each captured packet before it enters (instrumentation)
     in_flight: int = 2  # frames in the chain at once: two keep both cores busy; more only add latency
     on_ready: object = None  # called once every stage and sink is set up, before the first frame

@@ -25,8 +25,8 @@ from stages.live_av import LiveAV
 # max_interleave_delta: write each packet at once (by default the muxer holds video back until
 # the audio encoder, ~50 ms behind by its frame size and priming, catches up); flush_packets:
 # send at once; omit_video_pes_length=0: a receiver knows a frame is complete when its last
-# bytes arrive, not when the next frame starts (measured on 127.0.0.1, 640x480: 130 -> 34 ms
-# from mux to decoded frame at a PyAV receiver).
+# bytes arrive, not when the next frame starts. Measured with a PyAV receiver on 127.0.0.1 at
+# 640x480, from mux to decoded frame: video only 68 -> 34 ms, with audio 103 -> 70 ms.
 _LOW_LATENCY = {"mpegts": {"max_interleave_delta": "1", "flush_packets": "1", "omit_video_pes_length": "0",
                            "pes_payload_size": "0"},
                 "flv": {"max_interleave_delta": "1", "flush_packets": "1"}}

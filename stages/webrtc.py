@@ -239,10 +239,11 @@ class Viewers:
                 sender = pc.addTrack(tracks[-1])
                 if isinstance(tracks[-1], AudioTrack) and hasattr(sender, "_stream_id"):
                     # Audio in a stream of its own, so the browser does not hold the video back
-                    # to lip-sync it with its adaptive audio buffer: that added ~60-130 ms to the
-                    # page's video. The audio already left the pipeline with its frame; it reaches
-                    # the ear ~40-90 ms after the picture, inside ITU-R BT.1359's 125 ms for late
-                    # audio. (aiortc gives every track of a connection one stream id.)
+                    # to lip-sync it with its adaptive audio buffer (measured: the page's video
+                    # buffer grew from ~7 to ~70 ms over a minute; now ~13 ms). The audio left
+                    # the pipeline with its frame; here it waits 40-100 ms (AUDIO_PREFILL_S to
+                    # AUDIO_MAX_S) plus the browser's audio buffer (~40 ms in its stats), so it
+                    # trails the picture. (aiortc gives all tracks of a connection one stream id.)
                     sender._stream_id = f"{sender._stream_id}-audio"
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as err:
