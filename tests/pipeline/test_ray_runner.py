@@ -71,8 +71,24 @@ def test_fused_and_separate_face_actors_give_the_same_video(ray_local, clips, mo
 
 
 def _actor_pids(title: str) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if title in line]
+    """Pids of the processes titled `title`, leaving out their children (a fork inherits the title)."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()]
+    titled = {int(r[0]): int(r[1]) for r in rows if len(r) == 3 and title in r[2]}
+    return [pid for pid, parent in titled.items() if parent not in titled]
+
+
+def _kill_one(title: str, earlier: set[int], run: threading.Thread, deadline: float) -> int:
+    """SIGKILL one new worker titled `title` while `run` goes on; its pid."""
+    while time.time() < deadline and run.is_alive():
+        for pid in (p for p in _actor_pids(title) if p not in earlier):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                return pid
+            except ProcessLookupError:  # gone between ps and kill: look again
+                continue
+        time.sleep(0.1)
+    raise AssertionError(f"no {title} process to kill while the conversion ran")
 
 
 @pytest.mark.parametrize(("stage", "fuse"), [("Detect", "auto"), ("Blend", "off"), ("AlignSwapBlend", "on")])
@@ -85,14 +101,11 @@ def test_a_killed_worker_is_restarted_and_no_frame_is_lost(ray_local, long_clip,
     run = threading.Thread(target=lambda: result.update(
         s=convert(long_clip, out, _ray_cfg(model_dir, fuse=fuse), progress=False)))
     run.start()
-    deadline = time.time() + 60
-    pids = []
-    while not pids and time.time() < deadline:  # the process title names the stage
-        pids = [p for p in _actor_pids(title) if p not in earlier]
-        time.sleep(0.2)
-    assert pids, f"no {title} process"
-    time.sleep(2.0)  # let it work on some frames first
-    os.kill(pids[0], signal.SIGKILL)
+    deadline = time.time() + 90
+    while time.time() < deadline and run.is_alive() and not list(tmp_path.glob(".out.partial-*")):
+        time.sleep(0.1)  # the encoder has opened its file: every worker is ready
+    time.sleep(1.0)  # let them work on some frames first
+    killed = _kill_one(title, earlier, run, deadline)
     run.join(timeout=180)
     assert not run.is_alive()
     assert "s" in result, "conversion failed after the worker was killed"
@@ -100,7 +113,7 @@ def test_a_killed_worker_is_restarted_and_no_frame_is_lost(ray_local, long_clip,
     dst_frames, dst_t = decode_all(out)
     assert dst_t == src_t  # every frame once, in order
     assert result["s"].faces_swapped == len(src_t)
-    assert pids[0] not in _actor_pids(title)  # that process is gone; a new one finished the work
+    assert killed not in _actor_pids(title)  # that process is gone; a new one finished the work
 
 
 def test_in_flight_batches_are_bounded(ray_local, long_clip, model_dir, tmp_path, monkeypatch):
