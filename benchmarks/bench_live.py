@@ -13,6 +13,10 @@ the in-process sink, so each output is compared with in-process in the same run.
 
     python benchmarks/bench_live.py                       # 60 s runs, 640x480 and 1280x720
     python benchmarks/bench_live.py --seconds 20 --presets lite64 --no-outputs   # quick look
+    python benchmarks/bench_live.py --presets "" --outputs browser   # only the web page runs
+
+The page also reports each frame's receiveTime (its last RTP packet in), so the browser row is
+split into the server's part (up to arrival) and the browser's (decode and draw).
 
 Goals (2-core CPU, lite64, in-process sink): 640x480@30: 30 fps out, <= 1 % dropped, p95 <= 50
 ms; 1280x720@30: >= 25 fps, p95 <= 80 ms; drift <= 10 %; through the browser p95 at most 60 ms
@@ -86,7 +90,8 @@ PAGE_READER = "(() => { const K = " + json.dumps({"bits": BITS, "x0": X0, "y0": 
         }
         if (s / 25 > 128) value |= (1 << b);
       }
-      window.__codes.push([value, performance.timeOrigin + now]);
+      window.__codes.push([value, performance.timeOrigin + now,
+                           meta.receiveTime ? performance.timeOrigin + meta.receiveTime : null]);
     }
     v.requestVideoFrameCallback(tick);
   };
@@ -184,7 +189,13 @@ def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: 
         recv.join(timeout=10)
         res["udp"] = figures(latencies(recv.got, clock), captured, dropped, seconds)
     if browser is not None:
-        res["browser"] = figures(latencies(browser.stop(), clock, wall=True), captured, dropped, seconds)
+        codes = browser.stop()
+        shown = [c[:2] for c in codes]
+        res["browser"] = figures(latencies(shown, clock, wall=True), captured, dropped, seconds)
+        # where the page's latency goes: up to the frame's last packet arriving (the server's
+        # encoding and sending), and from there to the page drawing it (the browser's part)
+        received = [(c[0], c[2]) for c in codes if c[2] is not None]
+        res["browser-received"] = figures(latencies(received, clock, wall=True), captured, dropped, seconds)
     return res
 
 
@@ -224,6 +235,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="640x480,1280x720")
     ap.add_argument("--presets", default="lite64,original64")
     ap.add_argument("--engines", default="eager")
+    ap.add_argument("--outputs", default="udp,browser",
+                    help="outputs measured beside the in-process sink, each in a run of its own")
     ap.add_argument("--no-outputs", action="store_true", help="skip the UDP + browser runs")
     ap.add_argument("--model", help="checkpoint to use for every preset (default: random weights per preset)")
     ap.add_argument("--port", type=int, default=23450)
@@ -234,26 +247,26 @@ def main() -> None:
     for size in a.sizes.split(","):
         w, h = map(int, size.split("x"))
         clip = make_clip(work / f"clip_{size}.mp4", ["astronaut"], 10.0, 30, w, h, 0.5, seed=3)
-        for name in a.presets.split(","):
+        for name in [p for p in a.presets.split(",") if p]:
             model = a.model or str(save_checkpoint(work / name, SwapModel(preset(name), ["a", "b"]), name))
             for engine in a.engines.split(","):
                 print(f"{size} {name} {engine}: {a.seconds:.0f} s, in-process sink", flush=True)
                 r = run(clip, model, engine, a.seconds, "", a.port)
                 results.append({"size": size, "preset": name, "engine": engine, "with": "", **r})
                 print("   ", r["in-process"], flush=True)
-        for output in ([] if a.no_outputs else ["udp", "browser"]):
+        for output in ([] if a.no_outputs else [o for o in a.outputs.split(",") if o]):
             model = a.model or str(save_checkpoint(work / "lite64", SwapModel(preset("lite64"), ["a", "b"]),
                                                    "lite64"))
             print(f"{size} lite64 eager: {a.seconds:.0f} s, in-process + {output}", flush=True)
             r = run(clip, model, "eager", a.seconds, output, a.port)
             results.append({"size": size, "preset": "lite64", "engine": "eager", "with": output, **r})
-            for k in ("in-process", output):
+            for k in ("in-process", output, *(["browser-received"] if output == "browser" else [])):
                 print(f"    {k}: {r.get(k)}", flush=True)
     Path(a.json).write_text(json.dumps(results, indent=1, default=str))
     print(f"\n{'size':<10}{'preset':<12}{'engine':<8}{'output':<12}{'fps out':>8}{'drop %':>8}"
           f"{'p50':>7}{'p95':>7}{'p99':>7}{'drift %':>9}")
     for r in results:
-        for k in ("in-process", "udp", "browser"):
+        for k in ("in-process", "udp", "browser", "browser-received"):
             f = r.get(k)
             if not f or not f.get("frames"):
                 continue
