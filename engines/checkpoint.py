@@ -37,6 +37,7 @@ class Checkpoint:
     step: int = 0
     training: dict = field(default_factory=dict)
     optimizer: dict[str, torch.Tensor] | None = None
+    sha256: str = ""  # of model.safetensors, as model.json records it (engine cache keys use it)
 
     @property
     def identities(self) -> list[str]:
@@ -217,4 +218,4 @@ def load_checkpoint(path: str | Path, expect_preset: str | None = None,
         except SafetensorError as e:
             raise ModelError(f"{opt_file} is corrupt ({e}); delete it to resume with a fresh "
                              f"optimizer") from None
-    return Checkpoint(model, preset, int(meta.get("step", 0)), meta.get("training", {}), opt)
+    return Checkpoint(model, preset, int(meta.get("step", 0)), meta.get("training", {}), opt, meta["sha256"])

@@ -1,42 +1,149 @@
-"""Engine registry: backends register by name; create_engine builds one from a checkpoint.
+"""The engine registry: names mapped to "module:Class", imported only when asked for.
 
-An engine has `swap(crops, to_identity) -> (faces, masks)`:
-crops (N, S, S, 3) uint8 RGB -> faces (N, S, S, 3) uint8 RGB, masks (N, S, S) float32 in [0, 1].
+    create_engine(name, checkpoint, device, precision=..., batch_size=...) -> a SwapEngine
+    engine_status(device) -> [(name, available, why not)]    (`swapstream engines`)
+    pick_engine(device)   -> the fastest engine available for the device class
+
+An engine whose optional packages are missing is listed, not imported: asking for it gives one
+line naming the extra to install (ConfigError: exit 2). No engine module imports another, and
+none imports this one, so there is no import circle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+import importlib
+import importlib.util
+import shutil
+from dataclasses import dataclass
 
+import torch
+
+from engines.device import resolve_device
 from stages.errors import ConfigError
 
-_ENGINES: dict[str, Callable] = {}
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """name; target "module:Class"; what it is; the Python packages it needs and the pip extra
+    that installs them; the device classes it runs on."""
+
+    name: str
+    target: str
+    summary: str
+    modules: tuple[str, ...] = ()
+    extra: str | None = None
+    devices: tuple[str, ...] = ("cpu", "cuda")
 
 
-def register_engine(name: str) -> Callable:
-    """Class decorator: `@register_engine("eager")`."""
+ENGINES: dict[str, EngineSpec] = {}
 
-    def wrap(cls: Callable) -> Callable:
-        _ENGINES[name] = cls
-        return cls
-
-    return wrap
-
-
-def available_engines() -> list[str]:
-    _load_builtin()
-    return sorted(_ENGINES)
+# The fastest first, per device class, at the default precision (fp32 on CPU, fp16 on CUDA), as
+# benchmarks/bench_engines.py measured (README, "Swap engines"). CPU: ONNX Runtime 2-3x eager at
+# batch 1 and level at 32; torch.compile level to 2x but 10-20 s to compile. CUDA: unmeasured
+# here (no GPU lent); TensorRT and CUDA graphs first by design.
+AUTO_ORDER = {"cpu": ("onnx", "compile", "eager"), "cuda": ("tensorrt", "compile", "onnx", "eager")}
 
 
-def create_engine(name: str, checkpoint: str | Path, device: str = "auto", **options):
-    """Build engine `name` for the checkpoint directory; lists the valid names on a wrong one."""
-    _load_builtin()
-    if name not in _ENGINES:
-        raise ConfigError(f"unknown engine {name!r}; available engines: {', '.join(sorted(_ENGINES))}")
-    return _ENGINES[name](checkpoint, device=device, **options)
+def register_engine(spec: EngineSpec) -> EngineSpec:
+    """Add an engine (or replace one of the same name); it is imported only when used."""
+    ENGINES[spec.name] = spec
+    return spec
 
 
-def _load_builtin() -> None:
-    # Imported here, not at module top, so that engines register without an import cycle.
-    import engines.eager  # noqa: F401
+for _spec in (
+    EngineSpec("eager", "engines.eager:EagerEngine", "PyTorch eager, the reference"),
+    EngineSpec("compile", "engines.compiled:CompileEngine", "torch.compile (Inductor kernels)"),
+    EngineSpec("onnx", "engines.onnx:OnnxEngine", "ONNX Runtime (exported once, cached)",
+               ("onnxruntime", "onnx", "onnxscript"), "onnx"),
+    EngineSpec("tensorrt", "engines.tensorrt:TensorRTEngine", "TensorRT via torch-tensorrt (cached)",
+               ("torch_tensorrt", "tensorrt"), "tensorrt", ("cuda",)),
+):
+    register_engine(_spec)
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _cxx() -> str | None:
+    for name in ("g++", "c++", "clang++", "cl"):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def why_unavailable(name: str, device: torch.device) -> str | None:
+    """None if engine `name` can run on `device` here; otherwise why not and the fix."""
+    spec = ENGINES[name]
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    missing = [m for m in spec.modules if not _has(m)]
+    if missing:
+        return (f"needs {', '.join(missing)}: pip install 'swapstream[{spec.extra}]'" if spec.extra
+                else f"needs {', '.join(missing)}")
+    if kind not in spec.devices:
+        return f"runs on {' or '.join(spec.devices)} only, not {kind}"
+    if name == "compile":
+        if kind == "cpu" and _cxx() is None:
+            return "needs a C++ compiler on CPU (g++ or clang++; Visual C++ on Windows)"
+        if kind == "cuda" and not _has("triton"):
+            return "needs triton on CUDA (pip install triton)"
+    if name == "onnx" and kind == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "ONNX Runtime here has no CUDA provider: pip install 'swapstream[onnx-gpu]'"
+    return None
+
+
+def engine_status(device: str = "auto") -> list[tuple[str, bool, str]]:
+    """(name, available on this device, why not or what it is) for every registered engine."""
+    dev = resolve_device(device)
+    out = []
+    for name, spec in ENGINES.items():
+        why = why_unavailable(name, dev)
+        out.append((name, why is None, why or spec.summary))
+    return out
+
+
+def available_engines(device: str = "auto") -> list[str]:
+    """Names of the engines that can run on `device` here."""
+    return [name for name, ok, _ in engine_status(device) if ok]
+
+
+def pick_engine(device: str = "auto") -> str:
+    """The engine `auto` stands for: the first of AUTO_ORDER available for the device class."""
+    dev = resolve_device(device)
+    for name in AUTO_ORDER["cuda" if dev.type == "cuda" else "cpu"]:
+        if name in ENGINES and why_unavailable(name, dev) is None:
+            return name
+    return "eager"
+
+
+def engine_class(name: str) -> type:
+    """Import and return engine `name`'s class; ConfigError naming the fix when it cannot be."""
+    if name not in ENGINES:
+        raise ConfigError(f"unknown engine {name!r}; engines: auto, {', '.join(ENGINES)} "
+                          f"(`swapstream engines` shows which run here)")
+    spec = ENGINES[name]
+    missing = [m for m in spec.modules if not _has(m)]
+    if missing:
+        raise ConfigError(f"engine {name!r} needs {' and '.join(missing)} (not installed): "
+                          f"pip install 'swapstream[{spec.extra}]', or pick another with --engine")
+    module, cls = spec.target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create_engine(name: str, checkpoint, device: str = "auto", **options):
+    """Build engine `name` (or `auto`) for the checkpoint folder; options go to the engine
+    (batch_size, precision, and the engine's own, such as providers for onnx)."""
+    if name == "auto":
+        name = pick_engine(device)
+    dev = resolve_device(device)
+    cls = engine_class(name)
+    why = why_unavailable(name, dev)
+    if why is not None:
+        raise ConfigError(f"engine {name!r} cannot run here: {why}")
+    return cls(checkpoint, device=device, **options)

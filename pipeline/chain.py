@@ -8,6 +8,7 @@ live all start from `make_chain`; `check_request` is what they check before any 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +19,7 @@ from stages.align import AlignSettings, AlignStage
 from stages.base import Needs, Stage
 from stages.blend import BlendStage
 from stages.detect import DetectStage
-from stages.errors import ModelError, OutputError
+from stages.errors import ConfigError, ModelError, OutputError
 from stages.swap import SwapSettings, SwapStage
 
 
@@ -53,25 +54,66 @@ def make_chain(cfg, meta: dict) -> Chain:
     align = AlignSettings(size=int(meta["model"]["size"]),
                           coverage=float(meta.get("training", {}).get("coverage", 0.7)),
                           **dataclasses.asdict(cfg.align))
-    swap = SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device)
+    swap = swap_settings(cfg)
     return [link(DetectStage, cfg.detect), link(AlignStage, align), link(SwapStage, swap),
             link(BlendStage, cfg.blend)]
 
 
-def check_model(cfg) -> dict:
-    """The model a request names: present, sound, and able to swap in its direction. Returns its
-    model.json; raises ModelError naming the problem and the fix."""
+def check_model(cfg, say: Callable[[str], None] | None = None) -> dict:
+    """The model a request names: present, sound, and able to swap in its direction, and an
+    engine that runs here (cfg.engine "auto" is resolved in place; `say` gets the line naming
+    it). Returns its model.json; raises ModelError / ConfigError naming the problem and the fix."""
     if not cfg.model:
         raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`)")
     meta = verify_checkpoint(cfg.model)  # corrupt weights fail here, not in a worker
-    SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device).check_identities(meta["identities"])
+    swap_settings(cfg).check_identities(meta["identities"])
+    line = choose_engine(cfg)
+    if say is not None:
+        say(line)
     return meta
 
 
-def check_request(cfg, src: Path, dst: Path) -> dict:
+def swap_settings(cfg) -> SwapSettings:
+    """The swap stage's settings of a request. Convert: batches of up to 32 faces. Live: one face
+    per call (static shapes: CUDA graphs for the compile engine), every direction built in
+    setup so that a direction toggle never stalls the stream."""
+    from pipeline.config import LiveConfig
+
+    live = isinstance(cfg, LiveConfig)
+    providers = tuple(p.strip() for p in cfg.providers.split(",") if p.strip())
+    return SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device, 1 if live else 32,
+                        cfg.precision, providers, warm_all=live)
+
+
+def to_stderr(line: str) -> None:
+    """A line for the user beside a progress bar."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def choose_engine(cfg) -> str:
+    """Resolve cfg.engine == "auto" to the engine it stands for (in place, so every worker builds
+    the same one) and check that the engine can run here: one line saying which engine runs.
+    ConfigError (exit 2) when the engine asked for cannot run here, naming the fix."""
+    from engines.device import resolve_device, resolve_precision
+    from engines.registry import ENGINES, engine_class, pick_engine, why_unavailable
+
+    dev = resolve_device(cfg.device)
+    asked = cfg.engine
+    if asked == "auto":
+        cfg.engine = pick_engine(cfg.device)
+    engine_class(cfg.engine)  # unknown or not installed: the line naming the extra
+    why = why_unavailable(cfg.engine, dev)
+    if why is not None:
+        raise ConfigError(f"engine {cfg.engine!r} cannot run here: {why}")
+    precision = resolve_precision(cfg.precision, dev)
+    how = "the fastest available here; --engine to choose" if asked == "auto" else "as asked"
+    return f"engine: {cfg.engine} ({ENGINES[cfg.engine].summary}), {precision} on {dev} - {how}"
+
+
+def check_request(cfg, src: Path, dst: Path, say: Callable[[str], None] | None = None) -> dict:
     """Everything a user can get wrong in a conversion, before any work; returns the model's
     metadata."""
-    meta = check_model(cfg)
+    meta = check_model(cfg, say)
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise OutputError(f"output {dst} is the input file; choose another output name")
     return meta

@@ -1,4 +1,4 @@
-"""The `swapstream` command: extract, train, convert, live, demo.
+"""The `swapstream` command: extract, train, convert, live, compile, engines, demo.
 
 User-fixable problems (SwapstreamError) print one line and exit 2; Ctrl-C exits 130; either way
 no half-written output is left under the final name.
@@ -47,8 +47,7 @@ def _add_convert(sub) -> None:
                    help="with --segments: fail unless an interrupted run of this command can be resumed")
     p.add_argument("--work-dir", help="with --segments: where segments and their manifest are kept "
                                       "(default .OUTPUT.swapstream-work beside the output)")
-    p.add_argument("--engine", default=None, help="swap engine (default eager)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] (default auto)")
+    _engine_flags(p)
     p.add_argument("--config", help="YAML file with detect/align/blend/encode sections")
     p.add_argument("--color", choices=["none", "reinhard", "hist"], help="colour matching (reinhard)")
     p.add_argument("--sharpen", choices=["none", "unsharp", "gaussian", "box"], help="sharpening (none)")
@@ -67,6 +66,7 @@ def _run_convert(a) -> int:
 
     values = load_yaml(a.config) if a.config else {}
     flags = {"model": a.model, "direction": a.direction, "runner": a.runner, "engine": a.engine,
+             "precision": a.precision, "providers": a.providers,
              "device": a.device, "address": a.address, "detect_actors": a.detect_actors,
              "blend_actors": a.blend_actors, "fuse": a.fuse, "verbose": a.verbose or None,
              "blend": {"color": a.color, "sharpen": a.sharpen, "sharpen_amount": a.sharpen_amount,
@@ -245,8 +245,7 @@ def _add_live(sub) -> None:
                         "or FORMAT:ARGS")
     p.add_argument("--delay", type=float, metavar="MS", help="fixed output delay: frames released evenly at "
                                                              "capture time + MS")
-    p.add_argument("--engine", help="swap engine (default eager)")
-    p.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
+    _engine_flags(p)
     p.add_argument("--config", help="YAML file; its detect/align/blend sections apply")
     p.add_argument("--stats", metavar="FILE.json", help="write the statistics table as JSON at the end")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -271,7 +270,8 @@ def _run_live(a) -> int:
                           "trains one into demo_output/model)")
     values = live_values(load_yaml(a.config)) if a.config else {}
     flags = {"model": a.model, "direction": a.direction, "engine": a.engine, "device": a.device,
-             "camera": a.camera, "size": a.size, "fps": a.fps, "loop": a.loop or None,
+             "precision": a.precision, "providers": a.providers, "camera": a.camera, "size": a.size,
+             "fps": a.fps, "loop": a.loop or None,
              "window": a.window or None, "virtual_camera": a.virtual_camera, "stream": a.stream,
              "serve": a.serve, "record": a.record, "audio": a.audio, "delay_ms": a.delay,
              "duration": a.duration, "policy": a.policy, "stats": a.stats}
@@ -298,6 +298,61 @@ def _run_demo(a) -> int:
     return 0
 
 
+def _engine_flags(p) -> None:
+    """--engine / --precision / --providers / --device, shared by convert, live and compile."""
+    p.add_argument("--engine", help="swap engine: auto (default: the fastest that runs here), eager, "
+                                    "compile, onnx, tensorrt; `swapstream engines` lists them")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto (default): fp16 on CUDA, fp32 on CPU; bf16 is about 2x fp32 on CPUs with "
+                        "AVX-512 BF16 or AMX")
+    p.add_argument("--providers", metavar="LIST",
+                   help="onnx engine: ONNX Runtime providers in order, e.g. CUDAExecutionProvider,"
+                        "CPUExecutionProvider (default: the best installed)")
+    p.add_argument("--device", help="auto | cpu | cuda[:N] (default auto)")
+
+
+def _add_engines(sub) -> None:
+    p = sub.add_parser("engines", help="list the swap engines and whether each runs here",
+                       description="List every swap engine, whether it can run on this machine (and "
+                                   "why not), and which one --engine auto picks.")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.set_defaults(func=_run_engines)
+
+
+def _run_engines(a) -> int:
+    from engines.registry import engine_status, pick_engine
+
+    rows = engine_status(a.device)
+    width = max(len(n) for n, _, _ in rows)
+    for name, ok, note in rows:
+        print(f"{name:<{width}}  {'yes' if ok else 'no ':<3}  {note}")
+    print(f"--engine auto picks: {pick_engine(a.device)}")
+    return 0
+
+
+def _add_compile(sub) -> None:
+    p = sub.add_parser("compile", help="build a model's swap engine ahead of time",
+                       description="Build the engine for every direction of MODEL into the engine cache "
+                                   "(shared by convert, live and every worker on this machine), so the "
+                                   "first run does not wait for it. A valid cached engine is not rebuilt.")
+    p.add_argument("model", help="checkpoint directory from `swapstream train`")
+    p.add_argument("--engine", required=True, choices=["onnx", "compile", "tensorrt"], help="engine to build")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto (default): fp16 on CUDA, fp32 on CPU")
+    p.add_argument("--batch", default="32", metavar="[1-]N", help="largest batch the engine takes (32)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.set_defaults(func=_run_compile)
+
+
+def _run_compile(a) -> int:
+    from engines.ahead import compile_ahead, parse_batch
+    from engines.checkpoint import verify_checkpoint
+
+    verify_checkpoint(a.model)
+    compile_ahead(a.model, a.engine, a.precision, parse_batch(a.batch), a.device)
+    return 0
+
+
 def _drop_none(d: dict) -> dict:
     out = {}
     for k, v in d.items():
@@ -317,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_extract, _add_train, _add_convert, _add_live, _add_demo):
+    for add in (_add_extract, _add_train, _add_convert, _add_live, _add_compile, _add_engines, _add_demo):
         add(sub)
     return p
 

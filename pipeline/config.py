@@ -55,7 +55,9 @@ class ConvertConfig:
 
     model: str = ""
     direction: str = "a2b"
-    engine: str = "eager"
+    engine: str = "auto"  # auto: the fastest engine available for the device (engines.registry)
+    precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    providers: str = ""  # onnx engine: ONNX Runtime providers, comma-separated; "": the best available
     device: str = "auto"
     runner: str = "ray"  # ray | local (the reference: every stage in one process)
     batch_size: int = 8
@@ -93,7 +95,9 @@ class LiveConfig:
 
     model: str = ""
     direction: str = "a2b"
-    engine: str = "eager"
+    engine: str = "auto"
+    precision: str = "auto"
+    providers: str = ""
     device: str = "auto"
     camera: str = "0"
     size: str = ""  # WxH asked of the camera (and frames scaled to it); "": the camera's default

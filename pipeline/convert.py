@@ -15,7 +15,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from pipeline.chain import Link, check_request, make_chain
+from pipeline.chain import Link, check_request, make_chain, to_stderr
 from pipeline.config import RUNNERS, ConvertConfig, write_resolved
 from pipeline.counting import CountingSink
 from pipeline.local_runner import run_local
@@ -47,7 +47,7 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
             progress: bool = True) -> ConvertSummary:
     """Swap the faces of input_path into output_path. Raises SwapstreamError on bad input."""
     src, dst = Path(input_path), Path(output_path)
-    meta = check_request(cfg, src, dst)
+    meta = check_request(cfg, src, dst, say=to_stderr if progress else None)
     chain = make_chain(cfg, meta)
     decode = DecodeStage(DecodeSettings(str(src)))
     settings: EncodeSettings | None = None

@@ -147,7 +147,7 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print,
     every output was closed properly. For programs (tests, benchmarks): `extra_sinks` are added
     to the outputs, `on_capture(packet)` sees each frame as it is captured."""
     cfg = plan_outputs(cfg) if not extra_sinks else cfg
-    meta = check_model(cfg)
+    meta = check_model(cfg, say)
     check_outputs(cfg)
     w, h = parse_size(cfg.size) if cfg.size else (0, 0)
     audio_src = None

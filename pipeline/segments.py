@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.chain import check_request
+from pipeline.chain import check_request, to_stderr
 from pipeline.config import ConvertConfig, write_resolved
 from pipeline.segment_io import join_segments, run_segment
 from pipeline.segment_plan import (
@@ -162,7 +162,7 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
     src, dst = Path(input_path).absolute(), Path(output_path).absolute()
     n = segments if segments is not None else (cfg.segments or 0)
     cfg = dataclasses.replace(cfg, segments=n)
-    meta = check_request(cfg, src, dst)
+    meta = check_request(cfg, src, dst, say=to_stderr if progress else None)
     info = probe(src)  # a bad input fails here, with decode's message
     EncodeStage(EncodeSettings(str(dst), cfg.encode.codec), info).validate()
     t0 = time.perf_counter()

@@ -16,13 +16,19 @@ DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}
 @dataclass
 class SwapSettings:
     """model: checkpoint directory; direction: a2b (A's faces get B's) or b2a;
-    engine: a registered engine name; device: auto | cpu | cuda[:N]."""
+    engine: auto or a registered engine name; device: auto | cpu | cuda[:N];
+    precision: auto | fp32 | fp16 | bf16; providers: ONNX Runtime providers (onnx engine; empty:
+    the best available); warm_all: build every direction in setup (live: a direction toggle
+    then never stalls), not only this one."""
 
     model: str
     direction: str = "a2b"
-    engine: str = "eager"
+    engine: str = "auto"
     device: str = "auto"
     batch_size: int = 32
+    precision: str = "auto"
+    providers: tuple[str, ...] = ()
+    warm_all: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -58,8 +64,13 @@ class SwapStage(Stage):
         from engines import create_engine
 
         s = self.settings
-        self.engine = create_engine(s.engine, s.model, device=s.device, batch_size=s.batch_size)
+        options = {"providers": list(s.providers)} if s.providers else {}
+        self.engine = create_engine(s.engine, s.model, device=s.device, batch_size=s.batch_size,
+                                    precision=s.precision, **options)
         s.check_identities(self.engine.identities)
+        # compile / export / allocate now, so the first frame or batch does not wait for it
+        for identity in (self.engine.identities if s.warm_all else [s.to_identity]):
+            self.engine.warmup(identity)
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         if self.engine is None:

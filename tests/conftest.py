@@ -4,12 +4,16 @@ by the real extractor, and a lite64 model trained for a few steps. Treat them as
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GLOG_minloglevel", "2")
+# The engine cache (exported ONNX files, Inductor kernels) of this test run, not the user's: set
+# before any Ray worker starts, so the workers share it with the tests.
+os.environ["SWAPSTREAM_CACHE"] = tempfile.mkdtemp(prefix="swapstream-test-cache-")
 warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
 
 CLIP_W, CLIP_H, CLIP_SECONDS, CLIP_FPS = 400, 300, 2.0, 30

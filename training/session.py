@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from engines.checkpoint import read_meta
-from engines.eager import resolve_device
+from engines.device import resolve_device
 
 
 class LocalSession:

@@ -1,0 +1,115 @@
+"""The engine cache: compiled engines (ONNX files, TensorRT programs) kept by what they were built
+from, shared by every process on the machine.
+
+Where: $SWAPSTREAM_CACHE, else $XDG_CACHE_HOME/swapstream, else ~/.cache/swapstream; engines go
+under `engines/<engine>/<key>/`, beside an `entry.json` that records the key's fields and the
+sha256 and size of the engine file. Not inside the checkpoint folder: a checkpoint save carries
+the folder's other files into the new checkpoint, so an unkeyed engine there would outlive its
+weights.
+
+The key is the sha256 of the fields that make an engine: the weights' sha256 (from model.json),
+the direction (the decoder's identity), the precision, the batch range, the device (GPU name and
+compute capability, or CPU architecture) and the versions of the packages that built it. A stale
+or foreign engine has another key, so it is never loaded; a truncated or altered file fails its
+recorded sha256 and is rebuilt.
+
+Two processes building the same key at once each write a temporary folder and rename it into
+place; the loser's folder is thrown away and both use the winner's complete engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+ENTRY = "entry.json"
+
+
+def cache_root() -> Path:
+    """The folder swapstream caches in (not created here)."""
+    if os.environ.get("SWAPSTREAM_CACHE"):
+        return Path(os.environ["SWAPSTREAM_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "swapstream"
+
+
+def engine_key(fields: dict) -> str:
+    """sha256 hex of the fields (JSON with sorted keys): equal fields, equal key."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class EngineCache:
+    """Engine files of one engine kind under cache_root()/engines/<kind>/<key>/."""
+
+    def __init__(self, kind: str, root: Path | None = None) -> None:
+        self.kind = kind
+        self.dir = (root or cache_root()) / "engines" / kind
+
+    def folder(self, fields: dict) -> Path:
+        return self.dir / engine_key(fields)[:32]
+
+    def lookup(self, fields: dict, filename: str) -> Path | None:
+        """The cached engine file for these fields, or None when there is none or it is not intact
+        (wrong fields, missing, truncated or altered: such a folder is removed)."""
+        folder = self.folder(fields)
+        path, entry = folder / filename, folder / ENTRY
+        if not entry.exists():
+            return None
+        try:
+            meta = json.loads(entry.read_text())
+            ok = (meta.get("key") == engine_key(fields) and path.exists()
+                  and path.stat().st_size == meta.get("size") and _sha256(path) == meta.get("sha256"))
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return path
+
+    def store(self, fields: dict, filename: str, build: Callable[[Path], None]) -> Path:
+        """Build the engine with build(path) into a temporary folder and move it into place
+        atomically; returns the cached file's path (another process's, if it won the race)."""
+        folder = self.folder(fields)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            path = tmp / filename
+            build(path)
+            if not path.exists():
+                raise RuntimeError(f"building the {self.kind} engine wrote no {filename}")
+            meta = {"key": engine_key(fields), "fields": fields, "file": filename,
+                    "size": path.stat().st_size, "sha256": _sha256(path)}
+            (tmp / ENTRY).write_text(json.dumps(meta, indent=2, default=str))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            if folder.exists() and self.lookup(fields, filename) is None:
+                shutil.rmtree(folder, ignore_errors=True)  # a broken one: replace it
+            try:
+                os.rename(tmp, folder)  # fails when another process put a complete one there
+            except OSError:
+                if self.lookup(fields, filename) is None:
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder / filename
+
+    def get(self, fields: dict, filename: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
+        """(path of the engine file, True if it was built now): the cached one when intact."""
+        hit = self.lookup(fields, filename)
+        if hit is not None:
+            return hit, False
+        return self.store(fields, filename, build), True

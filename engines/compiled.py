@@ -1,0 +1,54 @@
+"""torch.compile engine (TorchInductor): the direction compiled into fused kernels.
+
+- CPU: weights frozen into the graph (`freezing`), so convolutions run on pre-packed oneDNN
+  weights; fp32, or bf16 where the CPU has it natively (about twice fp32 with AVX-512 BF16).
+- CUDA: fp32, fp16 or bf16 (a half copy of the weights); with batch_size 1 (live) the shapes are
+  static and the call is a CUDA graph replay ("reduce-overhead"); otherwise a dynamic batch.
+- Compiling happens in warmup()/the first call of a direction, never mid-stream for a new batch
+  size: the batch dimension is dynamic, and a lone face is run as a batch of two (dynamo would
+  compile batch 1 on its own: a second compile, 10-20 s on a CPU, in the middle of a video).
+- The kernels are kept in Inductor's on-disk cache, under the swapstream cache folder unless
+  TORCHINDUCTOR_CACHE_DIR says otherwise, so other processes on the machine (Ray actors,
+  segments, the next run) skip code generation.
+
+Needs a C++ compiler on CPU (Inductor builds its kernels with it) and triton on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from engines.base import Forward, SwapEngine
+from engines.cache import cache_root
+
+
+class CompileEngine(SwapEngine):
+    name = "compile"
+    precisions = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
+
+    def build(self, identity: str) -> Forward:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
+        module = self.direction(identity).to(self.dtype)
+        cuda, static = self.device.type == "cuda", self.batch_size == 1
+        options = {} if cuda else {"freezing": True}
+        if static:  # live: one face per call
+            mode = "reduce-overhead" if cuda else None  # CUDA graphs
+            compiled = torch.compile(module, mode=mode, dynamic=False, options=None if cuda else options)
+        else:
+            compiled = torch.compile(module, dynamic=True, options=options)
+        dtype = self.dtype
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(dtype)
+            if static:
+                y = compiled(x)
+                return y.clone() if cuda else y  # a CUDA graph's output is overwritten by the next call
+            return compiled(torch.cat([x, x]))[:1] if len(x) == 1 else compiled(x)
+
+        return forward
+
+    def warmup(self, identity: str, batches: tuple[int, ...] = ()) -> None:
+        """Compile now: the one shape of a static engine, or the dynamic batch."""
+        super().warmup(identity, batches or ((1,) if self.batch_size == 1 else (2,)))

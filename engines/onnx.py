@@ -1,0 +1,110 @@
+"""ONNX Runtime engine: each direction exported once with torch.onnx (dynamo exporter, a dynamic
+batch axis), kept in the engine cache, and run by ONNX Runtime with the best execution
+provider available.
+
+Providers, in order of preference where installed and matching --device: TensorRT, CUDA,
+CoreML (macOS), DirectML (Windows), CPU; `providers=` (the CLI's --providers) chooses others.
+fp32 everywhere; fp16 (weights and activations exported as half) with a GPU provider only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+import numpy as np
+import torch
+
+from engines.base import Forward, SwapEngine
+from engines.cache import EngineCache
+from stages.errors import ConfigError
+
+PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
+              "DmlExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def choose_providers(device: torch.device, asked: list[str] | None = None) -> list[str]:
+    """The providers to run on: `asked` (checked against what is installed), else the preferred
+    ones for the device; ConfigError naming the installed ones when one is missing."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if asked:
+        missing = [p for p in asked if p not in have]
+        if missing:
+            raise ConfigError(f"ONNX Runtime here has no {', '.join(missing)}; installed: "
+                              f"{', '.join(have)} (onnxruntime-gpu has the CUDA and TensorRT ones)")
+        return list(asked)
+    if device.type == "cuda":
+        chosen = [p for p in PREFERENCE if p in have and p in (*GPU_PROVIDERS, "CPUExecutionProvider")]
+        if not any(p in GPU_PROVIDERS for p in chosen):
+            raise ConfigError("--device cuda with the onnx engine needs onnxruntime-gpu (pip install "
+                              "'swapstream[onnx-gpu]'); or use --device cpu")
+        return chosen
+    return [p for p in PREFERENCE if p in have and p not in GPU_PROVIDERS]
+
+
+class OnnxEngine(SwapEngine):
+    name = "onnx"
+    precisions = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
+
+    def __init__(self, checkpoint, device: str = "auto", batch_size: int = 32, precision: str = "auto",
+                 providers: list[str] | None = None, threads: int = 0) -> None:
+        super().__init__(checkpoint, device, batch_size, precision)
+        self.providers = choose_providers(self.device, providers)
+        self.threads = threads or torch.get_num_threads()  # live runs one thread per stage
+        self.cache = EngineCache("onnx")
+        self.built: dict[str, bool] = {}  # identity -> built now (False: loaded from the cache)
+        self.paths: dict = {}  # identity -> the cached engine file
+
+    def key_fields(self, identity: str) -> dict:
+        import onnxscript
+
+        return {"engine": "onnx", "weights": self.sha256, "identity": identity,
+                "precision": self.precision, "batch": [1, max(self.batch_size, 32)],
+                "torch": torch.__version__, "onnxscript": onnxscript.__version__,
+                "device": "cuda" if self.device.type == "cuda" else "cpu"}
+
+    def export(self, identity: str, path) -> None:
+        """Write the direction as an ONNX file: input "crops" (n, 3, S, S), output "faces"
+        (n, 4, S, S), of the engine's dtype, n from 1 to the batch range's top."""
+        module = self.direction(identity).cpu().to(self.dtype)
+        s, top = self.size, max(self.batch_size, 32)
+        x = torch.rand(2, 3, s, s).to(self.dtype)
+        batch = torch.export.Dim("batch", min=1, max=top)
+        quiet = logging.getLogger("torch.onnx")
+        level, quiet.level = quiet.level, logging.ERROR
+        try:  # the exporter prints its progress; keep the terminal for our own lines
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, (x,), str(path), dynamo=True, input_names=["crops"],
+                                  output_names=["faces"], dynamic_shapes={"x": {0: batch}},
+                                  external_data=False, verbose=False)
+        finally:
+            quiet.level = level
+
+    def model_path(self, identity: str):
+        """The cached ONNX file of a direction, exported first if it is not there."""
+        path, built = self.cache.get(self.key_fields(identity), "direction.onnx",
+                                     lambda p: self.export(identity, p))
+        self.built[identity], self.paths[identity] = built, path
+        return path
+
+    def build(self, identity: str) -> Forward:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(self.model_path(identity)), opts, providers=self.providers)
+        np_dtype = np.float16 if self.precision == "fp16" else np.float32
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            (y,) = session.run(["faces"], {"crops": x.cpu().numpy().astype(np_dtype, copy=False)})
+            return torch.from_numpy(y)
+
+        return forward

@@ -1,0 +1,75 @@
+"""TensorRT engine: each direction compiled by torch-tensorrt's dynamo path from the checkpoint,
+for a dynamic batch of 1..batch_size (optimised for 8), kept in the engine cache as a saved
+exported program, and never rebuilt while a valid one is there.
+
+fp16 comes from a half model with half inputs (on the dynamo path torch-tensorrt 2.13 ignores
+`enabled_precisions`); fp32 from the model as it is. A CUDA GPU and torch-tensorrt (which brings
+TensorRT) are needed: `pip install 'swapstream[tensorrt]'`.
+
+The cache key holds the GPU's name and compute capability and the torch, torch-tensorrt and
+TensorRT versions: an engine built for another GPU or another TensorRT is rebuilt, not loaded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engines.base import Forward, SwapEngine
+from engines.cache import EngineCache
+from engines.device import device_identity
+from stages.errors import ConfigError
+
+OPT_BATCH = 8
+
+
+class TensorRTEngine(SwapEngine):
+    name = "tensorrt"
+    precisions = {"cpu": (), "cuda": ("fp16", "fp32")}
+
+    def __init__(self, checkpoint, device: str = "auto", batch_size: int = 32,
+                 precision: str = "auto") -> None:
+        super().__init__(checkpoint, device, batch_size, precision)
+        if self.device.type != "cuda":  # (precisions already refuse the CPU; this says why)
+            raise ConfigError("the tensorrt engine runs on a CUDA GPU only; use --engine onnx or "
+                              "compile on a CPU")
+        self.cache = EngineCache("tensorrt")
+        self.built: dict[str, bool] = {}  # identity -> built now (False: loaded from the cache)
+        self.paths: dict = {}  # identity -> the cached engine file
+
+    def key_fields(self, identity: str) -> dict:
+        import tensorrt
+        import torch_tensorrt
+
+        return {"engine": "tensorrt", "weights": self.sha256, "identity": identity,
+                "precision": self.precision, "batch": [1, OPT_BATCH, max(self.batch_size, OPT_BATCH)],
+                "torch": torch.__version__, "torch_tensorrt": torch_tensorrt.__version__,
+                "tensorrt": tensorrt.__version__, **device_identity(self.device)}
+
+    def compile(self, identity: str, path) -> None:
+        """Build the TensorRT program of a direction and save it (torch_tensorrt.save)."""
+        import torch_tensorrt
+
+        module = self.direction(identity).to(self.dtype)
+        s, top = self.size, max(self.batch_size, OPT_BATCH)
+        spec = torch_tensorrt.Input(min_shape=(1, 3, s, s), opt_shape=(OPT_BATCH, 3, s, s),
+                                    max_shape=(top, 3, s, s), dtype=self.dtype)
+        trt = torch_tensorrt.compile(module, ir="dynamo", inputs=[spec], min_block_size=1)
+        example = torch.rand(OPT_BATCH, 3, s, s, device=self.device, dtype=self.dtype)
+        torch_tensorrt.save(trt, str(path), output_format="exported_program", inputs=[example])
+
+    def model_path(self, identity: str):
+        path, built = self.cache.get(self.key_fields(identity), "direction.ep",
+                                     lambda p: self.compile(identity, p))
+        self.built[identity], self.paths[identity] = built, path
+        return path
+
+    def build(self, identity: str) -> Forward:
+        import torch_tensorrt  # noqa: F401 - registers the TensorRT runtime ops the program calls
+
+        program = torch.export.load(str(self.model_path(identity))).module()
+        dtype = self.dtype
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return program(x.to(dtype))
+
+        return forward
