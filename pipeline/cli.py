@@ -55,6 +55,8 @@ def _add_convert(sub) -> None:
     p.add_argument("--composite", choices=["alpha", "seamless"], help="compositing (alpha)")
     p.add_argument("--min-face", type=int, help="smallest face height to find, px (64)")
     p.add_argument("--no-smoothing", action="store_true", help="turn off landmark smoothing")
+    p.add_argument("--codec", help="video encoder: libx264 (default), libx265, h264_nvenc, hevc_nvenc")
+    p.add_argument("--hwaccel", help="decode on a device: cuda, vaapi, qsv, videotoolbox (default none)")
     p.add_argument("--crf", type=int, help="H.264 quality, lower is better (18)")
     p.add_argument("--preset", help="x264 preset (fast)")
     p.set_defaults(func=_run_convert)
@@ -73,7 +75,8 @@ def _run_convert(a) -> int:
                        "composite": a.composite},
              "detect": {"min_face": a.min_face},
              "align": {"smoothing": False if a.no_smoothing else None},
-             "encode": {"crf": a.crf, "preset": a.preset}}
+             "encode": {"crf": a.crf, "preset": a.preset, "codec": a.codec},
+             "decode": {"hwaccel": a.hwaccel}}
     flags["segments"] = a.segments
     cfg = fill(ConvertConfig, merge(values, _drop_none(flags)))
     if a.stats and not Path(a.stats).absolute().parent.is_dir():  # not after an hour of work

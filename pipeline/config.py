@@ -5,7 +5,8 @@ A YAML file has one section per stage, named as the fields of ConvertConfig:
     detect: {min_face: 48, detect_every: 4}
     align: {smoothing: true, beta: 8.0}
     blend: {color: hist, sharpen: unsharp, sharpen_amount: 0.3}
-    encode: {crf: 20, preset: medium}
+    encode: {crf: 20, preset: medium}       # codec: libx264 (default) | h264_nvenc | hevc_nvenc
+    decode: {hwaccel: none}                 # cuda: decode on an NVIDIA GPU
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ class AlignOptions:
 
 
 @dataclass
+class DecodeOptions:
+    """hwaccel: decode on a device (cuda, vaapi, qsv, videotoolbox, ...) or none (the CPU)."""
+
+    hwaccel: str = "none"
+
+
+@dataclass
 class EncodeOptions:
     """The encoder settings a user sets; paths come from the command line."""
 
@@ -68,6 +76,7 @@ class ConvertConfig:
     max_in_flight: int = 0  # batches between decode and encode; 0: from the pool sizes
     verbose: bool = False
     segments: int | None = None  # crash-safe keyframe segments (pipeline.segments); 0: ~1/min; None: off
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
     detect: DetectSettings = field(default_factory=DetectSettings)
     align: AlignOptions = field(default_factory=AlignOptions)
     blend: BlendSettings = field(default_factory=BlendSettings)

@@ -49,7 +49,7 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
     src, dst = Path(input_path), Path(output_path)
     meta = check_request(cfg, src, dst, say=to_stderr if progress else None)
     chain = make_chain(cfg, meta)
-    decode = DecodeStage(DecodeSettings(str(src)))
+    decode = DecodeStage(DecodeSettings(str(src), hwaccel=cfg.decode.hwaccel))
     settings: EncodeSettings | None = None
     t0 = time.perf_counter()
     try:

@@ -66,7 +66,8 @@ def run_segment(job: SegmentJob) -> SegmentResult:
     t0 = time.perf_counter()
     seg, cfg = job.segment, job.cfg
     decode = DecodeStage(DecodeSettings(job.input, start_pts=seg.lead_pts if seg.lead else seg.start_pts,
-                                        end_pts=seg.end_pts, first_index=seg.first_index - seg.lead))
+                                        end_pts=seg.end_pts, first_index=seg.first_index - seg.lead,
+                                        hwaccel=cfg.decode.hwaccel))
     try:
         info = decode.open()
         settings = EncodeSettings(job.file, cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,

@@ -21,6 +21,7 @@ import numpy as np
 
 from stages.base import Source
 from stages.errors import InputError
+from stages.hardware import hwaccel, hwaccel_error
 from stages.packet import FramePacket
 
 # A container's frame count may be off by a frame or two in real files (edit lists, a dropped
@@ -49,6 +50,7 @@ class DecodeSettings:
     # whole video's index of the first frame yielded (FramePacket.index stays global).
     start_pts: int | None = None
     end_pts: int | None = None
+    hwaccel: str = "none"  # decode on a device: cuda | vaapi | qsv | videotoolbox | ... (none: CPU)
     first_index: int = 0
 
 
@@ -162,9 +164,12 @@ class DecodeStage(Source):
         path = self.settings.path
         if os.path.isdir(path):
             raise open_error(path, IsADirectoryError(path))
+        accel = hwaccel(self.settings.hwaccel)
         try:
-            self._container = av.open(path)
+            self._container = av.open(path, hwaccel=accel) if accel else av.open(path)
         except (av.FFmpegError, OSError) as err:
+            if accel is not None and os.path.isfile(path):
+                raise hwaccel_error(self.settings.hwaccel, err) from None
             raise open_error(path, err) from None
         c = self._container
         if not c.streams.video:
@@ -186,8 +191,10 @@ class DecodeStage(Source):
         self._decoded = self._decode_all()
         try:
             self._first = next(self._decoded)
-        except InputError:
+        except (InputError, av.FFmpegError, OSError) as err:
             self.close()
+            if accel is not None:
+                raise hwaccel_error(self.settings.hwaccel, err) from None
             raise
         except StopIteration:
             self.close()

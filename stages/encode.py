@@ -28,6 +28,7 @@ import numpy as np
 from stages.base import Sink
 from stages.decode import StreamInfo
 from stages.errors import ConfigError, InputError, OutputError
+from stages.hardware import encoder_options, is_hardware_encoder, probe_encoder
 from stages.packet import FramePacket
 
 # Output extension -> FFmpeg muxer. Only containers that carry H.264 with exact timestamps.
@@ -128,7 +129,17 @@ class EncodeStage(Sink):
 
     # ----------------------------------------------------------------------------------- setup
     def validate(self) -> Path:
-        """Check the output path (folder exists and is writable, known extension); OutputError if not."""
+        """Check the codec (a video encoder that opens here) and the output path (folder exists and
+        is writable, known extension); ConfigError / OutputError naming the fix if not."""
+        try:
+            is_video = av.Codec(self.settings.codec, "w").type == "video"
+        except ValueError:  # UnknownCodecError
+            is_video = False
+        if not is_video:
+            raise ConfigError(f"encode codec {self.settings.codec!r} is not a video encoder in this FFmpeg; "
+                              "use libx264")
+        if is_hardware_encoder(self.settings.codec):
+            probe_encoder(self.settings.codec)
         path = Path(self.settings.path)
         parent = path.absolute().parent
         if path.is_dir():
@@ -146,13 +157,6 @@ class EncodeStage(Sink):
 
     def setup(self) -> None:
         """Validate the output path, open the temporary file, add the streams, write the header."""
-        try:
-            is_video = av.Codec(self.settings.codec, "w").type == "video"
-        except ValueError:  # UnknownCodecError
-            is_video = False
-        if not is_video:
-            raise ConfigError(f"encode codec {self.settings.codec!r} is not a video encoder in this FFmpeg; "
-                              "use libx264")
         muxer = self._open_container()
         try:
             self._out.metadata["comment"] = self.settings.synthetic_tag
@@ -214,8 +218,9 @@ class EncodeStage(Sink):
         # The input's time base on stream and encoder: input pts go through unchanged.
         v.time_base = tb
         v.codec_context.time_base = tb
-        if s.codec in ("libx264", "libx265"):
-            v.options = {"crf": str(s.crf), "preset": s.preset}
+        options = encoder_options(s.codec, s.crf, s.preset)
+        if options:
+            v.options = options
         if s.threads:
             v.codec_context.thread_count = s.threads
         self._step = max(1, int(round(1 / (rate * tb))))

@@ -123,7 +123,7 @@ def _variants() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_engine_agrees_with_eager(checkpoints, faces, name):
     """fp32 engines: mean |diff| <= 1/255 on the faces and <= 0.005 on the masks; half
-    precision <= 2/255 and 0.01; batch 1 and 8, both directions' decoders."""
+    precision <= 2/255 and 0.01; batch 8 and 1."""
     size = preset(name).size
     crops = crops_for(faces, size)
     ref = create_engine("eager", checkpoints[name], device="cpu", precision="fp32", batch_size=8)

@@ -164,16 +164,24 @@ def _cases(clips, model_dir, bad, out):
         "train into a file": (["train", "--a", "x", "--b", "y", "-o", str(bad["afile"] / "m")], "is a file"),
         "truncated faststart": (["convert", str(bad["cut_faststart"]), out, "--model", model],
                                 "truncated|ends early|corrupt"),
-        # found while a Ray actor sets up its stage: still one line, not a remote traceback
-        "unknown engine (in a Ray actor)": (["convert", good, out, "--model", model, "--engine", "warp"],
-                                            "unknown engine 'warp'; available engines: eager"),
+        "unknown engine": (["convert", good, out, "--model", model, "--engine", "warp"],
+                           "unknown engine 'warp'; engines: auto, eager"),
+        "engine not installed": (["convert", good, out, "--model", model, "--engine", "tensorrt"],
+                                 r"swapstream\[tensorrt\]|CUDA"),
+        "hardware encoder without its GPU": (
+            ["convert", good, out, "--model", model, "--codec", "h264_nvenc"],
+            "h264_nvenc.*(cannot open here|not a video).*libx264"),
+        "hardware decoder without its GPU": (["convert", good, out, "--model", model, "--hwaccel", "cuda"],
+                                             "hwaccel 'cuda'.*none"),
     }
 
 
 CASES = ["missing input", "not a video", "truncated", "no video stream", "unwritable output",
          "missing model", "pickled model", "corrupt model", "direction not in model", "empty faceset",
          "no faces to extract", "extract from a non-video", "extract into a file", "train into a file",
-         "truncated faststart", "unknown engine (in a Ray actor)"]
+         "truncated faststart", "unknown engine", "engine not installed"]
+if not __import__("torch").cuda.is_available():  # these run where an NVIDIA GPU is
+    CASES += ["hardware encoder without its GPU", "hardware decoder without its GPU"]
 
 
 @pytest.mark.parametrize("case", CASES)
