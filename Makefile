@@ -1,10 +1,10 @@
-# make demo | make test | make bench | make bench-live. Each creates .venv and installs swapstream into it first.
+# make demo | make test | make bench | make bench-live | make bench-engines | make gpu-check. Each creates .venv and installs swapstream into it first.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-live lint clean
+.PHONY: setup demo test bench bench-live bench-engines gpu-check lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,13 @@ bench: $(STAMP)
 
 bench-live: $(STAMP)
 	$(BIN)/python benchmarks/bench_live.py
+
+bench-engines: $(STAMP)
+	$(BIN)/python benchmarks/bench_engines.py
+
+# every GPU test and benchmark in one run with one table (needs a CUDA GPU; exit 2 without one)
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -121,6 +121,10 @@ def main() -> None:
                     help="also run the Ray runner on a clip this many times longer (memory check)")
     ap.add_argument("--fuse", default="auto", choices=["auto", "on", "off"],
                     help="Ray runner: align+swap+blend in one actor (auto: on <= 4 CPUs, no GPU)")
+    ap.add_argument("--engine", default="auto",
+                    help="swap engine (auto: what convert picks; eager: the reference)")
+    ap.add_argument("--precision", default="auto", help="auto | fp32 | fp16 | bf16")
+    ap.add_argument("--codec", default="libx264", help="video encoder (h264_nvenc on an NVIDIA GPU)")
     a = ap.parse_args()
     try:
         width, height = (int(x) for x in a.size.lower().split("x"))
@@ -134,7 +138,8 @@ def main() -> None:
         torch.manual_seed(0)
         model = str(save_checkpoint(work / "model", SwapModel(preset("lite64"), ["a", "b"]), "lite64",
                                     training={"coverage": 0.7}))
-    cfg = ConvertConfig(model=model, runner="local")
+    cfg = ConvertConfig(model=model, runner="local", engine=a.engine, precision=a.precision)
+    cfg.encode.codec = a.codec
     n = count_frames(src)
 
     # warm-up, and a check of the outputs before anything is timed: the conversion must keep
@@ -162,7 +167,8 @@ def main() -> None:
     # start-up counts in frames/s (and is shown on its own).
     init_ray(None, False, frame_bytes)
     cpus, gpus = int(ray.cluster_resources().get("CPU", 1)), int(ray.cluster_resources().get("GPU", 0))
-    ray_cfg = ConvertConfig(model=model, runner="ray", fuse=a.fuse)
+    ray_cfg = ConvertConfig(model=model, runner="ray", fuse=a.fuse, engine=cfg.engine, precision=a.precision)
+    ray_cfg.encode.codec = a.codec
     with PeakMemory() as m_ray:
         ray_run = convert(src, work / "ray.mp4", ray_cfg, progress=False)
     ray.shutdown()
@@ -192,7 +198,8 @@ def main() -> None:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "ray_cpus": cpus, "ray_gpus": gpus,
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
-        "encode": {"crf": cfg.encode.crf, "preset": cfg.encode.preset},
+        "encode": {"codec": a.codec, "crf": cfg.encode.crf, "preset": cfg.encode.preset},
+        "engine": {"asked": a.engine, "ran": cfg.engine, "precision": a.precision},
         "transcode": {"fps": n / t_transcode, "peak_mib": round(m_transcode.peak)},
         "local": {**figures(local), "peak_mib": round(m_local.peak),
                   "stages": {s.name: round(s.busy_s, 2) for s in local.stats.stages}},
@@ -201,7 +208,8 @@ def main() -> None:
         "long_input_memory": long_peaks,
     }
     Path(a.json).write_text(json.dumps(res, indent=2))
-    print(f"\n{'pipeline':<36}{'frames/s':>9}{'vs local':>9}{'start-up s':>11}{'after':>7}{'peak MiB':>9}")
+    print(f"\nswap engine: {cfg.engine} (asked: {a.engine}), precision {a.precision}")
+    print(f"{'pipeline':<36}{'frames/s':>9}{'vs local':>9}{'start-up s':>11}{'after':>7}{'peak MiB':>9}")
     t = res["transcode"]
     print(f"{'transcode (decode+encode)':<36}{t['fps']:>9.1f}{'':>9}{'':>11}{'':>7}{t['peak_mib']:>9}")
     for name in ("local", "ray"):

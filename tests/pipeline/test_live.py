@@ -131,7 +131,8 @@ def test_a_clip_played_as_a_camera_goes_swapped_to_a_recording_and_a_udp_stream(
         d_out = np.abs(inner(got, box) - inner(out, box)).mean()
         d_src = np.abs(inner(got, box) - inner(src[index], box)).mean()
         assert d_out < 0.5 * d_src, (d_out, d_src)
-    assert "with audio" in lines[0], lines  # the clip's own audio went to the stream and recording
+    assert lines[0].startswith("engine: "), lines  # which engine --engine auto picked
+    assert "with audio" in lines[1], lines  # the clip's own audio went to the stream and recording
 
 
 def test_a_lavfi_source_and_an_odd_frame_size(model_dir, tmp_path):
@@ -317,6 +318,7 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_recording(clips, model_dir, tmp_path)
     p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "live", "--model", str(model_dir), "--camera",
                           str(clips["a"]), "--loop", "--record", str(rec)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().startswith("engine: ")  # which engine --engine auto picked
     assert p.stdout.readline().startswith("live: ")  # running
     time.sleep(2.5)
     p.send_signal(signal.SIGINT)
@@ -414,9 +416,13 @@ def test_the_web_page_shows_the_swapped_face_and_its_controls_work(model_dir, tm
         d_camera = np.abs(inner(shown, box) - inner(still, box)).mean()
         assert d_swapped < 6 and d_camera > 2 * d_swapped, (d_swapped, d_camera)
         page.keyboard.press("s")  # swap off, from the page
-        time.sleep(1.5)
-        shown = page_frame(page)
-        assert np.abs(inner(shown, box) - inner(still, box)).mean() < 6  # the camera's own face
+        until = time.monotonic() + 6  # a loaded 2-core machine may take a while to show it
+        while True:
+            time.sleep(0.5)
+            d_off = np.abs(inner(page_frame(page), box) - inner(still, box)).mean()
+            if d_off < 6 or time.monotonic() > until:
+                break
+        assert d_off < 6, d_off  # the camera's own face
         page.keyboard.press("q")  # quit, from the page
     run.join(timeout=15)
     assert not run.is_alive() and any("ended (quit)" in ln for ln in lines), lines

@@ -60,6 +60,7 @@ def test_the_window_shows_the_live_frames(clips, model_dir, display, tmp_path):
                           str(clips["a"]), "--loop", "--window", "--record", str(rec), "--duration", "6"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert p.stdout.readline().startswith("engine: ")  # which engine --engine auto picked
     assert p.stdout.readline().startswith("live: ")  # set up, frames flowing
     assert "keys: s swap" in p.stdout.readline()
     time.sleep(3.0)

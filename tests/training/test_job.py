@@ -86,9 +86,22 @@ def test_cli_errors_before_any_worker_starts(facesets, tmp_path, capsys):
     assert not (tmp_path / "new").exists() and not (tmp_path / "g").exists()
 
 
-def _train_workers() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ray::RayTrainWorker" in line]
+def _train_workers(under: int | None = None) -> list[int]:
+    """Pids of Ray Train's worker processes (descendants of `under` when given: the Ray a run
+    started), leaving out their children (a fork inherits the title)."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()]
+    parent = {int(r[0]): int(r[1]) for r in rows if len(r) >= 2}
+    titled = {int(r[0]) for r in rows if len(r) == 3 and "ray::RayTrainWorker" in r[2]}
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == under:
+                return True
+        return False
+
+    return [p for p in titled if parent[p] not in titled and (under is None or descends(p))]
 
 
 def test_killed_worker_restarts_from_checkpoint(facesets, tmp_path):
@@ -103,7 +116,7 @@ def test_killed_worker_restarts_from_checkpoint(facesets, tmp_path):
     while time.time() < deadline and not (run_dir / "checkpoint_manager_snapshot.json").exists():
         assert proc.poll() is None, proc.communicate()[0]
         time.sleep(0.5)
-    victims = [p for p in _train_workers() if p not in before]
+    victims = [p for p in _train_workers(under=proc.pid) if p not in before]
     assert len(victims) == 2, victims
     os.kill(victims[1], signal.SIGKILL)
     # the newest checkpoint Ray has registered (a folder still being copied is not registered yet)
