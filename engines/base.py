@@ -47,6 +47,11 @@ class SwapEngine:
 
     name = "base"
     precisions: dict[str, tuple[str, ...]] = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
+    # forward takes and returns numpy arrays, and the conversions around it are done in numpy:
+    # for runtimes other than torch (ONNX Runtime), whose threads would otherwise share the cores
+    # with torch's OpenMP threads spinning after each conversion (measured: lite64 through ONNX
+    # Runtime at half speed after a torch op in the same call)
+    numpy_io = False
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", batch_size: int = 32,
                  precision: str = "auto", **options) -> None:
@@ -79,7 +84,8 @@ class SwapEngine:
 
     def build(self, identity: str) -> Forward:
         """The forward of one direction: (n, 3, S, S) float32 in [0, 1] on self.device ->
-        (n, 4, S, S) float in [0, 1] (any float dtype, any device)."""
+        (n, 4, S, S) float in [0, 1] (any float dtype, any device). numpy arrays in and out
+        where numpy_io is set."""
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------------
@@ -119,6 +125,8 @@ class SwapEngine:
         if len(crops) == 0:
             return np.zeros((0, s, s, 3), np.uint8), np.zeros((0, s, s), np.float32)
         fn = self.forward(to_identity)
+        if self.numpy_io:
+            return self._swap_numpy(fn, crops)
         faces, masks = [], []
         for i in range(0, len(crops), self.batch_size):
             x = torch.from_numpy(crops[i:i + self.batch_size]).to(self.device)
@@ -129,3 +137,14 @@ class SwapEngine:
             faces.append((y[:, :3] * 255).round_().clamp_(0, 255).byte().permute(0, 2, 3, 1).cpu())
             masks.append(y[:, 3].clamp(0, 1).cpu())
         return torch.cat(faces).numpy(), torch.cat(masks).numpy()
+
+    def _swap_numpy(self, fn, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """swap() for a numpy forward: (n, 3, S, S) float32 in [0, 1] -> (n, 4, S, S) float."""
+        faces, masks = [], []
+        for i in range(0, len(crops), self.batch_size):
+            x = crops[i:i + self.batch_size].transpose(0, 3, 1, 2).astype(np.float32)  # contiguous copy
+            x *= np.float32(1 / 255)
+            y = np.asarray(fn(x), np.float32)  # (n, 4, S, S)
+            faces.append(np.clip(np.rint(y[:, :3] * 255), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+            masks.append(np.clip(y[:, 3], 0, 1))
+        return np.ascontiguousarray(np.concatenate(faces)), np.concatenate(masks)

@@ -30,7 +30,15 @@ class CompileEngine(SwapEngine):
 
     def build(self, identity: str) -> Forward:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
+        import torch._dynamo.config as dynamo_config
         import torch._inductor.config as inductor_config
+
+        # Dynamo keeps the compiled graphs of every Direction module under one code object
+        # (Direction.forward) and, past `recompile_limit` of them, silently runs eager: a process
+        # with many engines (a benchmark, the tests) would measure eager and call it compiled.
+        # Room for many, and an error rather than a silent fallback.
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 256)
+        dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 1024)
 
         module = self.direction(identity).to(self.dtype)
         cuda, static = self.device.type == "cuda", self.batch_size == 1
@@ -41,12 +49,13 @@ class CompileEngine(SwapEngine):
         # Freezing must be on in Inductor's global config when it compiles (on the first call):
         # given through torch.compile(options=...) it is not applied (measured: original64 batch 1
         # 6.8 faces/s with it there, 39.8 with it global; 8.4 without).
-        settings = inductor_config.patch(freezing=not cuda)
+        inductor = inductor_config.patch(freezing=not cuda)
+        strict = dynamo_config.patch(fail_on_recompile_limit_hit=True)
         dtype = self.dtype
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             x = x.to(dtype)
-            with settings:
+            with inductor, strict:
                 if static:
                     y = compiled(x)
                     return y.clone() if cuda else y  # a CUDA graph's output is overwritten next call

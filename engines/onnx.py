@@ -50,6 +50,7 @@ def choose_providers(device: torch.device, asked: list[str] | None = None) -> li
 class OnnxEngine(SwapEngine):
     name = "onnx"
     precisions = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
+    numpy_io = True
 
     def __init__(self, checkpoint, device: str = "auto", batch_size: int = 32, precision: str = "auto",
                  providers: list[str] | None = None, threads: int = 0) -> None:
@@ -103,8 +104,8 @@ class OnnxEngine(SwapEngine):
         session = ort.InferenceSession(str(self.model_path(identity)), opts, providers=self.providers)
         np_dtype = np.float16 if self.precision == "fp16" else np.float32
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            (y,) = session.run(["faces"], {"crops": x.cpu().numpy().astype(np_dtype, copy=False)})
-            return torch.from_numpy(y)
+        def forward(x: np.ndarray) -> np.ndarray:
+            (y,) = session.run(["faces"], {"crops": x.astype(np_dtype, copy=False)})
+            return y
 
         return forward
