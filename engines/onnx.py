@@ -62,11 +62,13 @@ class OnnxEngine(SwapEngine):
         self.paths: dict = {}  # identity -> the cached engine file
 
     def key_fields(self, identity: str) -> dict:
+        import onnxruntime
         import onnxscript
 
         return {"engine": "onnx", "weights": self.sha256, "identity": identity,
                 "precision": self.precision, "batch": [1, max(self.batch_size, 32)],
                 "torch": torch.__version__, "onnxscript": onnxscript.__version__,
+                "onnxruntime": onnxruntime.__version__,
                 "device": "cuda" if self.device.type == "cuda" else "cpu"}
 
     def export(self, identity: str, path) -> None:

@@ -321,3 +321,19 @@ def test_segments_spread_over_two_ray_nodes(clip, cfg, tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_segments_load_the_engine_the_first_one_built(clip, model_dir, tmp_path, monkeypatch):
+    """The onnx engine is exported once into the engine cache; every later segment loads it."""
+    from engines.onnx import OnnxEngine
+
+    monkeypatch.setenv("SWAPSTREAM_CACHE", str(tmp_path / "cache"))
+    exports = []
+    real = OnnxEngine.export
+    monkeypatch.setattr(OnnxEngine, "export", lambda self, identity, path: (exports.append(identity),
+                                                                             real(self, identity, path)))
+    cfg = ConvertConfig(model=str(model_dir), runner="local", engine="onnx")
+    s = convert_segmented(clip, tmp_path / "out.mp4", cfg, 3, progress=False)
+    assert s.frames > 0 and s.faces_swapped > 0
+    assert exports == ["b"]  # one export for three segments (a2b: B's decoder)
+    assert len(list((tmp_path / "cache" / "engines" / "onnx").iterdir())) == 1
