@@ -242,6 +242,7 @@ def _add_live(sub) -> None:
                    help="a web page with the video, statistics and controls (default 127.0.0.1:8080; any "
                         "other address requires the token the printed URL carries)")
     o.add_argument("--record", metavar="FILE", help="write the output to FILE (.mp4, .mkv, .mov)")
+    p.add_argument("--codec", help="video encoder of --stream and --record: libx264 (default), h264_nvenc")
     p.add_argument("--audio", metavar="DEVICE",
                    help="audio device for stream/serve/record (default: the source's own audio); "
                         "e.g. default (PulseAudio/ALSA), :0 (macOS), 'Microphone (Realtek)' (Windows), "
@@ -276,7 +277,7 @@ def _run_live(a) -> int:
              "precision": a.precision, "providers": a.providers, "camera": a.camera, "size": a.size,
              "fps": a.fps, "loop": a.loop or None,
              "window": a.window or None, "virtual_camera": a.virtual_camera, "stream": a.stream,
-             "serve": a.serve, "record": a.record, "audio": a.audio, "delay_ms": a.delay,
+             "serve": a.serve, "record": a.record, "codec": a.codec, "audio": a.audio, "delay_ms": a.delay,
              "duration": a.duration, "policy": a.policy, "stats": a.stats}
     cfg = fill(LiveConfig, merge(values, _drop_none(flags)))
     from pipeline.live import live

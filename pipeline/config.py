@@ -117,6 +117,7 @@ class LiveConfig:
     stream: str | None = None  # udp:// tcp:// srt:// rtmp:// URL
     serve: str | None = None  # [HOST:]PORT of the web page
     record: str | None = None  # file
+    codec: str = "libx264"  # video encoder of --stream and --record (h264_nvenc on an NVIDIA GPU)
     audio: str | None = None  # audio device; None: the source's own audio
     delay_ms: float = 0.0  # fixed output delay: frames released at capture time + delay
     duration: float | None = None  # seconds; None: until the input ends or you quit

@@ -64,11 +64,14 @@ def plan_outputs(cfg: LiveConfig) -> LiveConfig:
 def check_outputs(cfg: LiveConfig) -> None:
     """Every output's user errors, before the camera opens."""
     if cfg.record:
-        EncodeStage(EncodeSettings(cfg.record), None).validate()  # folder, extension
+        EncodeStage(EncodeSettings(cfg.record, cfg.codec), None).validate()  # codec, folder, extension
     if cfg.stream:
+        from stages.hardware import is_hardware_encoder, probe_encoder
         from stages.stream import stream_format
 
         stream_format(cfg.stream)
+        if is_hardware_encoder(cfg.codec):
+            probe_encoder(cfg.codec)
     if cfg.serve is not None:
         from stages.web import listen
 
@@ -102,7 +105,7 @@ def build_sinks(cfg: LiveConfig, info, controls: Controls, snapshot: Callable[[]
     if cfg.stream:
         from stages.stream import StreamSettings, StreamSink
 
-        sinks.append(StreamSink(StreamSettings(cfg.stream), stream_info, audio=has_audio))
+        sinks.append(StreamSink(StreamSettings(cfg.stream, cfg.codec), stream_info, audio=has_audio))
     if cfg.serve is not None:
         from stages.web import WebSettings, WebSink
 
@@ -111,7 +114,7 @@ def build_sinks(cfg: LiveConfig, info, controls: Controls, snapshot: Callable[[]
     if cfg.record:
         from stages.record import RecordSink
 
-        sinks.append(RecordSink(EncodeSettings(cfg.record, crf=20, preset="veryfast"), stream_info,
+        sinks.append(RecordSink(EncodeSettings(cfg.record, cfg.codec, crf=20, preset="veryfast"), stream_info,
                                 audio=has_audio))
     return sinks
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from pipeline.cli import main
 from pipeline.config import LiveConfig
@@ -370,6 +371,11 @@ def test_bad_inputs_are_one_line_and_exit_2(clips, model_dir, tmp_path, capsys):
     assert "--model DIR is required" in bad(capsys, "--camera", str(clips["a"]))
     assert "cannot stream to" in bad(capsys, *m, "--camera", str(clips["a"]), "--stream", "ftp://x/y")
     assert "size" in bad(capsys, *m, "--camera", str(clips["a"]), "--size", "big")
+    assert "swapstream[tensorrt]" in bad(capsys, *m, "--camera", str(clips["a"]), "--engine", "tensorrt") \
+        or torch.cuda.is_available()
+    if not torch.cuda.is_available():  # an NVIDIA encoder without the GPU: before the camera opens
+        assert "libx264" in bad(capsys, *m, "--camera", str(clips["a"]), "--codec", "h264_nvenc",
+                                "--record", str(tmp_path / "r.mp4"))
     assert not list(tmp_path.glob("*.mp4"))
 
 
