@@ -27,6 +27,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from engines.checkpoint import sha256_file
+
 ENTRY = "entry.json"
 
 
@@ -41,14 +43,6 @@ def cache_root() -> Path:
 def engine_key(fields: dict) -> str:
     """sha256 hex of the fields (JSON with sorted keys): equal fields, equal key."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class EngineCache:
@@ -71,7 +65,7 @@ class EngineCache:
         try:
             meta = json.loads(entry.read_text())
             ok = (meta.get("key") == engine_key(fields) and path.exists()
-                  and path.stat().st_size == meta.get("size") and _sha256(path) == meta.get("sha256"))
+                  and path.stat().st_size == meta.get("size") and sha256_file(path) == meta.get("sha256"))
         except (OSError, ValueError):
             ok = False
         if not ok:
@@ -91,7 +85,7 @@ class EngineCache:
             if not path.exists():
                 raise RuntimeError(f"building the {self.kind} engine wrote no {filename}")
             meta = {"key": engine_key(fields), "fields": fields, "file": filename,
-                    "size": path.stat().st_size, "sha256": _sha256(path)}
+                    "size": path.stat().st_size, "sha256": sha256_file(path)}
             (tmp / ENTRY).write_text(json.dumps(meta, indent=2, default=str))
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
@@ -113,3 +107,27 @@ class EngineCache:
         if hit is not None:
             return hit, False
         return self.store(fields, filename, build), True
+
+
+class CachedBuild:
+    """For engines whose directions are files in the cache: `cache` (an EngineCache),
+    `filename`, key_fields(identity) and make(identity, path) come from the engine; model_path()
+    loads a valid cached file or makes one, recording in `built` / `paths` which it was."""
+
+    cache: EngineCache
+    filename: str
+    built: dict[str, bool]  # identity -> built now (False: loaded from the cache); set by the engine
+    paths: dict[str, Path]  # identity -> the cached engine file; set by the engine
+
+    def key_fields(self, identity: str) -> dict:
+        raise NotImplementedError
+
+    def make(self, identity: str, path: Path) -> None:
+        raise NotImplementedError
+
+    def model_path(self, identity: str) -> Path:
+        """The cached engine file of a direction, built first if there is no valid one."""
+        path, built = self.cache.get(self.key_fields(identity), self.filename,
+                                     lambda p: self.make(identity, p))
+        self.built[identity], self.paths[identity] = built, path
+        return path

@@ -44,7 +44,8 @@ class Checkpoint:
         return self.model.identities
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 hex of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -85,7 +86,7 @@ def save_checkpoint(path: str | Path, model: SwapModel, preset: str, step: int =
                       tmp / "optimizer.safetensors")
         meta = {"format": FORMAT, "preset": preset, "model": model.cfg.to_dict(),
                 "identities": model.identities, "step": int(step), "training": training or {},
-                "sha256": _sha256(tmp / "model.safetensors")}
+                "sha256": sha256_file(tmp / "model.safetensors")}
         (tmp / "model.json").write_text(json.dumps(meta, indent=2))
         _swap_in(tmp, path)
     except BaseException:
@@ -184,7 +185,7 @@ def verify_checkpoint(path: str | Path) -> dict:
         if f.read(4).startswith(PICKLE_MAGIC):
             raise ModelError(f"{weights_file} is a pickle, not safetensors; pickled weights are "
                              f"never loaded. Retrain, or convert the weights to safetensors")
-    if _sha256(weights_file) != meta.get("sha256"):
+    if sha256_file(weights_file) != meta.get("sha256"):
         raise ModelError(f"{weights_file} does not match the hash in model.json (truncated or "
                          f"corrupt); restore the checkpoint from a backup or retrain")
     return meta

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from engines.base import Forward, SwapEngine
-from engines.cache import EngineCache
+from engines.cache import CachedBuild, EngineCache
 from stages.errors import ConfigError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
@@ -47,7 +47,7 @@ def choose_providers(device: torch.device, asked: list[str] | None = None) -> li
     return [p for p in PREFERENCE if p in have and p not in GPU_PROVIDERS]
 
 
-class OnnxEngine(SwapEngine):
+class OnnxEngine(CachedBuild, SwapEngine):
     name = "onnx"
     precisions = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
     numpy_io = True
@@ -57,9 +57,8 @@ class OnnxEngine(SwapEngine):
         super().__init__(checkpoint, device, batch_size, precision)
         self.providers = choose_providers(self.device, providers)
         self.threads = threads or torch.get_num_threads()  # live runs one thread per stage
-        self.cache = EngineCache("onnx")
-        self.built: dict[str, bool] = {}  # identity -> built now (False: loaded from the cache)
-        self.paths: dict = {}  # identity -> the cached engine file
+        self.cache, self.filename = EngineCache("onnx"), "direction.onnx"
+        self.built, self.paths = {}, {}
 
     def key_fields(self, identity: str) -> dict:
         import onnxruntime
@@ -89,12 +88,8 @@ class OnnxEngine(SwapEngine):
         finally:
             quiet.level = level
 
-    def model_path(self, identity: str):
-        """The cached ONNX file of a direction, exported first if it is not there."""
-        path, built = self.cache.get(self.key_fields(identity), "direction.onnx",
-                                     lambda p: self.export(identity, p))
-        self.built[identity], self.paths[identity] = built, path
-        return path
+    def make(self, identity: str, path) -> None:
+        self.export(identity, path)
 
     def build(self, identity: str) -> Forward:
         import onnxruntime as ort

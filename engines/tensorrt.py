@@ -15,14 +15,14 @@ from __future__ import annotations
 import torch
 
 from engines.base import Forward, SwapEngine
-from engines.cache import EngineCache
+from engines.cache import CachedBuild, EngineCache
 from engines.device import device_identity
 from stages.errors import ConfigError
 
 OPT_BATCH = 8
 
 
-class TensorRTEngine(SwapEngine):
+class TensorRTEngine(CachedBuild, SwapEngine):
     name = "tensorrt"
     precisions = {"cpu": (), "cuda": ("fp16", "fp32")}
 
@@ -32,9 +32,8 @@ class TensorRTEngine(SwapEngine):
         if self.device.type != "cuda":  # (precisions already refuse the CPU; this says why)
             raise ConfigError("the tensorrt engine runs on a CUDA GPU only; use --engine onnx or "
                               "compile on a CPU")
-        self.cache = EngineCache("tensorrt")
-        self.built: dict[str, bool] = {}  # identity -> built now (False: loaded from the cache)
-        self.paths: dict = {}  # identity -> the cached engine file
+        self.cache, self.filename = EngineCache("tensorrt"), "direction.ep"
+        self.built, self.paths = {}, {}
 
     def key_fields(self, identity: str) -> dict:
         import tensorrt
@@ -57,11 +56,8 @@ class TensorRTEngine(SwapEngine):
         example = torch.rand(OPT_BATCH, 3, s, s, device=self.device, dtype=self.dtype)
         torch_tensorrt.save(trt, str(path), output_format="exported_program", inputs=[example])
 
-    def model_path(self, identity: str):
-        path, built = self.cache.get(self.key_fields(identity), "direction.ep",
-                                     lambda p: self.compile(identity, p))
-        self.built[identity], self.paths[identity] = built, path
-        return path
+    def make(self, identity: str, path) -> None:
+        self.compile(identity, path)
 
     def build(self, identity: str) -> Forward:
         import torch_tensorrt  # noqa: F401 - registers the TensorRT runtime ops the program calls

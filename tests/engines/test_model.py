@@ -98,9 +98,9 @@ def test_other_preset_is_refused(lite, tmp_path):
     meta = json.loads((path / "model.json").read_text())
     big = SwapModel(preset("hd128"), ["a", "b"])
     save_file({k: v.contiguous() for k, v in big.state_dict().items()}, path / "model.safetensors")
-    from engines.checkpoint import _sha256
+    from engines.checkpoint import sha256_file
 
-    meta["sha256"] = _sha256(path / "model.safetensors")
+    meta["sha256"] = sha256_file(path / "model.safetensors")
     (path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="does not load into preset 'lite64'"):
         load_checkpoint(path)
