@@ -39,7 +39,8 @@ from engines.model import PRESETS, SwapModel, preset  # noqa: E402
 from engines.registry import engine_class  # noqa: E402
 
 
-def variants(device: torch.device, only: list[str] | None) -> list[tuple[str, str]]:
+def variants(device: torch.device, only: list[str] | None,
+             precisions: list[str] | None = None) -> list[tuple[str, str]]:
     """(engine, precision) pairs to measure, eager fp32 first."""
     kind = "cuda" if device.type == "cuda" else "cpu"
     out = [("eager", "fp32")]
@@ -49,6 +50,8 @@ def variants(device: torch.device, only: list[str] | None) -> list[tuple[str, st
         for prec in engine_class(name).precisions[kind]:
             if kind == "cpu" and prec == "bf16" and not cpu_has_bf16():
                 continue  # emulated: slower than fp32
+            if precisions and prec not in precisions:
+                continue
             if (name, prec) not in out:
                 out.append((name, prec))
     return out
@@ -72,6 +75,8 @@ def main() -> None:
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--engines", default="", help="comma-separated engines (default: all that run here)")
+    ap.add_argument("--precisions", default="",
+                    help="comma-separated precisions (default: all each engine runs)")
     ap.add_argument("--seconds", type=float, default=3.0, help="time per measurement (3)")
     ap.add_argument("--json", default="bench_engines.json")
     a = ap.parse_args()
@@ -80,7 +85,8 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
     work = Path(tempfile.mkdtemp(prefix="bench-engines-"))
     batches = [int(b) for b in a.batches.split(",")]
-    todo = variants(device, [e for e in a.engines.split(",") if e] or None)
+    todo = variants(device, [e for e in a.engines.split(",") if e] or None,
+                    [p for p in a.precisions.split(",") if p] or None)
     print(f"device {device} ({torch.get_num_threads()} threads on CPU), engines: "
           f"{', '.join(f'{e} {p}' for e, p in todo)}", flush=True)
     rows = []

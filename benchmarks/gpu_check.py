@@ -1,7 +1,7 @@
 """Every GPU check in one run (`make gpu-check`), under 10 minutes on one H100/H200, one table.
 
 1. the `gpu`-marked tests (engines on CUDA against eager fp32, fp16 training, ...)
-2. bench_engines on CUDA: original64 and hd128 at batch 1 and 32, every engine that runs there
+2. bench_engines on CUDA: original64 at batch 1 and 32, fp32 and fp16, every engine that runs there
 3. bench_convert --size 1920x1080 (10 s clip): frames/s with --engine auto and --engine eager,
    and with the NVENC encoder where this PyAV build has it
 4. bench_live at 1280x720 with original64 (20 s): p95 against the 40 ms goal
@@ -53,16 +53,16 @@ def main() -> int:
     py = sys.executable
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     parts = {
-        "gpu tests": ([py, "-m", "pytest", "-q", "-m", "gpu", "-rs"], 110),
+        "gpu tests": ([py, "-m", "pytest", "-q", "-m", "gpu", "-rs"], 100),
         "bench_engines": ([py, "benchmarks/bench_engines.py", "--device", "cuda", "--presets",
-                           "original64,hd128", "--batches", "1,32", "--seconds", "2", "--json",
-                           str(out / "engines.json")], 140),
+                           "original64", "--batches", "1,32", "--precisions", "fp32,fp16", "--seconds", "2",
+                           "--json", str(out / "engines.json")], 190),
         "bench_convert auto": ([py, "benchmarks/bench_convert.py", "--size", "1920x1080", "--seconds", "10",
                                 "--json", str(out / "convert_auto.json")], 80),
         "bench_convert eager": ([py, "benchmarks/bench_convert.py", "--size", "1920x1080", "--seconds", "10",
                                  "--engine", "eager", "--json", str(out / "convert_eager.json")], 70),
         "bench_convert nvenc": ([py, "benchmarks/bench_convert.py", "--size", "1920x1080", "--seconds", "10",
-                                 "--codec", "h264_nvenc", "--json", str(out / "convert_nvenc.json")], 60),
+                                 "--codec", "h264_nvenc", "--json", str(out / "convert_nvenc.json")], 50),
         "bench_live": ([py, "benchmarks/bench_live.py", "--sizes", "1280x720", "--presets", "original64",
                         "--engines", "auto", "--seconds", "20", "--no-outputs", "--json",
                         str(out / "live.json")], 45),

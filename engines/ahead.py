@@ -41,12 +41,17 @@ def compile_ahead(model: str, engine: str, precision: str = "auto", batch: int =
         raise ConfigError("choose the engine to build: --engine onnx, compile or tensorrt (eager "
                           "needs no building)")
     eng = create_engine(engine, model, device=device, batch_size=batch, precision=precision)
+    # torch.compile builds live's one-face-per-call variant apart from the batched one
+    single = create_engine(engine, model, device=device, batch_size=1, precision=precision) \
+        if engine == "compile" and batch > 1 else None
     out = []
     for identity in identities or eng.identities:
         say(f"building {engine} ({eng.precision}, {eng.device}, batch 1-{batch}) for decoder "
             f"{identity!r} ...")
         t0 = time.perf_counter()
         eng.warmup(identity)  # builds (or loads) the direction and runs it once
+        if single is not None:
+            single.warmup(identity)
         took = time.perf_counter() - t0
         if hasattr(eng, "paths"):
             where, built = eng.paths[identity], eng.built[identity]

@@ -13,12 +13,14 @@ compute capability, or CPU architecture) and the versions of the packages that b
 or foreign engine has another key, so it is never loaded; a truncated or altered file fails its
 recorded sha256 and is rebuilt.
 
-Two processes building the same key at once each write a temporary folder and rename it into
-place; the loser's folder is thrown away and both use the winner's complete engine.
+Processes asking for the same key at once take turns on a lock file per key: one builds (into a
+temporary folder renamed into place), the others then load its engine. Without the lock (no
+fcntl) the rename still keeps the cache intact: the loser's folder is thrown away.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -55,9 +57,10 @@ class EngineCache:
     def folder(self, fields: dict) -> Path:
         return self.dir / engine_key(fields)[:32]
 
-    def lookup(self, fields: dict, filename: str) -> Path | None:
+    def lookup(self, fields: dict, filename: str, repair: bool = True) -> Path | None:
         """The cached engine file for these fields, or None when there is none or it is not intact
-        (wrong fields, missing, truncated or altered: such a folder is removed)."""
+        (wrong fields, missing, truncated or altered: with `repair`, such a folder is removed;
+        get() does that only while it holds the key's lock)."""
         folder = self.folder(fields)
         path, entry = folder / filename, folder / ENTRY
         if not entry.exists():
@@ -69,7 +72,8 @@ class EngineCache:
         except (OSError, ValueError):
             ok = False
         if not ok:
-            shutil.rmtree(folder, ignore_errors=True)
+            if repair:
+                shutil.rmtree(folder, ignore_errors=True)
             return None
         return path
 
@@ -102,11 +106,34 @@ class EngineCache:
         return folder / filename
 
     def get(self, fields: dict, filename: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
-        """(path of the engine file, True if it was built now): the cached one when intact."""
-        hit = self.lookup(fields, filename)
+        """(path of the engine file, True if it was built now): the cached one when intact.
+        Builders of one key take turns (a lock file per key), so processes starting together
+        (Ray actors, segments) build it once and the others load it."""
+        hit = self.lookup(fields, filename, repair=False)
         if hit is not None:
             return hit, False
-        return self.store(fields, filename, build), True
+        with self._locked(fields):
+            hit = self.lookup(fields, filename)
+            if hit is not None:
+                return hit, False
+            return self.store(fields, filename, build), True
+
+    @contextlib.contextmanager
+    def _locked(self, fields: dict):
+        """An exclusive lock on the key (fcntl; without fcntl, on Windows, none: the atomic
+        rename alone keeps the cache intact, at the cost of duplicate builds)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        with open(self.dir / f".{self.folder(fields).name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class CachedBuild:

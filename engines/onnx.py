@@ -91,6 +91,20 @@ class OnnxEngine(CachedBuild, SwapEngine):
     def make(self, identity: str, path) -> None:
         self.export(identity, path)
 
+    def provider_options(self, provider: str, path) -> dict:
+        """The GPU's index for the CUDA and TensorRT providers, and for TensorRT its own engine
+        cache beside the ONNX file with the batch range as its profile (built once, not per
+        process or per new batch size)."""
+        gpu = {"device_id": str(self.device.index or 0)} if self.device.type == "cuda" else {}
+        if provider == "TensorrtExecutionProvider":
+            s, top = self.size, max(self.batch_size, 32)
+            return {**gpu, "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(path.parent),
+                    "trt_fp16_enable": str(self.precision == "fp16"),
+                    "trt_profile_min_shapes": f"crops:1x3x{s}x{s}",
+                    "trt_profile_opt_shapes": f"crops:8x3x{s}x{s}",
+                    "trt_profile_max_shapes": f"crops:{top}x3x{s}x{s}"}
+        return gpu if provider == "CUDAExecutionProvider" else {}
+
     def build(self, identity: str) -> Forward:
         import onnxruntime as ort
 
@@ -98,7 +112,9 @@ class OnnxEngine(CachedBuild, SwapEngine):
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        session = ort.InferenceSession(str(self.model_path(identity)), opts, providers=self.providers)
+        path = self.model_path(identity)
+        options = [self.provider_options(p, path) for p in self.providers]
+        session = ort.InferenceSession(str(path), opts, providers=self.providers, provider_options=options)
         np_dtype = np.float16 if self.precision == "fp16" else np.float32
 
         def forward(x: np.ndarray) -> np.ndarray:

@@ -90,6 +90,12 @@ def why_unavailable(name: str, device: torch.device) -> str | None:
             return "needs a C++ compiler on CPU (g++ or clang++; Visual C++ on Windows)"
         if kind == "cuda" and not _has("triton"):
             return "needs triton on CUDA (pip install triton)"
+    if name == "tensorrt":  # present but built for another torch: say so, and let auto skip it
+        try:
+            importlib.import_module("torch_tensorrt")
+        except Exception as err:  # noqa: BLE001 - any import failure makes it unavailable
+            return (f"torch_tensorrt does not import here ({type(err).__name__}: {err}); install the "
+                    f"torch-tensorrt that matches torch {torch.__version__}")
     if name == "onnx" and kind == "cuda":
         import onnxruntime as ort
 
@@ -113,11 +119,21 @@ def available_engines(device: str = "auto") -> list[str]:
     return [name for name, ok, _ in engine_status(device) if ok]
 
 
-def pick_engine(device: str = "auto") -> str:
-    """The engine `auto` stands for: the first of AUTO_ORDER available for the device class."""
+def runs_precision(name: str, precision: str, device: torch.device) -> bool:
+    """Whether engine `name` (importable) runs `precision` on the device's class."""
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    return precision in engine_class(name).precisions.get(kind, ())
+
+
+def pick_engine(device: str = "auto", precision: str = "auto") -> str:
+    """The engine `auto` stands for: the first of AUTO_ORDER that is available for the device
+    class and runs the precision there."""
+    from engines.device import resolve_precision
+
     dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
     for name in AUTO_ORDER["cuda" if dev.type == "cuda" else "cpu"]:
-        if name in ENGINES and why_unavailable(name, dev) is None:
+        if name in ENGINES and why_unavailable(name, dev) is None and runs_precision(name, prec, dev):
             return name
     return "eager"
 
@@ -140,7 +156,7 @@ def create_engine(name: str, checkpoint, device: str = "auto", **options):
     """Build engine `name` (or `auto`) for the checkpoint folder; options go to the engine
     (batch_size, precision, and the engine's own, such as providers for onnx)."""
     if name == "auto":
-        name = pick_engine(device)
+        name = pick_engine(device, options.get("precision", "auto"))
     dev = resolve_device(device)
     cls = engine_class(name)
     why = why_unavailable(name, dev)

@@ -20,6 +20,7 @@ from engines.device import device_identity
 from stages.errors import ConfigError
 
 OPT_BATCH = 8
+TOP_BATCH = 32  # built for 1..max(batch_size, 32): live (1) and convert (8-32) share one engine
 
 
 class TensorRTEngine(CachedBuild, SwapEngine):
@@ -40,7 +41,7 @@ class TensorRTEngine(CachedBuild, SwapEngine):
         import torch_tensorrt
 
         return {"engine": "tensorrt", "weights": self.sha256, "identity": identity,
-                "precision": self.precision, "batch": [1, OPT_BATCH, max(self.batch_size, OPT_BATCH)],
+                "precision": self.precision, "batch": [1, OPT_BATCH, max(self.batch_size, TOP_BATCH)],
                 "torch": torch.__version__, "torch_tensorrt": torch_tensorrt.__version__,
                 "tensorrt": tensorrt.__version__, **device_identity(self.device)}
 
@@ -49,12 +50,13 @@ class TensorRTEngine(CachedBuild, SwapEngine):
         import torch_tensorrt
 
         module = self.direction(identity).to(self.dtype)
-        s, top = self.size, max(self.batch_size, OPT_BATCH)
+        s, top = self.size, max(self.batch_size, TOP_BATCH)
         spec = torch_tensorrt.Input(min_shape=(1, 3, s, s), opt_shape=(OPT_BATCH, 3, s, s),
                                     max_shape=(top, 3, s, s), dtype=self.dtype)
         trt = torch_tensorrt.compile(module, ir="dynamo", inputs=[spec], min_block_size=1)
-        example = torch.rand(OPT_BATCH, 3, s, s, device=self.device, dtype=self.dtype)
-        torch_tensorrt.save(trt, str(path), output_format="exported_program", inputs=[example])
+        # the Input spec, not an example tensor: saving re-exports the program, and only from
+        # Input objects does it keep the batch dimension dynamic (a tensor fixes it at its size)
+        torch_tensorrt.save(trt, str(path), output_format="exported_program", arg_inputs=[spec])
 
     def make(self, identity: str, path) -> None:
         self.compile(identity, path)

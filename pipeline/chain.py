@@ -80,9 +80,16 @@ def swap_settings(cfg) -> SwapSettings:
     from pipeline.config import LiveConfig
 
     live = isinstance(cfg, LiveConfig)
-    providers = tuple(p.strip() for p in cfg.providers.split(",") if p.strip())
+    providers = providers_of(cfg)
     return SwapSettings(cfg.model, cfg.direction, cfg.engine, cfg.device, 1 if live else 32,
                         cfg.precision, providers, warm_all=live)
+
+
+def providers_of(cfg) -> tuple[str, ...]:
+    """cfg.providers (a comma-separated string, or a list from a settings file) as a tuple."""
+    raw = cfg.providers
+    items = raw.split(",") if isinstance(raw, str) else list(raw or [])
+    return tuple(str(p).strip() for p in items if str(p).strip())
 
 
 def to_stderr(line: str) -> None:
@@ -95,17 +102,25 @@ def choose_engine(cfg) -> str:
     the same one) and check that the engine can run here: one line saying which engine runs.
     ConfigError (exit 2) when the engine asked for cannot run here, naming the fix."""
     from engines.device import resolve_device, resolve_precision
-    from engines.registry import ENGINES, engine_class, pick_engine, why_unavailable
+    from engines.registry import ENGINES, engine_class, pick_engine, runs_precision, why_unavailable
 
     dev = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, dev)
     asked = cfg.engine
     if asked == "auto":
-        cfg.engine = pick_engine(cfg.device)
+        cfg.engine = pick_engine(cfg.device, precision)
     engine_class(cfg.engine)  # unknown or not installed: the line naming the extra
     why = why_unavailable(cfg.engine, dev)
     if why is not None:
         raise ConfigError(f"engine {cfg.engine!r} cannot run here: {why}")
-    precision = resolve_precision(cfg.precision, dev)
+    if not runs_precision(cfg.engine, precision, dev):
+        runs = ", ".join(engine_class(cfg.engine).precisions.get(dev.type, ()))
+        raise ConfigError(f"engine {cfg.engine!r} does not run {precision} on {dev.type} (it runs {runs}); "
+                          f"choose another --precision or --engine")
+    if providers_of(cfg) and cfg.engine != "onnx":
+        raise ConfigError(f"--providers is for the onnx engine; this run uses {cfg.engine!r}. Drop "
+                          f"--providers or pass --engine onnx")
+    cfg.precision = precision  # every worker runs what this line says, whatever its own defaults
     how = "the fastest available here; --engine to choose" if asked == "auto" else "as asked"
     return f"engine: {cfg.engine} ({ENGINES[cfg.engine].summary}), {precision} on {dev} - {how}"
 

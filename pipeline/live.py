@@ -66,12 +66,11 @@ def check_outputs(cfg: LiveConfig) -> None:
     if cfg.record:
         EncodeStage(EncodeSettings(cfg.record, cfg.codec), None).validate()  # codec, folder, extension
     if cfg.stream:
-        from stages.hardware import is_hardware_encoder, probe_encoder
+        from stages.hardware import check_codec
         from stages.stream import stream_format
 
         stream_format(cfg.stream)
-        if is_hardware_encoder(cfg.codec):
-            probe_encoder(cfg.codec)
+        check_codec(cfg.codec)
     if cfg.serve is not None:
         from stages.web import listen
 

@@ -27,8 +27,8 @@ import numpy as np
 
 from stages.base import Sink
 from stages.decode import StreamInfo
-from stages.errors import ConfigError, InputError, OutputError
-from stages.hardware import encoder_options, is_hardware_encoder, probe_encoder
+from stages.errors import InputError, OutputError
+from stages.hardware import check_codec, encoder_options
 from stages.packet import FramePacket
 
 # Output extension -> FFmpeg muxer. Only containers that carry H.264 with exact timestamps.
@@ -131,15 +131,7 @@ class EncodeStage(Sink):
     def validate(self) -> Path:
         """Check the codec (a video encoder that opens here) and the output path (folder exists and
         is writable, known extension); ConfigError / OutputError naming the fix if not."""
-        try:
-            is_video = av.Codec(self.settings.codec, "w").type == "video"
-        except ValueError:  # UnknownCodecError
-            is_video = False
-        if not is_video:
-            raise ConfigError(f"encode codec {self.settings.codec!r} is not a video encoder in this FFmpeg; "
-                              "use libx264")
-        if is_hardware_encoder(self.settings.codec):
-            probe_encoder(self.settings.codec)
+        check_codec(self.settings.codec)
         path = Path(self.settings.path)
         parent = path.absolute().parent
         if path.is_dir():

@@ -26,6 +26,18 @@ def _need(name: str) -> str:
     return next((v for k, v in NEEDS.items() if k in name), "its hardware")
 
 
+def check_codec(codec: str) -> None:
+    """ConfigError unless `codec` is a video encoder of this FFmpeg that opens here."""
+    try:
+        is_video = av.Codec(codec, "w").type == "video"
+    except ValueError:  # UnknownCodecError
+        is_video = False
+    if not is_video:
+        raise ConfigError(f"encode codec {codec!r} is not a video encoder in this FFmpeg; use libx264")
+    if is_hardware_encoder(codec):
+        probe_encoder(codec)
+
+
 def probe_encoder(codec: str) -> None:
     """ConfigError unless hardware encoder `codec` opens here (a tiny 256x144 context)."""
     try:

@@ -204,17 +204,21 @@ def _store_slowly(args) -> str:
                 f.flush()
                 time.sleep(0.01)
 
-    return str(cache.get({"k": 1}, "engine.bin", build)[0])
+    path, built = cache.get({"k": 1}, "engine.bin", build)
+    return f"{path}|{built}"
 
 
-def test_processes_building_one_key_at_once_leave_one_intact_engine(tmp_path):
+def test_processes_building_one_key_at_once_build_it_once(tmp_path):
     payload = os.urandom(50_000)
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        paths = pool.map(_store_slowly, [(str(tmp_path), payload)] * 4)
+        results = [r.split("|") for r in pool.map(_store_slowly, [(str(tmp_path), payload)] * 4)]
+    paths = [p for p, _ in results]
     assert len(set(paths)) == 1
+    assert sum(b == "True" for _, b in results) == 1  # one built it, the others waited and loaded it
     assert Path(paths[0]).read_bytes() == payload * 20
     folder = tmp_path / "engines" / "test"
-    assert [p.name for p in folder.iterdir()] == [Path(paths[0]).parent.name]  # no temporary leftovers
+    kept = [p.name for p in folder.iterdir() if not p.name.endswith(".lock")]
+    assert kept == [Path(paths[0]).parent.name]  # no temporary leftovers
     entry = json.loads((Path(paths[0]).parent / "entry.json").read_text())
     assert entry["size"] == len(payload) * 20
 
