@@ -276,3 +276,27 @@ def test_gpu_engines_agree_with_eager_fp32(checkpoints, faces, engine, tmp_path,
                 got_f, got_m = eng.swap(crops[:batch], "b")
                 assert np.abs(got_f.astype(float) - want_f).mean() <= tol_face, (name, prec, batch)
                 assert np.abs(got_m - want_m).mean() <= tol_mask, (name, prec, batch)
+
+
+def test_auto_resolves_once_for_the_precision_asked(checkpoints):
+    """The driver's choice is what every worker builds: an engine that runs the precision, with
+    the precision resolved; options that do not fit the engine are refused up front."""
+    from pipeline.chain import choose_engine
+    from pipeline.config import ConvertConfig
+
+    cfg = ConvertConfig(model=str(checkpoints["lite64"]), device="cpu")
+    assert "fp32 on cpu" in choose_engine(cfg)
+    assert cfg.engine == pick_engine("cpu") and cfg.precision == "fp32"
+    if cpu_has_bf16():
+        half = ConvertConfig(model=str(checkpoints["lite64"]), device="cpu", precision="bf16")
+        choose_engine(half)
+        assert "bf16" in engine_class(half.engine).precisions["cpu"] and half.engine != "onnx"
+    with pytest.raises(ConfigError, match="does not run fp16 on cpu"):
+        choose_engine(ConvertConfig(model=str(checkpoints["lite64"]), device="cpu", engine="onnx",
+                                    precision="fp16"))
+    with pytest.raises(ConfigError, match="--providers is for the onnx engine"):
+        choose_engine(ConvertConfig(model=str(checkpoints["lite64"]), device="cpu", engine="eager",
+                                    providers="CPUExecutionProvider"))
+    listed = ConvertConfig(model=str(checkpoints["lite64"]), device="cpu", engine="onnx",
+                           providers=["CPUExecutionProvider"])  # a list, as a settings file gives it
+    choose_engine(listed)
