@@ -57,10 +57,8 @@ class SwapEngine:
                  precision: str = "auto", **options) -> None:
         if options:
             raise ConfigError(f"engine {self.name!r} takes no option {', '.join(options)}")
-        self.checkpoint = Path(checkpoint)
         ckpt = load_checkpoint(checkpoint)
         self.model = ckpt.model.eval()
-        self.training = ckpt.training
         self.sha256 = ckpt.sha256
         self.identities = ckpt.identities
         self.size = ckpt.model.cfg.size

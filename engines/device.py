@@ -58,11 +58,6 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def device_class(device: torch.device) -> str:
-    """'cuda' or 'cpu': what bench_engines measures engines on."""
-    return "cuda" if device.type == "cuda" else "cpu"
-
-
 def device_identity(device: torch.device) -> dict:
     """What a compiled engine depends on besides the weights: for a GPU its name and compute
     capability; for a CPU its architecture and whether it has native bf16."""

@@ -152,14 +152,30 @@ def engine_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def create_engine(name: str, checkpoint, device: str = "auto", **options):
-    """Build engine `name` (or `auto`) for the checkpoint folder; options go to the engine
-    (batch_size, precision, and the engine's own, such as providers for onnx)."""
-    if name == "auto":
-        name = pick_engine(device, options.get("precision", "auto"))
+def resolve_engine(name: str, device: str = "auto", precision: str = "auto") -> tuple[str, str]:
+    """(engine, precision) that will run for `--engine name --precision precision` on `device`:
+    auto resolved, and checked to be installed, able to run here and to run that precision.
+    ConfigError (exit 2) naming the fix otherwise."""
+    from engines.device import resolve_precision
+
     dev = resolve_device(device)
-    cls = engine_class(name)
+    prec = resolve_precision(precision, dev)
+    if name == "auto":
+        name = pick_engine(device, prec)
+    engine_class(name)  # unknown or not installed: the line naming the extra
     why = why_unavailable(name, dev)
     if why is not None:
         raise ConfigError(f"engine {name!r} cannot run here: {why}")
-    return cls(checkpoint, device=device, **options)
+    if not runs_precision(name, prec, dev):
+        kind = "cuda" if dev.type == "cuda" else "cpu"
+        runs = ", ".join(engine_class(name).precisions.get(kind, ()))
+        raise ConfigError(f"engine {name!r} does not run {prec} on {kind} (it runs {runs}); "
+                          f"choose another --precision or --engine")
+    return name, prec
+
+
+def create_engine(name: str, checkpoint, device: str = "auto", precision: str = "auto", **options):
+    """Build engine `name` (or `auto`) for the checkpoint folder; options go to the engine
+    (batch_size, and the engine's own, such as providers for onnx)."""
+    name, precision = resolve_engine(name, device, precision)
+    return engine_class(name)(checkpoint, device=device, precision=precision, **options)

@@ -101,26 +101,15 @@ def choose_engine(cfg) -> str:
     """Resolve cfg.engine == "auto" to the engine it stands for (in place, so every worker builds
     the same one) and check that the engine can run here: one line saying which engine runs.
     ConfigError (exit 2) when the engine asked for cannot run here, naming the fix."""
-    from engines.device import resolve_device, resolve_precision
-    from engines.registry import ENGINES, engine_class, pick_engine, runs_precision, why_unavailable
+    from engines.device import resolve_device
+    from engines.registry import ENGINES, resolve_engine
 
-    dev = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, dev)
     asked = cfg.engine
-    if asked == "auto":
-        cfg.engine = pick_engine(cfg.device, precision)
-    engine_class(cfg.engine)  # unknown or not installed: the line naming the extra
-    why = why_unavailable(cfg.engine, dev)
-    if why is not None:
-        raise ConfigError(f"engine {cfg.engine!r} cannot run here: {why}")
-    if not runs_precision(cfg.engine, precision, dev):
-        runs = ", ".join(engine_class(cfg.engine).precisions.get(dev.type, ()))
-        raise ConfigError(f"engine {cfg.engine!r} does not run {precision} on {dev.type} (it runs {runs}); "
-                          f"choose another --precision or --engine")
+    cfg.engine, cfg.precision = resolve_engine(cfg.engine, cfg.device, cfg.precision)
     if providers_of(cfg) and cfg.engine != "onnx":
         raise ConfigError(f"--providers is for the onnx engine; this run uses {cfg.engine!r}. Drop "
                           f"--providers or pass --engine onnx")
-    cfg.precision = precision  # every worker runs what this line says, whatever its own defaults
+    dev, precision = resolve_device(cfg.device), cfg.precision
     how = "the fastest available here; --engine to choose" if asked == "auto" else "as asked"
     return f"engine: {cfg.engine} ({ENGINES[cfg.engine].summary}), {precision} on {dev} - {how}"
 
