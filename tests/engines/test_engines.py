@@ -79,7 +79,7 @@ def test_wrong_or_missing_engines_say_what_to_do(checkpoints):
         assert ("fake", False) == next((n, ok) for n, ok, _ in engine_status("cpu") if n == "fake")
     finally:
         del ENGINES["fake"]
-    with pytest.raises(ConfigError, match="cannot run fp16 on cpu"):
+    with pytest.raises(ConfigError, match="does not run fp16 on cpu"):
         create_engine("onnx", checkpoints["lite64"], device="cpu", precision="fp16")
 
 
