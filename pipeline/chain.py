@@ -20,6 +20,7 @@ from stages.base import Needs, Stage
 from stages.blend import BlendStage
 from stages.detect import DetectStage
 from stages.errors import ConfigError, ModelError, OutputError
+from stages.identify import IdentifyStage
 from stages.swap import SwapSettings, SwapStage
 
 
@@ -48,15 +49,39 @@ def stage_name(stage: object) -> str:
     return getattr(stage, "name", None) or type(stage).__name__.removesuffix("Stage").lower()
 
 
+REFERENCE = "_reference"  # where check_model leaves the --only person's embeddings in the metadata
+
+
 def make_chain(cfg, meta: dict) -> Chain:
-    """detect -> align -> swap -> blend for a checked request (cfg: ConvertConfig or LiveConfig,
-    meta: the model's model.json)."""
+    """detect -> align [-> identify] -> swap -> blend for a checked request (cfg: ConvertConfig
+    or LiveConfig, meta: the model's model.json, with the --only reference when one was given)."""
+    from pipeline.config import LiveConfig
+
     align = AlignSettings(size=int(meta["model"]["size"]),
                           coverage=float(meta.get("training", {}).get("coverage", 0.7)),
                           **dataclasses.asdict(cfg.align))
     swap = swap_settings(cfg)
-    return [link(DetectStage, cfg.detect), link(AlignStage, align), link(SwapStage, swap),
+    identify = []
+    if cfg.identity.only:
+        identify = [link(IdentifyStage, cfg.identity, meta[REFERENCE], hold=not isinstance(cfg, LiveConfig))]
+    return [link(DetectStage, cfg.detect), link(AlignStage, align), *identify, link(SwapStage, swap),
             link(BlendStage, cfg.blend)]
+
+
+def load_only(cfg, meta: dict, say: Callable[[str], None] | None = None) -> None:
+    """The --only person's reference embeddings into meta[REFERENCE] (once, in the driver; every
+    worker gets them with the chain). ReferenceError (exit 2) for a reference without a face."""
+    if not cfg.identity.only:
+        return
+    from stages.reference import load_reference
+
+    ref = load_reference(cfg.identity.only)
+    meta[REFERENCE] = ref.embeddings
+    if say is not None:
+        say(f"only: {len(ref)} reference face(s) of the person from {', '.join(ref.sources)}; "
+            f"other people are left as they are")
+        for note in ref.notes:
+            say(f"note: {note}")
 
 
 def check_model(cfg, say: Callable[[str], None] | None = None) -> dict:
@@ -70,6 +95,7 @@ def check_model(cfg, say: Callable[[str], None] | None = None) -> dict:
     line = choose_engine(cfg)
     if say is not None:
         say(line)
+    load_only(cfg, meta, say)
     return meta
 
 

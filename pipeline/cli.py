@@ -59,7 +59,14 @@ def _add_convert(sub) -> None:
     p.add_argument("--hwaccel", help="decode on a device: cuda, vaapi, qsv, videotoolbox (default none)")
     p.add_argument("--crf", type=int, help="H.264 quality, lower is better (18)")
     p.add_argument("--preset", help="x264 preset (fast)")
+    _only_flag(p)
     p.set_defaults(func=_run_convert)
+
+
+def _only_flag(p) -> None:
+    p.add_argument("--only", nargs="+", metavar="REF",
+                   help="swap only this person: photos, a faceset folder or a video of them; other people "
+                        "are left as they are (decided per face track by a vote over its frames)")
 
 
 def _run_convert(a) -> int:
@@ -76,7 +83,7 @@ def _run_convert(a) -> int:
              "detect": {"min_face": a.min_face},
              "align": {"smoothing": False if a.no_smoothing else None},
              "encode": {"crf": a.crf, "preset": a.preset, "codec": a.codec},
-             "decode": {"hwaccel": a.hwaccel}}
+             "decode": {"hwaccel": a.hwaccel}, "identity": {"only": a.only}}
     flags["segments"] = a.segments
     cfg = fill(ConvertConfig, merge(values, _drop_none(flags)))
     if a.stats and not Path(a.stats).absolute().parent.is_dir():  # not after an hour of work
@@ -256,6 +263,7 @@ def _add_live(sub) -> None:
     p.add_argument("--policy", choices=["newest", "block"],
                    help="newest (default): drop frames the swap cannot keep up with, so latency never "
                         "grows; block: process every frame")
+    _only_flag(p)
     p.set_defaults(func=_run_live)
 
 
@@ -278,7 +286,7 @@ def _run_live(a) -> int:
              "fps": a.fps, "loop": a.loop or None,
              "window": a.window or None, "virtual_camera": a.virtual_camera, "stream": a.stream,
              "serve": a.serve, "record": a.record, "codec": a.codec, "audio": a.audio, "delay_ms": a.delay,
-             "duration": a.duration, "policy": a.policy, "stats": a.stats}
+             "duration": a.duration, "policy": a.policy, "stats": a.stats, "identity": {"only": a.only}}
     cfg = fill(LiveConfig, merge(values, _drop_none(flags)))
     from pipeline.live import live
 

@@ -7,6 +7,7 @@ A YAML file has one section per stage, named as the fields of ConvertConfig:
     blend: {color: hist, sharpen: unsharp, sharpen_amount: 0.3}
     encode: {crf: 20, preset: medium}       # codec: libx264 (default) | h264_nvenc | hevc_nvenc
     decode: {hwaccel: none}                 # cuda: decode on an NVIDIA GPU
+    identity: {only: [ref.jpg], threshold: 0.41, vote: 7}   # swap only this person
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from stages.blend import BlendSettings
 from stages.detect import DetectSettings
 from stages.encode import EncodeSettings
 from stages.errors import ConfigError
+from stages.identify import IdentitySettings
 
 RUNNERS = ("ray", "local")
 FUSE_MODES = ("auto", "on", "off")
@@ -81,6 +83,7 @@ class ConvertConfig:
     align: AlignOptions = field(default_factory=AlignOptions)
     blend: BlendSettings = field(default_factory=BlendSettings)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
 
     def __post_init__(self) -> None:
         if self.runner not in RUNNERS:
@@ -126,6 +129,7 @@ class LiveConfig:
     detect: DetectSettings = field(default_factory=live_detect_defaults)
     align: AlignOptions = field(default_factory=AlignOptions)
     blend: BlendSettings = field(default_factory=BlendSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

@@ -75,4 +75,4 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
     write_resolved(cfg, dst.with_name(dst.name + ".swapstream.json"),
                    {"input": str(src), "output": str(dst), "model_sha256": meta.get("sha256")})
     return ConvertSummary(dst, stats.frames, report["faces"], report["swapped"], report["no_face"],
-                          time.perf_counter() - t0, stats, report["warnings"])
+                          time.perf_counter() - t0, stats, report["warnings"], report.get("others", 0))

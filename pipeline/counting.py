@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stages.base import Sink
+from stages.identify import NOT_CHOSEN
 from stages.packet import FramePacket
 
 
@@ -13,7 +14,7 @@ class CountingSink(Sink):
         self.inner = inner
         self.name = inner.name
         self.needs = inner.needs
-        self.faces = self.swapped = self.no_face = 0
+        self.faces = self.swapped = self.no_face = self.others = 0
 
     def setup(self) -> None:
         self.inner.setup()
@@ -23,6 +24,7 @@ class CountingSink(Sink):
             self.faces += len(p.faces)
             self.swapped += sum(f.swapped is not None for f in p.faces)
             self.no_face += not p.faces
+            self.others += sum(any(e.startswith(NOT_CHOSEN) for e in f.errors) for f in p.faces)
         return self.inner.process(batch)
 
     def flush(self) -> list[FramePacket]:
@@ -39,4 +41,4 @@ class CountingSink(Sink):
 
     def report(self) -> dict:
         return {"warnings": [], **self.inner.report(), "faces": self.faces, "swapped": self.swapped,
-                "no_face": self.no_face}
+                "no_face": self.no_face, "others": self.others}

@@ -212,9 +212,12 @@ class _Pipeline:
         retry = {"max_restarts": RETRIES, "max_task_retries": RETRIES}
         self.names = [lk.name for lk in chain] + [sink.name]
         sizes = []
+        # From a stage that holds frames back on, packets leave a stage with their frames: the
+        # batch's frames are no longer the ones the packets belong to.
+        self.holder = next((k for k, lk in enumerate(chain) if lk.needs.holds), len(chain))
         for k, lk in enumerate(chain):
             cls = _actor_class(lk.name, StageWorker)
-            keep = k == len(chain) - 1
+            keep = k == len(chain) - 1 or k >= self.holder
             # Stage actors reserve no CPU: the OS shares the cores; the pool sizes decide how
             # much runs at once. A GPU stage holds a GPU where there is one.
             o = {**retry, "num_cpus": 0, **({"num_gpus": 1} if lk.needs.device == "gpu" and gpus else {})}
@@ -242,8 +245,10 @@ class _Pipeline:
             p.frame = NO_FRAME
         ref, refs = batch, []
         for k, pool in enumerate(self.pools):
-            # the sink encodes the frames the last stage returns; the others read the originals
-            ref = pool[batch_no % len(pool)].process.remote(ref, None if k == len(self.pools) - 1 else frames)
+            # the sink encodes the frames the last stage returns, and the stages after a holding
+            # one get theirs with the packets; the others read the originals
+            own = k == len(self.pools) - 1 or k > self.holder
+            ref = pool[batch_no % len(pool)].process.remote(ref, None if own else frames)
             refs.append(ref)
         self.inflight.append((len(batch), refs))
 
@@ -282,12 +287,15 @@ class _Pipeline:
             for actor in pool:
                 rest = ray.get(actor.flush.remote())
                 if rest:  # held-back packets: through the later stages, as submit() sends them
-                    frames = ray.put([p.frame for p in rest])
-                    for p in rest:
-                        p.frame = NO_FRAME
-                    ref, later = rest, self.pools[k + 1:]
-                    for j, pool_j in enumerate(later):
-                        ref = pool_j[0].process.remote(ref, None if j == len(later) - 1 else frames)
+                    frames = None
+                    if k < self.holder:  # the stages up to the holder read frames beside packets
+                        frames = ray.put([p.frame for p in rest])
+                        for p in rest:
+                            p.frame = NO_FRAME
+                    ref = rest
+                    for j in range(k + 1, len(self.pools)):
+                        own = j == len(self.pools) - 1 or j > self.holder
+                        ref = self.pools[j][0].process.remote(ref, None if own else frames)
                     done += ray.get(ref)
         ray.get(self.sink.flush.remote())
         return done
@@ -344,7 +352,7 @@ def run_ray(chain: Chain, packets: Iterable, sink: Link, opts: RayOptions, progr
         while pipe.inflight:
             bar.update(n := pipe.collect_oldest())
             run.frames += n
-        run.frames += pipe.flush()
+        pipe.flush()  # frames held back by a stage were counted when their batch went in
         run.seconds = time.perf_counter() - t0
         pipe.stats(run)
         report = ray.get(pipe.sink.report.remote())

@@ -91,7 +91,8 @@ def run_segment(job: SegmentJob) -> SegmentResult:
     if short:
         warnings.append(f"segment {seg.index}: {stats.frames} of {seg.frames} frames decoded")
     return SegmentResult(seg.index, job.file, stats.frames, counts["faces"], counts["swapped"],
-                         counts["no_face"], _node_id(), time.perf_counter() - t0, stats, warnings)
+                         counts["no_face"], _node_id(), time.perf_counter() - t0, stats, warnings,
+                         counts.get("others", 0))
 
 
 # ------------------------------------------------------------------------------------ joining

@@ -66,6 +66,7 @@ class SegmentResult:
     seconds: float
     stats: RunStats
     warnings: list[str] = field(default_factory=list)
+    others: int = 0  # faces left alone: not the --only person
 
 
 # ------------------------------------------------------------------------------------ planning

@@ -185,7 +185,7 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
         e = entries[r.index]
         e.update(status="done", size=(work / e["file"]).stat().st_size, node_id=r.node_id,
                  seconds=round(r.seconds, 3),
-                 counts={"faces": r.faces, "swapped": r.swapped, "no_face": r.no_face,
+                 counts={"faces": r.faces, "swapped": r.swapped, "no_face": r.no_face, "others": r.others,
                          "warnings": r.warnings})
         _write_manifest(work, manifest)
         bar.update(r.frames)
@@ -217,7 +217,7 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
                         "(not in the stage times)")
     return ConvertSummary(dst, total, sum(c["faces"] for c in counts),
                           sum(c["swapped"] for c in counts), sum(c["no_face"] for c in counts),
-                          stats.seconds, stats, warnings)
+                          stats.seconds, stats, warnings, sum(c.get("others", 0) for c in counts))
 
 
 def segment_resources(nodes: list[dict], device: str) -> dict:

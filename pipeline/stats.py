@@ -66,6 +66,7 @@ class ConvertSummary:
     seconds: float
     stats: RunStats
     warnings: list[str]
+    others: int = 0  # faces left alone: not the --only person
 
     @property
     def fps(self) -> float:
@@ -73,7 +74,8 @@ class ConvertSummary:
 
     def lines(self) -> list[str]:
         out = [f"wrote {self.output}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps); "
-               f"{self.faces_swapped} faces swapped, {self.frames_without_face} frames without a face"]
+               f"{self.faces_swapped} faces swapped, {self.frames_without_face} frames without a face"
+               + (f", {self.others} faces of other people left alone" if self.others else "")]
         out.append(f"{'stage':<8}{'workers':>8}{'frames':>8}{'busy s':>9}{'ms/frame':>10}{'queue':>7}")
         for s in self.stats.stages:
             out.append(f"{s.name:<8}{s.actors:>8}{s.frames:>8}{s.busy_s:>9.1f}{s.ms_per_frame:>10.1f}"
@@ -84,5 +86,6 @@ class ConvertSummary:
     def to_json(self) -> dict:
         return {"output": str(self.output), "frames": self.frames, "faces": self.faces,
                 "faces_swapped": self.faces_swapped, "frames_without_face": self.frames_without_face,
+                "faces_left_alone": self.others,
                 "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
                 "stages": [dataclasses.asdict(s) for s in self.stats.stages]}

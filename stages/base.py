@@ -37,12 +37,15 @@ class Needs:
     temporal: carries state from one frame to the next (tracks, filters); it copes with gaps
         (FramePacket.follows), so it may still be pooled unless it is also `ordered`.
     cpu_share: pool size, as a share of the CPUs, when the stage may be pooled (0 = one copy).
+    holds: may return packets of earlier batches (it holds frames back until it can decide about
+        them), so the stages after it get their frames with the packets, not with the batch.
     """
 
     device: str = "cpu"
     ordered: bool = False
     temporal: bool = False
     cpu_share: float = 0.0
+    holds: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "gpu"):
@@ -56,7 +59,8 @@ class Needs:
         """The needs of two stages run as one (a fused stage)."""
         return Needs("gpu" if "gpu" in (self.device, other.device) else "cpu",
                      self.ordered or other.ordered, self.temporal or other.temporal,
-                     0.0 if self.ordered or other.ordered else max(self.cpu_share, other.cpu_share))
+                     0.0 if self.ordered or other.ordered else max(self.cpu_share, other.cpu_share),
+                     self.holds or other.holds)
 
 
 class Stage:
