@@ -7,8 +7,14 @@ a pyramid of overlapping square tiles, each tile small enough that the smallest 
 the crop). Between full searches, each known face is tracked: FaceMesh runs on a crop around its
 last landmarks. A full search runs every `detect_every` frames, when a track is lost, and when
 a frame does not continue the last one this stage saw (FramePacket.follows: a detect actor in a
-pool gets chunks of the video, a live source drops frames). Live mode spreads a full search over
-frames (`search_budget` detector calls each), so no frame waits for the whole tile pyramid.
+pool gets chunks of the video, a live source drops frames).
+
+Faces start where the face starts. Convert (`look_back`) also searches the last frame of every
+batch, and a face a search finds that no track followed is tracked backwards over the batch's
+earlier frames, so a face that walks or pans into view gets landmarks from its first frame in
+view, not from the next search. Live cannot look back: it spreads each full search over at most
+`search_frames` frames (or `search_budget` detector calls a frame) and starts the next one at
+once, so no frame waits for the whole tile pyramid and a new face waits ~3 frames (100 ms).
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ class DetectSettings:
     """min_face: smallest face height (frame px) to find; max_faces: per frame; detect_every:
     frames between full searches (a sweep of the tile pyramid) while faces are tracked;
     search_budget: detector calls of a sweep per frame (0: the whole sweep in one frame, as
-    convert does; live sets a few, so a sweep spreads over frames and never stalls one)."""
+    convert does); search_frames: spread each sweep over at most this many frames (live; wins
+    over search_budget; 0: off); look_back: search each batch's last frame and track new faces
+    backwards over the batch (convert)."""
 
     min_face: int = 64
     max_faces: int = 8
@@ -44,6 +52,8 @@ class DetectSettings:
     det_confidence: float = 0.5
     mesh_confidence: float = 0.5
     search_budget: int = 0
+    search_frames: int = 0
+    look_back: bool = True
 
     def __post_init__(self) -> None:
         if self.min_face < 16:
@@ -51,8 +61,9 @@ class DetectSettings:
                               f"478 landmarks on smaller faces: use 16 or more")
         if self.detect_every < 1 or self.max_faces < 1:
             raise ConfigError("detect_every and max_faces must be 1 or more")
-        if self.search_budget < 0:
-            raise ConfigError(f"search_budget {self.search_budget} must be 0 (whole sweep at once) or more")
+        if self.search_budget < 0 or self.search_frames < 0:
+            raise ConfigError(f"search_budget {self.search_budget} and search_frames {self.search_frames} "
+                              f"must be 0 (whole sweep at once) or more")
 
 
 def search_tiles(width: int, height: int, min_face: int) -> list[tuple[int, int, int]]:
@@ -120,6 +131,7 @@ class DetectStage(Stage):
         self._last_index: int | None = None  # index of the last frame seen
         self._since_search = 0  # frames since the last sweep began
         self._sweep: list[tuple[int, int, int]] = []  # tiles of the sweep still to search
+        self._sweep_size = 0  # tiles of the current sweep, all told
         self._lost = False
 
     def setup(self) -> None:
@@ -140,9 +152,36 @@ class DetectStage(Stage):
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         if self._mesh is None:
             self.setup()
-        for packet in batch:
-            packet.faces = [Face(lm, score) for lm, score in self._faces_in(packet)]
+        # a batch of one has no earlier frames to look back over (and would sweep every frame)
+        look_back = self.settings.look_back and not self.settings.search_frames and len(batch) > 1
+        for i, packet in enumerate(batch):
+            found, new = self._faces_in(packet, sweep=look_back and i == len(batch) - 1)
+            packet.faces = [Face(lm, score) for lm, score in found]
+            if look_back and new and i:
+                self._look_back(batch[:i + 1], new)
         return batch
+
+    def _look_back(self, packets: list[FramePacket], new: list[np.ndarray]) -> None:
+        """Track faces a search found in packets[-1] ((478, 2) landmarks each) backwards over the
+        packets before it (frame order), adding each to the frames where it was already in view:
+        until FaceMesh loses it, it meets a face already there, or the frames stop being
+        consecutive (a cut in the batch, a gap)."""
+        for lm in new:
+            mesh, prev = self._video_mesh(), lm
+            try:
+                for packet, after in zip(packets[-2::-1], packets[:0:-1]):
+                    if after.follows != packet.index:
+                        break
+                    got = self._mesh_around(packet.frame, _bbox(prev), 1.7, mesh)
+                    if got is None or _iou(_bbox(got), _bbox(prev)) <= 0.3:
+                        break
+                    if len(packet.faces) >= self.settings.max_faces or any(
+                            _iou(_bbox(got), f.bbox) > 0.3 for f in packet.faces):
+                        break
+                    packet.faces.append(Face(got, 1.0))
+                    prev = got
+            finally:
+                mesh.close()
 
     def close(self) -> None:
         self._drop_tracks(self._tracks)
@@ -171,7 +210,10 @@ class DetectStage(Stage):
                 t.mesh = None
 
     # --- per frame -------------------------------------------------------------------------
-    def _faces_in(self, packet: FramePacket) -> list[tuple[np.ndarray, float]]:
+    def _faces_in(self, packet: FramePacket, sweep: bool = False
+                  ) -> tuple[list[tuple[np.ndarray, float]], list[np.ndarray]]:
+        """The faces of one frame ((landmarks, score) each) and, of those, the ones a search found
+        that no track followed into this frame. sweep: search the whole pyramid now."""
         frame = packet.frame
         h, w = frame.shape[:2]
         consecutive = packet.follows is not None and packet.follows == self._last_index
@@ -200,11 +242,19 @@ class DetectStage(Stage):
             kept.append(track)
         s = self.settings
         self._since_search += 1
-        if not self._sweep and (not consecutive or self._lost or self._since_search >= s.detect_every):
+        due = not consecutive or self._lost or self._since_search >= s.detect_every
+        if sweep and not due:  # convert's sweep at a batch's end: whatever remains, at once
+            self._sweep = []
+        if not self._sweep and (due or sweep):
             self._sweep = search_tiles(w, h, s.min_face)
             self._since_search, self._lost = 0, False
-        # The sweep's tiles: all at once, or `search_budget` detector calls a frame (live).
-        take = len(self._sweep) if not s.search_budget else s.search_budget
+            self._sweep_size = len(self._sweep)
+        # The sweep's tiles: all at once, over `search_frames` frames, or `search_budget`
+        # detector calls a frame (live).
+        if s.search_frames:
+            take = -(-self._sweep_size // s.search_frames)
+        else:
+            take = len(self._sweep) if not s.search_budget or sweep else s.search_budget
         regions, self._sweep = self._sweep[:take], self._sweep[take:]
         whole = (0, 0, max(w, h))
         if not found and whole not in regions:
@@ -212,6 +262,7 @@ class DetectStage(Stage):
             # finds a face after a cut at once); the tile pyramid (~70 calls on a 4K frame) only
             # when a sweep is due.
             regions = [whole, *regions]
+        new: list[np.ndarray] = []
         if regions:
             for box, score in self._search(frame, regions):
                 if len(found) >= s.max_faces:
@@ -222,9 +273,10 @@ class DetectStage(Stage):
                 if lm is not None and not any(_iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
                     found.append((lm, score))
                     kept.append(_Track(lm))
+                    new.append(lm)
         self._tracks = kept
         self._last_index = packet.index
-        return found
+        return found, new
 
     def _search(self, frame: np.ndarray, regions: list[tuple[int, int, int]]) -> list[tuple[tuple, float]]:
         """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged, over the

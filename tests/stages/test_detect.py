@@ -3,6 +3,7 @@
 from fractions import Fraction
 from itertools import islice
 
+import cv2
 import numpy as np
 import pytest
 
@@ -71,10 +72,10 @@ def test_tracking_skips_full_searches_and_keeps_faces(monkeypatch):
     frames = list(render_frames(["astronaut", "grace_hopper"], 120, 560, 300, 0.6))[:24]
     out = d.process(packets(frames))
     assert [len(p.faces) for p in out] == [2] * 24
-    assert len(calls) == 3  # frames 0, 8, 16
+    assert len(calls) == 4  # frames 0, 8, 16, and the batch's last (convert looks back from it)
     # a frame that does not follow the last one starts with a full search
     d.process(packets(frames[:1], 500))
-    assert len(calls) == 4
+    assert len(calls) == 5
     d.close()
 
 
@@ -105,8 +106,8 @@ def test_faceless_frames_run_the_tile_pyramid_only_every_detect_every(monkeypatc
     out = d.process(packets([background(1920, 1080)] * 20))
     assert all(p.faces == [] for p in out)
     tiles = len(search_tiles(1920, 1080, 64))
-    # frames 0, 8, 16 search the pyramid; the 17 others the whole frame once
-    assert len(calls) == 3 * tiles + 17, (len(calls), tiles)
+    # frames 0, 8, 16 and the batch's last, 19, search the pyramid; the 16 others the whole frame
+    assert len(calls) == 4 * tiles + 16, (len(calls), tiles)
     d.close()
 
 
@@ -148,3 +149,65 @@ def test_a_face_found_by_a_spread_sweep_is_tracked(monkeypatch):
     assert 0 < first <= sweep_frames, (first, sweep_frames)  # not in the whole frame: in a tile
     assert all(len(p.faces) == 1 for p in out[first:])  # then tracked, frame after frame
     d.close()
+
+
+def entering(n: int, width: int = 640, height: int = 360, enter_at: int = 3, side: int = 200):
+    """n frames: astronaut's head still on the left; Grace Hopper's head slides in from the right
+    edge, first fully in view at frame `enter_at`, then stays. (frames, x centre of her head)."""
+    from pipeline.samples import head
+
+    bg = background(width, height).astype(np.float32)
+    rgb_a, alpha_a = head("astronaut")
+    rgb_b, alpha_b = head("grace_hopper")
+    stop = width - side * 0.75
+    frames, xs = [], []
+    for i in range(n):
+        cx = stop + max(0, enter_at - i) * side * 0.35  # off the edge before enter_at
+        f = bg.copy()
+        for rgb, alpha, x in ((rgb_a, alpha_a, side * 0.75), (rgb_b, alpha_b, cx)):
+            y = height / 2
+            s = side / rgb.shape[0]
+            m = np.array([[s, 0, x - s * rgb.shape[1] / 2], [0, s, y - s * rgb.shape[0] / 2]])
+            w = cv2.warpAffine(rgb, m, (width, height)).astype(np.float32)
+            a = cv2.warpAffine(alpha, m, (width, height))[..., None]
+            f = f * (1 - a) + w * a
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+        xs.append(cx)
+    return frames, xs
+
+
+def _first_with_two(out) -> int:
+    return next(i for i, p in enumerate(out) if len(p.faces) == 2)
+
+
+def test_a_face_that_comes_into_view_is_tracked_back_to_its_first_frame():
+    """Convert: the batch's closing search finds the new face at frame 7; tracked backwards, it
+    has landmarks from the frame it is first fully in view (3), not from the next search."""
+    frames, _ = entering(16, enter_at=3)
+    ahead = DetectStage(DetectSettings(detect_every=8, look_back=False))
+    plain = [p for k in (0, 8) for p in ahead.process(packets(frames, 7000)[k:k + 8])]
+    ahead.close()
+    back = DetectStage(DetectSettings(detect_every=8))
+    out = [p for k in (0, 8) for p in back.process(packets(frames, 7000)[k:k + 8])]
+    back.close()
+    assert _first_with_two(plain) == 8  # without looking back: from the next search on
+    assert _first_with_two(out) <= 3, [len(p.faces) for p in out]
+    assert all(len(p.faces) == 2 for p in out[3:])
+    # the faces found looking back lie where her head was in those frames
+    right = [max(f.bbox[2] for f in p.faces) for p in out[3:8]]
+    assert all(r > 500 for r in right), right
+
+
+def test_live_finds_a_new_face_within_three_frames():
+    """Live cannot look back: its searches run back to back, each spread over <= 3 frames, so a
+    face coming into view while another is tracked waits at most ~3 frames (100 ms at 30 fps)."""
+    from pipeline.config import live_detect_defaults
+
+    frames, _ = entering(24, 1280, 720, enter_at=10, side=360)
+    d = DetectStage(live_detect_defaults())
+    out = [d.process([p])[0] for p in packets(frames, 8000)]
+    d.close()
+    assert len(out[0].faces) == 1
+    first = _first_with_two(out)
+    assert first <= 10 + 3, [len(p.faces) for p in out]  # (partly in view from frame 9)
+    assert all(len(p.faces) == 2 for p in out[first:])
