@@ -63,6 +63,19 @@ def _add_convert(sub) -> None:
     p.set_defaults(func=_run_convert)
 
 
+def _settings_file(path: str | None) -> dict:
+    """A YAML settings file's values; its identity.only references are relative to the file."""
+    from pipeline.config import load_yaml
+
+    values = load_yaml(path) if path else {}
+    only = values.get("identity", {}).get("only") if isinstance(values.get("identity"), dict) else None
+    if only:
+        refs = [only] if isinstance(only, str) else list(only)
+        values["identity"]["only"] = [str(Path(path).parent / r) if not Path(r).is_absolute() else r
+                                      for r in map(str, refs)]
+    return values
+
+
 def _only_flag(p) -> None:
     p.add_argument("--only", nargs="+", metavar="REF",
                    help="swap only this person: photos, a faceset folder or a video of them; other people "
@@ -70,10 +83,10 @@ def _only_flag(p) -> None:
 
 
 def _run_convert(a) -> int:
-    from pipeline.config import ConvertConfig, fill, load_yaml, merge
+    from pipeline.config import ConvertConfig, fill, merge
     from pipeline.convert import convert
 
-    values = load_yaml(a.config) if a.config else {}
+    values = _settings_file(a.config)
     flags = {"model": a.model, "direction": a.direction, "runner": a.runner, "engine": a.engine,
              "precision": a.precision, "providers": a.providers,
              "device": a.device, "address": a.address, "detect_actors": a.detect_actors,
@@ -122,17 +135,32 @@ def _add_extract(sub) -> None:
     p.add_argument("--min-size", type=int, default=64, help="smallest face height kept, px (64)")
     p.add_argument("--blur", type=float, default=0.0,
                    help="drop faces less sharp than this (variance of Laplacian; 0 keeps all)")
+    p.add_argument("--like", nargs="+", metavar="REF", default=[],
+                   help="keep only this person's faces: photos, a faceset folder or a video of them "
+                        "(checked before any work; give it after SRC); other faces are counted and dropped")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="with --like: largest embedding distance that is still the person (0.41, "
+                        "dlib's same-person distance; lower is stricter)")
     p.set_defaults(func=_run_extract)
 
 
 def _run_extract(a) -> int:
     from training.extract import ExtractSettings, extract
 
-    r = extract(a.sources, a.output, ExtractSettings(a.every, a.min_size, a.blur), progress=not a.quiet)
+    threshold = {} if a.threshold is None else {"threshold": a.threshold}
+    settings = ExtractSettings(a.every, a.min_size, a.blur, like=a.like, **threshold)
+    r = extract(a.sources, a.output, settings, progress=not a.quiet)
+    for note in r.notes:
+        print(f"note: {note}")
+    dropped = f", {r.not_like} not the --like person" if a.like else ""
     print(f"wrote {r.faces} faces from {r.frames} frames to {a.output} "
-          f"({r.too_small} too small, {r.too_blurry} too blurry); contact sheet: {r.contact_sheet}")
+          f"({r.too_small} too small, {r.too_blurry} too blurry{dropped}); contact sheet: {r.contact_sheet}")
     for s in r.sources_without_faces:
-        print(f"note: no faces found in {s}")
+        print(f"note: no faces {'of the --like person ' if a.like else ''}found in {s}")
+    if not a.like and r.identities > 1:
+        sizes = [str(n) for n in r.identity_sizes]
+        print(f"note: {r.identities} different people in this faceset ({', '.join(sizes[:-1])} and "
+              f"{sizes[-1]} faces); keep one with --like REF or split it with swapstream sort {a.output}")
     return 0
 
 
@@ -268,7 +296,7 @@ def _add_live(sub) -> None:
 
 
 def _run_live(a) -> int:
-    from pipeline.config import LiveConfig, fill, live_values, load_yaml, merge
+    from pipeline.config import LiveConfig, fill, live_values, merge
     from stages.errors import ConfigError
 
     if a.list_cameras:
@@ -280,7 +308,7 @@ def _run_live(a) -> int:
     if not a.model:
         raise ConfigError("--model DIR is required (a checkpoint from `swapstream train`; `make demo` "
                           "trains one into demo_output/model)")
-    values = live_values(load_yaml(a.config)) if a.config else {}
+    values = live_values(_settings_file(a.config))
     flags = {"model": a.model, "direction": a.direction, "engine": a.engine, "device": a.device,
              "precision": a.precision, "providers": a.providers, "camera": a.camera, "size": a.size,
              "fps": a.fps, "loop": a.loop or None,

@@ -104,6 +104,7 @@ class LocalRunner:
                 bar.update(len(batch))
             for i, st in enumerate(self.stages):
                 if rest := st.flush():
+                    self.stats.stages[i].frames += len(rest)  # held back by it, out now
                     self.stats.frames += len(self._through(rest, i + 1))
                     bar.update(len(rest))
             self.sink.flush()

@@ -69,6 +69,7 @@ class _Part:
     samples: list[tuple[int, float, np.ndarray]] = field(default_factory=list)  # (index, dist, emb)
     odd: list[tuple[int, float, np.ndarray]] = field(default_factory=list)  # unlike the rest, in a row
     decision: bool | None = None
+    tally: tuple[int, int] = (0, 0)  # (samples near the reference, samples) when decided
 
     def mean(self) -> np.ndarray:
         return normalise(np.mean([e for _, _, e in self.samples], 0)[None])[0]
@@ -76,6 +77,7 @@ class _Part:
     def decide(self, threshold: float) -> bool:
         near = sum(d <= threshold for _, d, _ in self.samples)
         self.decision = bool(self.samples) and near * 2 > len(self.samples)
+        self.tally = (near, len(self.samples))
         return self.decision
 
     @property
@@ -214,9 +216,9 @@ class IdentifyStage(Stage):
             if part.decision is None:
                 face.errors.append("identity: not decided yet (a new face waits for its vote)")
             elif not part.decision:
-                near = sum(d <= s.threshold for _, d, _ in part.samples)
-                face.errors.append(f"{NOT_CHOSEN} (track {face.track}: {near} of "
-                                   f"{len(part.samples)} samples within {s.threshold})")
+                near, n = part.tally
+                face.errors.append(f"{NOT_CHOSEN} (track {face.track}: {near} of {n} samples "
+                                   f"within {s.threshold})")
         return packet
 
     def _forget(self) -> None:
