@@ -32,7 +32,7 @@ from stages.errors import ConfigError
 from stages.packet import Face, FramePacket
 
 NOT_CHOSEN = "not the --only person"  # how a face of another person is marked
-MAX_HOLD = 96  # frames convert may hold back (4K: ~2.4 GB); past it the oldest is decided as is
+MAX_HOLD = 48  # frames convert may hold back (4K: ~1.2 GB); past it the oldest is decided as is
 
 
 @dataclass
@@ -125,6 +125,7 @@ class IdentifyStage(Stage):
         if self.embedder is None:
             self.setup()
         todo: list[tuple[FramePacket, Face]] = []
+        planned: dict[int, int] = {}  # track -> the last frame of this batch it is sampled in
         for packet in batch:
             self._newest = packet.index
             seen = {f.track for f in packet.faces}
@@ -135,9 +136,13 @@ class IdentifyStage(Stage):
                 track = self._tracks.setdefault(face.track, _Track([_Part(packet.index)], packet.index))
                 track.last_seen = packet.index
                 part = track.parts[-1]
-                due = part.decision is None or part.odd or packet.index - part.last >= self.settings.recheck
+                last = planned.get(face.track, part.last)
+                due = part.decision is None or part.odd or packet.index - last >= self.settings.recheck
                 if due and face.ok and face.crop is not None:
                     todo.append((packet, face))
+                    planned[face.track] = packet.index
+        if self.hold:
+            self._held.extend(batch)  # before sampling: a split looks back over held frames
         if todo:
             emb = self.embedder.embed_faces([(p.frame, f.landmarks) for p, f in todo])
             dist = distance_to(emb, self.reference)
@@ -147,7 +152,6 @@ class IdentifyStage(Stage):
             out = [self._mark(p) for p in batch]
             self._forget()
             return out
-        self._held.extend(batch)
         while len(self._held) > MAX_HOLD:  # faces that never give a sample cannot hold all
             oldest = self._held[0]
             for f in oldest.faces:
@@ -173,16 +177,30 @@ class IdentifyStage(Stage):
         if part.samples and float(distance(e, part.mean())) > s.threshold:
             part.odd.append(sample)
             if len(part.odd) >= s.split:  # another person under the same track: split here
+                new = _Part(part.odd[0][0], samples=list(part.odd))
+                new.start = self._switch(tid, part, new)
+                part.odd = []
                 if part.decision is None:
                     self._decide(tid, part)
-                new = _Part(part.odd[0][0], samples=list(part.odd))
-                part.odd = []
                 track.parts.append(new)
                 self._maybe_decide(tid, new)
             return
         part.samples += part.odd + [sample]  # a few odd samples that did not last: the same person
         part.odd = []
         self._maybe_decide(tid, part)
+
+    def _switch(self, tid: int, old: _Part, new: _Part) -> int:
+        """The first frame of the new person in a split track: the unsampled frames between the
+        old part's last sample and the first odd one (held, in convert) go to whichever part
+        their face is nearer."""
+        lo, hi = old.last, new.start
+        between = [(p, f) for p in self._held if lo < p.index < hi
+                   for f in p.faces if f.track == tid and f.ok and f.crop is not None]
+        if not between:
+            return hi
+        emb = self.embedder.embed_faces([(p.frame, f.landmarks) for p, f in between])
+        nearer_new = distance(emb, new.mean()) < distance(emb, old.mean())
+        return next((p.index for (p, _), n in zip(between, nearer_new) if n), hi)
 
     def _maybe_decide(self, tid: int, part: _Part) -> None:
         if part.decision is None and len(part.samples) >= self.vote:
