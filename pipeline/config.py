@@ -93,13 +93,15 @@ class ConvertConfig:
 
 
 LIVE_SEARCH_FRAMES = 3  # live default: a full search spreads over 3 frames, then the next starts
+LIVE_MIN_FACE_SHARE = 1 / 8  # live default: faces from 1/8 of the frame height (90 px in 720p)
 
 
 def live_detect_defaults() -> DetectSettings:
     """Live spreads the full face search over frames, so no frame waits for all of it, and starts
     the next at once: a face that comes into view waits ~3 frames (100 ms at 30 fps). Live cannot
     look back over frames it has sent."""
-    return DetectSettings(detect_every=1, search_frames=LIVE_SEARCH_FRAMES, look_back=False)
+    return DetectSettings(detect_every=1, search_frames=LIVE_SEARCH_FRAMES, look_back=False,
+                          min_face_share=LIVE_MIN_FACE_SHARE)
 
 
 @dataclass

@@ -44,7 +44,9 @@ class DetectSettings:
     search_budget: detector calls of a sweep per frame (0: the whole sweep in one frame, as
     convert does); search_frames: spread each sweep over at most this many frames (live; wins
     over search_budget; 0: off); look_back: search each batch's last frame and track new faces
-    backwards over the batch (convert)."""
+    backwards over the batch (convert); min_face_share: smallest face as a share of the frame
+    height, when that is more than min_face (live: 1/8, a webcam's faces are large, and the tile
+    pyramid for 64 px faces in 720p is 19 detector calls a sweep, for 90 px faces 3)."""
 
     min_face: int = 64
     max_faces: int = 8
@@ -54,6 +56,7 @@ class DetectSettings:
     search_budget: int = 0
     search_frames: int = 0
     look_back: bool = True
+    min_face_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.min_face < 16:
@@ -61,6 +64,9 @@ class DetectSettings:
                               f"478 landmarks on smaller faces: use 16 or more")
         if self.detect_every < 1 or self.max_faces < 1:
             raise ConfigError("detect_every and max_faces must be 1 or more")
+        if not 0.0 <= self.min_face_share <= 0.5:
+            raise ConfigError(f"min_face_share {self.min_face_share} is outside 0-0.5 (a share of the "
+                              f"frame height; 0: min_face alone decides)")
         if self.search_budget < 0 or self.search_frames < 0:
             raise ConfigError(f"search_budget {self.search_budget} and search_frames {self.search_frames} "
                               f"must be 0 (whole sweep at once) or more")
@@ -246,7 +252,7 @@ class DetectStage(Stage):
         if sweep and not due:  # convert's sweep at a batch's end: whatever remains, at once
             self._sweep = []
         if not self._sweep and (due or sweep):
-            self._sweep = search_tiles(w, h, s.min_face)
+            self._sweep = search_tiles(w, h, max(s.min_face, int(s.min_face_share * h)))
             self._since_search, self._lost = 0, False
             self._sweep_size = len(self._sweep)
         # The sweep's tiles: all at once, over `search_frames` frames, or `search_budget`
