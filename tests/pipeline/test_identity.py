@@ -147,12 +147,14 @@ def faces_per_frame(path: Path) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
-@pytest.mark.parametrize("runner", ["local", "ray"])
-def test_convert_only_through_the_cli(clips, model_dir, photos, tmp_path, runner, capsys):
-    out = tmp_path / f"only-{runner}.mp4"
-    stats = tmp_path / f"only-{runner}.json"
+@pytest.mark.parametrize("runner,fuse", [("local", "auto"), ("ray", "on"), ("ray", "off")])
+def test_convert_only_through_the_cli(clips, model_dir, photos, tmp_path, runner, fuse, capsys):
+    """Ray, fused: identify holds frames inside the one align+identify+swap+blend actor; apart:
+    swap and blend actors get the held frames with the packets."""
+    out = tmp_path / f"only-{runner}-{fuse}.mp4"
+    stats = tmp_path / f"only-{runner}-{fuse}.json"
     rc = main(["-q", "convert", str(clips["ab"]), str(out), "--model", str(model_dir), "--runner", runner,
-               "--only", str(photos["astronaut"]), "--stats", str(stats)])
+               "--fuse", fuse, "--only", str(photos["astronaut"]), "--stats", str(stats)])
     assert rc == 0
     s = json.loads(stats.read_text())
     assert s["frames"] == faces_per_frame(out) == 30
