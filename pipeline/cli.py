@@ -128,7 +128,8 @@ def _run_convert(a) -> int:
 def _add_extract(sub) -> None:
     p = sub.add_parser("extract", help="extract aligned faces from videos or image folders",
                        description="Find, align and save every face of SRC (videos and/or folders "
-                                   "of images) as a faceset for training.")
+                                   "of images) as a faceset for training; with --like, only the faces "
+                                   "of that person. Says when the faces are of several people.")
     p.add_argument("sources", nargs="+", metavar="SRC", help="video files and/or image folders")
     p.add_argument("-o", "--output", required=True, help="faceset directory to write (or extend)")
     p.add_argument("--every", type=int, default=1, help="keep every Nth video frame (1)")
@@ -161,6 +162,34 @@ def _run_extract(a) -> int:
         sizes = [str(n) for n in r.identity_sizes]
         print(f"note: {r.identities} different people in this faceset ({', '.join(sizes[:-1])} and "
               f"{sizes[-1]} faces); keep one with --like REF or split it with swapstream sort {a.output}")
+    return 0
+
+
+def _add_sort(sub) -> None:
+    p = sub.add_parser("sort", help="split a faceset by person into subfolders, outliers apart",
+                       description="Group the faces of FACESET by person and move them into "
+                                   "FACESET/person_1 (the largest group), person_2, ... and "
+                                   "FACESET/outliers (faces far from their group, groups too small "
+                                   "to be a person). Each folder is a faceset with a contact sheet; "
+                                   "FACESET stays a valid faceset. A summary table is printed last.")
+    p.add_argument("faceset", metavar="FACESET", help="faceset directory from swapstream extract")
+    p.add_argument("--dry-run", action="store_true", help="print the groups; move and write nothing")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="largest embedding distance within one person (0.41, dlib's same-person "
+                        "distance; lower splits more)")
+    p.add_argument("--outlier", type=float, default=None,
+                   help="a face farther than this share of --threshold from its group's centre is "
+                        "an outlier (0.75)")
+    p.set_defaults(func=_run_sort)
+
+
+def _run_sort(a) -> int:
+    from training.sort import SortSettings, sort_faceset
+
+    given = {k: v for k, v in (("threshold", a.threshold), ("outlier", a.outlier)) if v is not None}
+    report = sort_faceset(a.faceset, SortSettings(dry_run=a.dry_run, **given), progress=not a.quiet)
+    for line in report.lines():
+        print(line)
     return 0
 
 
@@ -412,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_extract, _add_train, _add_convert, _add_live, _add_compile, _add_engines, _add_demo):
+    for add in (_add_extract, _add_sort, _add_train, _add_convert, _add_live, _add_compile, _add_engines,
+                _add_demo):
         add(sub)
     return p
 
