@@ -1,4 +1,4 @@
-"""The `swapstream` command: extract, train, convert, live, compile, engines, demo.
+"""The `swapstream` command: extract, sort, train, convert, live, compile, engines, demo.
 
 User-fixable problems (SwapstreamError) print one line and exit 2; Ctrl-C exits 130; either way
 no half-written output is left under the final name.
@@ -24,8 +24,9 @@ def _quiet_native_logs() -> None:
 
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="swap the faces of a video",
-                       description="Swap every face in INPUT with the other identity of MODEL and "
-                                   "write OUTPUT with the same frames, timestamps and audio.")
+                       description="Swap every face in INPUT (or, with --only, one person's) with "
+                                   "the other identity of MODEL and write OUTPUT with the same frames, "
+                                   "timestamps and audio.")
     p.add_argument("input", help="video file to convert (any format FFmpeg reads)")
     p.add_argument("output", help="video file to write (.mp4, .mkv, .mov)")
     p.add_argument("--model", required=True, help="checkpoint directory from `swapstream train`")
@@ -436,8 +437,8 @@ def _drop_none(d: dict) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="swapstream", epilog=EPILOG,
-                                description="Face swapping for whole videos and live cameras: extract, "
-                                            "train, convert, live.")
+                                description="Face swapping for whole videos and live cameras: extract "
+                                            "(and sort) faces, train, convert, live.")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
