@@ -1,10 +1,10 @@
-# make demo | make test | make bench | make bench-live | make bench-engines | make gpu-check. Each creates .venv and installs swapstream into it first.
+# make demo | make test | make bench | make bench-live | make bench-engines | make bench-quality | make gpu-check. Each creates .venv and installs swapstream into it first.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-live bench-engines gpu-check lint clean
+.PHONY: setup demo test bench bench-live bench-engines bench-quality gpu-check lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench-live: $(STAMP)
 
 bench-engines: $(STAMP)
 	$(BIN)/python benchmarks/bench_engines.py
+
+# swap quality (identity, landmarks, re-detection, flicker, seam) after the demo's training budget
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/bench_quality.py
 
 # every GPU test and benchmark in one run with one table (needs a CUDA GPU; exit 2 without one)
 gpu-check: $(STAMP)
