@@ -58,8 +58,12 @@ class LiveAV:
             return
         rate = self._aac.codec_context.sample_rate
         start = int(round((chunk.capture_time - self._origin) * rate))
-        if self._next_sample is not None and abs(start - self._next_sample) < _JITTER_S * rate:
-            start = self._next_sample  # continuous audio: capture times wobble, samples do not
+        if self._next_sample is not None and (start < self._next_sample
+                                              or start - self._next_sample < _JITTER_S * rate):
+            # continuous audio: capture times wobble, samples do not; and a chunk stamped before
+            # the end of the last one (a loaded machine, a looped file) goes after it, as the
+            # muxer needs rising timestamps
+            start = self._next_sample
         if start < 0:
             return
         samples = np.asarray(chunk.samples, np.float32)

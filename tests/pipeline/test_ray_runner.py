@@ -38,6 +38,14 @@ def long_clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", ["astronaut"], 6.0, 30, 320, 240, 0.6)
 
 
+@pytest.fixture(scope="module")
+def longer_clip(tmp_path_factory) -> Path:
+    """30 s, 900 frames: a conversion still running when a loaded machine gets round to the
+    signal (the 6 s clip once finished first); tests end it early, so its length costs little."""
+    return make_clip(tmp_path_factory.mktemp("longer") / "longer.mp4", ["astronaut"], 30.0, 30, 320, 240,
+                     0.6)
+
+
 def _ray_cfg(model_dir, **kw) -> ConvertConfig:
     return ConvertConfig(model=str(model_dir), runner="ray", batch_size=4, **kw)
 
@@ -139,13 +147,14 @@ def _cli(args: list[str]) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_or_killed_driver_leaves_no_output(long_clip, model_dir, tmp_path, sig):
+def test_interrupted_or_killed_driver_leaves_no_output(longer_clip, model_dir, tmp_path, sig):
     out = tmp_path / "out.mp4"
-    proc = _cli(["convert", str(long_clip), str(out), "--model", str(model_dir), "--runner", "ray"])
+    proc = _cli(["convert", str(longer_clip), str(out), "--model", str(model_dir), "--runner", "ray"])
     deadline = time.time() + 90
     while time.time() < deadline and not list(tmp_path.glob(".out.partial-*")):
         time.sleep(0.2)  # wait until the encoder has opened its temporary file
     assert list(tmp_path.glob(".out.partial-*")), proc.communicate(timeout=30)
+    assert proc.poll() is None, "the conversion ended before it could be interrupted"
     proc.send_signal(sig)
     proc.communicate(timeout=60)
     assert not out.exists()
