@@ -32,8 +32,11 @@ def _add_convert(sub) -> None:
     p.add_argument("--model", required=True, help="checkpoint directory from `swapstream train`")
     p.add_argument("--swap", dest="direction", default=None, choices=["a2b", "b2a"],
                    help="a2b: faces of A get B's face (default); b2a: the reverse")
-    p.add_argument("--runner", default=None, choices=["ray", "local"],
-                   help="ray: stages as Ray actors (default); local: all in this process")
+    p.add_argument("--runner", default=None, choices=["auto", "ray", "local"],
+                   help="auto (default): local for short inputs on small machines, ray where its start-up "
+                        "pays off (a cluster address, --segments, a GPU, 8+ CPUs, or over ~60 s of "
+                        "work by this machine's measured rates), said in one line; ray: stages as Ray "
+                        "actors; local: all in this process")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--detect-actors", type=int, help="detect pool size (default: half the CPUs)")
     p.add_argument("--blend-actors", type=int, help="blend pool size (default: a quarter of the CPUs)")
@@ -108,8 +111,10 @@ def _run_convert(a) -> int:
     if cfg.segments is not None:  # the work dir and --resume belong to a segmented run only
         from pipeline.segments import convert_segmented
 
+        cfg, choice = _segments_runner(a, cfg)
         summary = convert_segmented(a.input, a.output, cfg, work_dir=a.work_dir, progress=not a.quiet,
-                                    dispatch="ray" if cfg.runner == "ray" else "local", resume=a.resume)
+                                    dispatch=choice.runner, resume=a.resume)
+        summary.runner, summary.runner_reason = choice.runner, choice.reason
     elif a.resume or a.work_dir:
         from stages.errors import ConfigError
 
@@ -124,6 +129,18 @@ def _run_convert(a) -> int:
 
         Path(a.stats).write_text(json.dumps(summary.to_json(), indent=2))
     return 0
+
+
+def _segments_runner(a, cfg):
+    """(cfg with its runner resolved, the Choice) of a segmented run: where its segments run,
+    in this process (local) or as Ray tasks (ray), said in one line unless --quiet. auto probes
+    the input (a bad one fails here, with decode's message)."""
+    from pipeline.chain import to_stderr
+    from pipeline.runner_choice import resolve
+    from stages.decode import probe
+
+    info = probe(a.input) if cfg.runner == "auto" else None  # "ray" / "local" need no look
+    return resolve(cfg, info, say=None if a.quiet else to_stderr)
 
 
 def _add_extract(sub) -> None:

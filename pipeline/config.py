@@ -28,7 +28,7 @@ from stages.encode import EncodeSettings
 from stages.errors import ConfigError
 from stages.identify import IdentitySettings
 
-RUNNERS = ("ray", "local")
+RUNNERS = ("auto", "ray", "local")
 FUSE_MODES = ("auto", "on", "off")
 
 
@@ -69,7 +69,7 @@ class ConvertConfig:
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     providers: str = ""  # onnx engine: ONNX Runtime providers, comma-separated; "": the best available
     device: str = "auto"
-    runner: str = "ray"  # ray | local (the reference: every stage in one process)
+    runner: str = "auto"  # auto (pipeline.runner_choice) | ray | local (the reference: all in one process)
     batch_size: int = 8
     address: str | None = None  # Ray cluster to join; None: RAY_ADDRESS or a local Ray
     detect_actors: int = 0  # 0: half the cluster's CPUs

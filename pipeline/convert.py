@@ -3,14 +3,17 @@ source's audio.
 
 An assembly: it checks everything a user can get wrong (input, model, direction, output path)
 before the long work starts, builds the chain and the file sink, and hands them to a runner
-(local or Ray) under the `block` policy (every frame of the input is written). The sink writes to
-a temporary name that becomes the output only when complete; if anything fails, the partial
-file is removed (here, too, in case the process that wrote it died). The resolved configuration
-is written next to the output. Long inputs in crash-safe segments: pipeline.segments.
+(local or Ray; `auto` picks one for this input and machine, pipeline.runner_choice, and each run
+records this machine's rate for it) under the `block` policy (every frame of the input is
+written). The sink writes to a temporary name that becomes the output only when complete; if
+anything fails, the partial file is removed (here, too, in case the process that wrote it died).
+The resolved configuration, with the runner that ran, is written next to the output. Long inputs
+in crash-safe segments: pipeline.segments.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -19,7 +22,8 @@ from pipeline.chain import Link, check_request, make_chain, to_stderr
 from pipeline.config import RUNNERS, ConvertConfig, write_resolved
 from pipeline.counting import CountingSink
 from pipeline.local_runner import run_local
-from pipeline.stats import ConvertSummary
+from pipeline.runner_choice import cpu_count, gpu_count, record_rate, resolve
+from pipeline.stats import ConvertSummary, RunStats
 from stages.decode import DecodeSettings, DecodeStage, StreamInfo
 from stages.encode import EncodeSettings, EncodeStage
 
@@ -58,6 +62,8 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
                                   audio_from=str(src))
         EncodeStage(settings, info).validate()  # a bad output path fails before the model loads
         sink = file_sink(settings, info)
+        cfg, choice = resolve(cfg, info, say=to_stderr if progress else None)  # auto -> ray | local
+        t_run = time.perf_counter()
         if cfg.runner == "ray":
             from pipeline.ray_runner import run_ray
 
@@ -66,6 +72,7 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
         else:
             stats, report = run_local(chain, decode.packets(), sink.build(), cfg.batch_size, progress,
                                       info.frames, src.name)
+        _record(cfg, info, stats, time.perf_counter() - t_run)
     except BaseException:
         if settings is not None:  # the sink removes it; this covers a sink whose process died
             settings.partial_path.unlink(missing_ok=True)
@@ -75,4 +82,17 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
     write_resolved(cfg, dst.with_name(dst.name + ".swapstream.json"),
                    {"input": str(src), "output": str(dst), "model_sha256": meta.get("sha256")})
     return ConvertSummary(dst, stats.frames, report["faces"], report["swapped"], report["no_face"],
-                          time.perf_counter() - t0, stats, report["warnings"], report.get("others", 0))
+                          time.perf_counter() - t0, stats, report["warnings"], report.get("others", 0),
+                          runner=cfg.runner, runner_reason=choice.reason)
+
+
+def _record(cfg: ConvertConfig, info: StreamInfo, stats: RunStats, wall_s: float) -> None:
+    """This machine's rate of the runner that ran, for `--runner auto` (pipeline.runner_choice).
+    wall_s: seconds the runner call took; all of it but the frames' own time (stats.seconds -
+    stats.startup_s) counts as start-up (Ray's included: ray.init, actors, shutdown). Not for a
+    cluster's runs, nor on a machine with a GPU: there auto takes Ray without an estimate."""
+    if cfg.address or os.environ.get("RAY_ADDRESS") or gpu_count() > 0:
+        return
+    work_s = stats.seconds - stats.startup_s
+    record_rate(cfg.runner, stats.frames, info.width, info.height, wall_s, max(wall_s - work_s, 0.0),
+                cpu_count())

@@ -67,6 +67,8 @@ class ConvertSummary:
     stats: RunStats
     warnings: list[str]
     others: int = 0  # faces left alone: not the --only person
+    runner: str = ""  # the runner that ran: local | ray ("" when not recorded)
+    runner_reason: str = ""  # why (pipeline.runner_choice.Choice.reason)
 
     @property
     def fps(self) -> float:
@@ -88,4 +90,5 @@ class ConvertSummary:
                 "faces_swapped": self.faces_swapped, "frames_without_face": self.frames_without_face,
                 "faces_left_alone": self.others,
                 "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
+                "runner": self.runner, "runner_reason": self.runner_reason,
                 "stages": [dataclasses.asdict(s) for s in self.stats.stages]}
