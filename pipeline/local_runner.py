@@ -8,6 +8,12 @@ the sink are closed at the end, whatever happened.
 Back-pressure: under `block` (convert) the source is read as fast as the stages take it; under
 `newest` (a live source) a capture thread reads it into a one-frame slot and a frame the stages
 were too busy to take is dropped and counted (RunStats.dropped).
+
+Under `block` three threads share the work, so a second core is not idle while the stages run:
+a reader decodes the next batches (PyAV and libswscale release the GIL), this thread runs the
+stages, and a writer hands finished batches to the sink (x264 releases the GIL too). Batches pass
+through bounded hand-offs (`AHEAD` each way), so memory stays bounded and order is kept. Any
+error of the source, a stage or the sink stops all three and is raised here.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from pipeline.chain import Chain, stage_name
 from pipeline.stats import RunStats, StageStats
 from stages.base import Sink, Stage
 from stages.packet import FramePacket
+
+AHEAD = 2  # batches decoded ahead of the stages, and batches waiting for the sink
 
 
 def batches(it: Iterable[FramePacket], n: int) -> Iterator[list[FramePacket]]:
@@ -99,19 +107,136 @@ class LocalRunner:
         else:
             size = self.batch_size
         try:
-            for batch in batches(packets, size):
-                self.stats.frames += len(self._through(batch, 0))
-                bar.update(len(batch))
-            for i, st in enumerate(self.stages):
-                if rest := st.flush():
-                    self.stats.stages[i].frames += len(rest)  # held back by it, out now
-                    self.stats.frames += len(self._through(rest, i + 1))
+            if self.policy == "newest":  # one thread: the newest frame, through to the sink
+                for batch in batches(packets, size):
+                    self.stats.frames += len(self._through(batch, 0))
+                    bar.update(len(batch))
+
+                def through(rest: list[FramePacket], i: int) -> None:
+                    self.stats.frames += len(self._through(rest, i))
                     bar.update(len(rest))
-            self.sink.flush()
+
+                self._flush_stages(through)
+                self.sink.flush()
+            else:
+                self._run_threaded(packets, size, bar)
         finally:
             bar.close()
         self.stats.seconds = time.perf_counter() - t0
         return self.stats
+
+    def _flush_stages(self, through) -> None:
+        """Each stage's held-back frames, through the stages after it (`through(rest, i)`)."""
+        for i, st in enumerate(self.stages):
+            if rest := st.flush():
+                self.stats.stages[i].frames += len(rest)  # held back by it, out now
+                through(rest, i + 1)
+
+    def _run_threaded(self, packets: Iterable[FramePacket], size: int, bar) -> None:
+        """Reader thread -> stages here -> writer thread -> sink (see the module's docstring)."""
+        reader = _Reader(batches(packets, size))
+        writer = _Writer(self.sink, self.stats.stages[-1])
+
+        def through(batch: list[FramePacket], start: int) -> None:
+            for st, stats in zip(self.stages[start:], self.stats.stages[start:]):
+                t = time.perf_counter()
+                batch = st.process(batch)
+                stats.busy_s += time.perf_counter() - t
+                stats.frames += len(batch)
+            writer.put(batch)
+            self.stats.frames += len(batch)
+            bar.update(len(batch))
+
+        reader.start()
+        writer.start()
+        try:
+            for batch in reader:
+                through(batch, 0)
+            self._flush_stages(through)
+            writer.finish()
+        finally:
+            reader.stop()
+            writer.stop()
+        self.sink.flush()
+
+
+class _Reader(threading.Thread):
+    """Pulls batches from the source in its own thread, up to AHEAD ahead; iterate it for them.
+    An error of the source is raised by the iteration, after the batches before it."""
+
+    def __init__(self, source: Iterator[list[FramePacket]]) -> None:
+        super().__init__(name="decode", daemon=True)
+        self.source = source
+        self.slot = Handoff("block", AHEAD)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for batch in self.source:
+                if not self.slot.put(batch):
+                    return  # stopped
+        except BaseException as e:  # noqa: BLE001 - raised in the stages' thread
+            self.error = e
+        finally:
+            self.slot.close()
+
+    def __iter__(self) -> Iterator[list[FramePacket]]:
+        while True:
+            try:
+                yield self.slot.get()
+            except Closed:
+                break
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self.slot.close()
+        self.join()
+
+
+class _Writer(threading.Thread):
+    """Hands batches to the sink in its own thread, in order, AHEAD at most waiting."""
+
+    def __init__(self, sink: Sink, stats: StageStats) -> None:
+        super().__init__(name="encode", daemon=True)
+        self.sink, self.stats = sink, stats
+        self.slot = Handoff("block", AHEAD)
+        self.error: BaseException | None = None
+        self._stopped = False
+
+    def run(self) -> None:
+        try:
+            while not self._stopped:
+                try:
+                    batch = self.slot.get()
+                except Closed:
+                    return
+                t = time.perf_counter()
+                self.sink.process(batch)
+                self.stats.busy_s += time.perf_counter() - t
+                self.stats.frames += len(batch)
+        except BaseException as e:  # noqa: BLE001 - raised in the stages' thread
+            self.error = e
+        finally:
+            self.slot.close()
+
+    def put(self, batch: list[FramePacket]) -> None:
+        if not self.slot.put(batch) or self.error is not None:
+            self.finish()  # raises the sink's error
+            raise RuntimeError("the sink stopped taking frames")
+
+    def finish(self) -> None:
+        """Wait until every batch is in the sink; raise the sink's error if it failed."""
+        self.slot.close()
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        """Stop at once (after an error elsewhere): batches still waiting are not written."""
+        self._stopped = True
+        self.slot.close()
+        self.join()
 
 
 def run_local(chain: Chain, packets: Iterable[FramePacket], sink: Sink, batch_size: int = 8,

@@ -258,7 +258,8 @@ class EncodeStage(Sink):
                                          "written 1 tick later (later such frames likewise)")
                     self._nudged = True
                 pts = self._prev_pts + 1
-            vf = av.VideoFrame.from_ndarray(_pad_even(frame), format="rgb24")
+            # a view of the array, not a copy (reformat below makes the encoder's own frame)
+            vf = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(_pad_even(frame)), format="rgb24")
             # RGB -> limited-range YUV with the matrix the stream is tagged with. A thread budget
             # (the Ray runner's encoder, the one stage that sees every frame in turn) goes to
             # libswscale too: ~13 ms a 1080p frame on one thread here, identical output on several.

@@ -1,0 +1,83 @@
+"""The local runner's three threads (decode ahead, stages, encode behind): order, counts, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from pipeline.chain import Link
+from pipeline.local_runner import run_local
+from stages.base import Needs, Stage
+from stages.decode import DecodeSettings, DecodeStage
+from stages.encode import EncodeSettings, EncodeStage
+from tests.pipeline.test_convert import decode_all
+
+
+class Darken(Stage):
+    """Halves every pixel of frame `bad_at` and after; at `bad_at`, with `crop`, also cuts a row
+    off (the encoder then refuses the frame)."""
+
+    name = "darken"
+    needs = Needs()
+
+    def __init__(self, bad_at: int = -1, crop: bool = False) -> None:
+        self.bad_at, self.crop = bad_at, crop
+
+    def process(self, batch):
+        for p in batch:
+            p.frame = (np.asarray(p.frame) // 2).astype(np.uint8)
+            if p.index == self.bad_at and self.crop:
+                p.frame = p.frame[1:]
+        return batch
+
+
+def _run(src, dst, stage: Stage):
+    dec = DecodeStage(DecodeSettings(str(src)))
+    info = dec.open()
+    sink = EncodeStage(EncodeSettings(str(dst), audio_from=str(src)), info)
+    try:
+        return run_local([Link("darken", lambda: stage, stage.needs)], dec.packets(), sink, 4,
+                         progress=False)
+    finally:
+        dec.close()
+
+
+def _threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name in ("decode", "encode")}
+
+
+def test_every_frame_in_order_with_the_sink_in_its_own_thread(clips, tmp_path):
+    out = tmp_path / "dark.mp4"
+    stats, _ = _run(clips["a"], out, Darken())
+    src, _ = decode_all(clips["a"])
+    dst, _ = decode_all(out)
+    assert stats.frames == len(dst) == len(src) == 60
+    assert [s.frames for s in stats.stages] == [60, 60]
+    # each output frame is its own input frame halved (codec noise aside), so none was reordered
+    errs = [np.abs(d.astype(int) - s.astype(int) // 2).mean() for d, s in zip(dst, src)]
+    swapped = [np.abs(d.astype(int) - s.astype(int) // 2).mean() for d, s in zip(dst[1:], src)]
+    assert max(errs) < 3 and min(swapped) > max(errs)
+    assert not _threads()
+
+
+def test_a_sink_error_stops_the_run_and_leaves_no_output(clips, tmp_path):
+    out = tmp_path / "bad.mp4"
+    with pytest.raises(ValueError, match="the stream is"):
+        _run(clips["a"], out, Darken(bad_at=21, crop=True))
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
+    assert not _threads()
+
+
+def test_a_truncated_input_raises_after_its_good_frames_and_leaves_no_output(clips, tmp_path):
+    from stages.errors import InputError
+
+    cut = tmp_path / "cut.mp4"
+    data = clips["a"].read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "out.mp4"
+    with pytest.raises(InputError):
+        _run(cut, out, Darken())
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
+    assert not _threads()
