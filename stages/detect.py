@@ -32,6 +32,14 @@ from stages.errors import ConfigError
 from stages.packet import Face, FramePacket
 
 MESH_INPUT = 256  # crop side given to FaceMesh
+# A sweep skips a tile whose pixels have not changed since it was last searched: the detector
+# would see the same picture. Changes are measured on a grey thumbnail of CELL x CELL px cells
+# (a face the sweeps look for, >= 16 px, changes whole cells), ignoring cells around the faces
+# already tracked (TRACKED_MARGIN x their box), and a tile counts as changed when any cell moved
+# more than CHANGE grey levels (sensor noise and codec flicker move a cell's mean by ~1).
+CELL = 16
+CHANGE = 6.0
+TRACKED_MARGIN = 2.0
 # The full-range detector finds faces down to about 1/10 of its image width (docs/platform.md); face
 # height is ~1.25x face width, so a tile of side 8 * min_face still finds faces min_face px tall.
 TILE_PER_FACE = 8
@@ -139,6 +147,10 @@ class DetectStage(Stage):
         self._sweep: list[tuple[int, int, int]] = []  # tiles of the sweep still to search
         self._sweep_size = 0  # tiles of the current sweep, all told
         self._lost = False
+        # per tile (x, y, side): the cells it showed when last searched, and which to ignore
+        self._seen: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.tiles_searched = 0  # detector calls of sweeps, and tiles skipped as unchanged
+        self.tiles_skipped = 0
 
     def setup(self) -> None:
         import mediapipe as mp  # heavy import, only where the stage runs
@@ -226,6 +238,7 @@ class DetectStage(Stage):
         if not consecutive:  # tracks and a sweep in progress saw other frames
             self._drop_tracks(self._tracks)
             self._tracks, self._sweep = [], []
+            self._seen = {}
         found: list[tuple[np.ndarray, float]] = []
         kept: list[_Track] = []
         for track in self._tracks:
@@ -263,6 +276,8 @@ class DetectStage(Stage):
             take = len(self._sweep) if not s.search_budget or sweep else s.search_budget
         regions, self._sweep = self._sweep[:take], self._sweep[take:]
         whole = (0, 0, max(w, h))
+        if regions:
+            regions = self._changed(frame, regions, found)
         if not found and whole not in regions:
             # With no face in view the whole frame is searched every frame (one detector call
             # finds a face after a cut at once); the tile pyramid (~70 calls on a 4K frame) only
@@ -283,6 +298,37 @@ class DetectStage(Stage):
         self._tracks = kept
         self._last_index = packet.index
         return found, new
+
+    def _changed(self, frame: np.ndarray, regions: list[tuple[int, int, int]],
+                 found: list[tuple[np.ndarray, float]]) -> list[tuple[int, int, int]]:
+        """Of a sweep's tiles (x, y, side), those to search now: the whole frame always, the
+        others unless no cell of theirs changed by more than CHANGE since they were last searched
+        (cells near tracked faces, now or then, aside). Records what the searched ones show."""
+        h, w = frame.shape[:2]
+        gh, gw = -(-h // CELL), -(-w // CELL)
+        grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+        cells = cv2.resize(grey, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32)
+        ignore = np.zeros((gh, gw), bool)
+        for lm, _ in found:
+            x0, y0, x1, y1 = _bbox(lm)
+            cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, TRACKED_MARGIN * max(x1 - x0, y1 - y0) / 2
+            ignore[max(0, int((cy - r) // CELL)):int((cy + r) // CELL) + 1,
+                   max(0, int((cx - r) // CELL)):int((cx + r) // CELL) + 1] = True
+        out = []
+        for x, y, side in regions:
+            key = (x, y, side)
+            if x or y or side < max(w, h):
+                sl = (slice(y // CELL, -(-(y + side) // CELL)), slice(x // CELL, -(-(x + side) // CELL)))
+                last = self._seen.get(key)
+                if last is not None:
+                    moved = np.abs(cells[sl] - last[0]) > CHANGE
+                    if not (moved & ~ignore[sl] & ~last[1]).any():
+                        self.tiles_skipped += 1
+                        continue
+                self._seen[key] = (cells[sl].copy(), ignore[sl].copy())
+            self.tiles_searched += 1
+            out.append(key)
+        return out
 
     def _search(self, frame: np.ndarray, regions: list[tuple[int, int, int]]) -> list[tuple[tuple, float]]:
         """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged, over the

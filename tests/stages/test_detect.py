@@ -103,12 +103,51 @@ def test_faceless_frames_run_the_tile_pyramid_only_every_detect_every(monkeypatc
     calls = []
     real = d._detector.process
     monkeypatch.setattr(d._detector, "process", lambda img: calls.append(1) or real(img))  # spy
-    out = d.process(packets([background(1920, 1080)] * 20))
+    # a picture that changes all over each frame, as in a pan (tiles that did not change are not
+    # searched again: see the next test)
+    noise = [np.random.default_rng(i).integers(0, 256, (1080, 1920, 3), dtype=np.uint8) for i in range(20)]
+    out = d.process(packets(noise))
     assert all(p.faces == [] for p in out)
     tiles = len(search_tiles(1920, 1080, 64))
     # frames 0, 8, 16 and the batch's last, 19, search the pyramid; the 16 others the whole frame
     assert len(calls) == 4 * tiles + 16, (len(calls), tiles)
     d.close()
+
+
+def test_a_sweep_searches_only_tiles_that_changed_and_still_finds_a_small_new_face(monkeypatch):
+    """A still 1080p shot: after the first sweep, sweeps search the whole frame and only the
+    tiles whose pixels changed. A 70 px face (too small for the whole-frame call) that appears at
+    frame 12 is found by the sweep at the batch's end (15) and tracked back to frame 12."""
+    from pipeline.samples import head
+
+    bg = background(1920, 1080)
+    rgb, alpha = head("astronaut")  # face ~ half the cut-out
+    side = 140
+    small = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    a = cv2.resize(alpha, (side, side), interpolation=cv2.INTER_AREA)[..., None]
+    with_face = bg.copy()
+    y, x = 700, 1500
+    patch = with_face[y:y + side, x:x + side].astype(np.float32)
+    with_face[y:y + side, x:x + side] = np.clip(patch * (1 - a) + small * a, 0, 255).astype(np.uint8)
+    frames = [bg] * 12 + [with_face] * 8
+
+    d = DetectStage(DetectSettings(detect_every=8))
+    calls = []
+    d.setup()
+    real = d._detector.process
+    monkeypatch.setattr(d._detector, "process", lambda img: calls.append(img.shape) or real(img))  # spy
+    pk = packets(frames, 9000)
+    out = [p for k in (0, 8, 16) for p in d.process(pk[k:k + 8])]
+    d.close()
+    tiles = len(search_tiles(1920, 1080, 64))
+    assert [len(p.faces) for p in out] == [0] * 12 + [1] * 8
+    face = out[12].faces[0].bbox
+    assert x < face[0] < face[2] < x + side and y < face[1] < face[3] < y + side
+    # sweeps at frames 0 (all tiles), 7, 8 (nothing changed: the whole frame only), 15 (the tiles
+    # around the new face), then tracked: no whole-frame calls between sweeps
+    assert d.tiles_searched + d.tiles_skipped >= 4 * (tiles - 1)
+    assert tiles - 1 + 4 < len(calls) < 2 * tiles, (len(calls), tiles)
+    assert 1 <= d.tiles_searched - (tiles - 1) <= 6, d.tiles_searched
 
 
 def test_a_face_after_a_cut_is_found_at_once():
