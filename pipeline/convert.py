@@ -24,6 +24,7 @@ from pipeline.counting import CountingSink
 from pipeline.local_runner import run_local
 from pipeline.runner_choice import cpu_count, gpu_count, record_rate, resolve
 from pipeline.stats import ConvertSummary, RunStats
+from pipeline.threads import stage_threads
 from stages.decode import DecodeSettings, DecodeStage, StreamInfo
 from stages.encode import EncodeSettings, EncodeStage
 
@@ -71,7 +72,7 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
                                     src.name, frame_bytes=info.width * info.height * 3)
         else:
             stats, report = run_local(chain, decode.packets(), sink.build(), cfg.batch_size, progress,
-                                      info.frames, src.name)
+                                      info.frames, src.name, threads=stage_threads())
         _record(cfg, info, stats, time.perf_counter() - t_run)
     except BaseException:
         if settings is not None:  # the sink removes it; this covers a sink whose process died

@@ -80,8 +80,10 @@ class LocalRunner:
     """Runs `stages` (built Stage objects) then `sink` over a source's packets."""
 
     def __init__(self, stages: list[Stage], sink: Sink, batch_size: int = 8, progress: bool = True,
-                 total: int | None = None, desc: str = "convert", policy: str = "block") -> None:
+                 total: int | None = None, desc: str = "convert", policy: str = "block",
+                 threads: int = 0) -> None:
         self.stages, self.sink = stages, sink
+        self.threads = threads  # > 0: each library thread pool's size during the run (pipeline.threads)
         self.batch_size = batch_size
         self.progress, self.total, self.desc = progress, total, desc
         self.policy = check_policy(policy)
@@ -96,6 +98,14 @@ class LocalRunner:
         return batch
 
     def run(self, packets: Iterable[FramePacket]) -> RunStats:
+        if not self.threads:
+            return self._run(packets)
+        from pipeline.threads import limited
+
+        with limited(self.threads):
+            return self._run(packets)
+
+    def _run(self, packets: Iterable[FramePacket]) -> RunStats:
         t0 = time.perf_counter()
         for st in [*self.stages, self.sink]:
             st.setup()
@@ -241,14 +251,16 @@ class _Writer(threading.Thread):
 
 def run_local(chain: Chain, packets: Iterable[FramePacket], sink: Sink, batch_size: int = 8,
               progress: bool = True, total: int | None = None, desc: str = "convert",
-              policy: str = "block") -> tuple[RunStats, dict]:
+              policy: str = "block", threads: int = 0) -> tuple[RunStats, dict]:
     """Build the chain's stages here and run them into `sink`; returns the run's statistics and
-    the sink's report. On an error the sink aborts (no output under the final name); the stages
-    and the sink are closed whatever happens."""
+    the sink's report. threads > 0: the size of each library's thread pool during the run
+    (pipeline.threads; convert gives half the CPUs). On an error the sink aborts (no output under
+    the final name); the stages and the sink are closed whatever happens."""
     stages: list[Stage] = []
     try:
         stages = [lk.build() for lk in chain]
-        runner = LocalRunner(stages, sink, batch_size, progress, total, desc=desc, policy=policy)
+        runner = LocalRunner(stages, sink, batch_size, progress, total, desc=desc, policy=policy,
+                             threads=threads)
         stats = runner.run(packets)
     except BaseException:
         sink.abort()
