@@ -47,6 +47,18 @@ def choose_providers(device: torch.device, asked: list[str] | None = None) -> li
     return [p for p in PREFERENCE if p in have and p not in GPU_PROVIDERS]
 
 
+def _version(*dists: str) -> str:
+    """The installed version of the first of these distributions that is installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for d in dists:
+        try:
+            return version(d)
+        except PackageNotFoundError:
+            continue
+    return "none"
+
+
 class OnnxEngine(CachedBuild, SwapEngine):
     name = "onnx"
     precisions = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
@@ -61,13 +73,12 @@ class OnnxEngine(CachedBuild, SwapEngine):
         self.built, self.paths = {}, {}
 
     def key_fields(self, identity: str) -> dict:
-        import onnxruntime
-        import onnxscript
-
+        # versions from the installed metadata: importing onnxscript costs ~1 s, and a cached
+        # engine never needs it
         return {"engine": "onnx", "weights": self.sha256, "identity": identity,
                 "precision": self.precision, "batch": [1, max(self.batch_size, 32)],
-                "torch": torch.__version__, "onnxscript": onnxscript.__version__,
-                "onnxruntime": onnxruntime.__version__,
+                "torch": torch.__version__, "onnxscript": _version("onnxscript"),
+                "onnxruntime": _version("onnxruntime", "onnxruntime-gpu"),
                 "device": "cuda" if self.device.type == "cuda" else "cpu"}
 
     def export(self, identity: str, path) -> None:
