@@ -95,6 +95,8 @@ class LocalRunner:
             batch = st.process(batch)
             stats.busy_s += time.perf_counter() - t
             stats.frames += len(batch)
+            if st is not self.sink:
+                stats.faces += sum(len(p.faces) for p in batch)
         return batch
 
     def run(self, packets: Iterable[FramePacket]) -> RunStats:
@@ -153,6 +155,7 @@ class LocalRunner:
                 batch = st.process(batch)
                 stats.busy_s += time.perf_counter() - t
                 stats.frames += len(batch)
+                stats.faces += sum(len(p.faces) for p in batch)
             writer.put(batch)
             self.stats.frames += len(batch)
             bar.update(len(batch))

@@ -76,6 +76,7 @@ class StageWorker:
         self.keep_frames = keep_frames
         self.busy = 0.0
         self.frames = 0
+        self.faces = 0
 
     def process(self, batch: list, frames: list | None = None) -> list:
         t = time.perf_counter()
@@ -88,6 +89,7 @@ class StageWorker:
                 p.frame = NO_FRAME
         self.busy += time.perf_counter() - t
         self.frames += len(out)
+        self.faces += sum(len(p.faces) for p in out)
         return out
 
     def flush(self) -> list:
@@ -95,7 +97,7 @@ class StageWorker:
 
     def stats(self) -> dict:
         # a FusedStage also says how its time split between the stages inside it
-        return {"busy_s": self.busy, "frames": self.frames, "pid": os.getpid(),
+        return {"busy_s": self.busy, "frames": self.frames, "faces": self.faces, "pid": os.getpid(),
                 "parts": dict(getattr(self.stage, "busy", None) or {})}
 
     def pid(self) -> int:
@@ -306,9 +308,10 @@ class _Pipeline:
         for name, pool, q in zip(self.names, self.pools, self.queue_sum):
             per = ray.get([a.stats.remote() for a in pool])
             frames, queue = sum(p["frames"] for p in per), q / max(self.samples, 1)
+            faces = 0 if pool is self.pools[-1] else sum(p.get("faces", 0) for p in per)  # not the sink's
             parts = {k: sum(p["parts"].get(k, 0.0) for p in per) for k in per[0]["parts"]}
             for part, busy in (parts or {name: sum(p["busy_s"] for p in per)}).items():
-                run.stages.append(StageStats(part, frames, busy, queue, len(pool)))
+                run.stages.append(StageStats(part, frames, busy, queue, len(pool), faces))
 
     def kill(self) -> None:
         import ray

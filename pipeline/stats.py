@@ -21,10 +21,15 @@ class StageStats:
     busy_s: float = 0.0
     mean_queue: float = 0.0
     actors: int = 1
+    faces: int = 0  # faces in the frames it passed on
 
     @property
     def ms_per_frame(self) -> float:
         return 1000 * self.busy_s / self.frames if self.frames else 0.0
+
+    @property
+    def ms_per_face(self) -> float:
+        return 1000 * self.busy_s / self.faces if self.faces else 0.0
 
 
 @dataclass
@@ -52,6 +57,7 @@ class RunStats:
                 self.stages.append(mine := StageStats(s.name))
             mine.frames += s.frames
             mine.busy_s += s.busy_s
+            mine.faces += s.faces
 
 
 @dataclass
@@ -78,10 +84,12 @@ class ConvertSummary:
         out = [f"wrote {self.output}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps); "
                f"{self.faces_swapped} faces swapped, {self.frames_without_face} frames without a face"
                + (f", {self.others} faces of other people left alone" if self.others else "")]
-        out.append(f"{'stage':<8}{'workers':>8}{'frames':>8}{'busy s':>9}{'ms/frame':>10}{'queue':>7}")
+        out.append(f"{'stage':<8}{'workers':>8}{'frames':>8}{'busy s':>9}{'ms/frame':>10}{'ms/face':>9}"
+                   f"{'queue':>7}")
         for s in self.stats.stages:
+            per_face = f"{s.ms_per_face:>9.1f}" if s.faces else f"{'-':>9}"
             out.append(f"{s.name:<8}{s.actors:>8}{s.frames:>8}{s.busy_s:>9.1f}{s.ms_per_frame:>10.1f}"
-                       f"{s.mean_queue:>7.1f}")
+                       f"{per_face}{s.mean_queue:>7.1f}")
         out += [f"note: {w}" for w in self.warnings]
         return out
 
