@@ -62,17 +62,20 @@ def background(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 
 def render_frames(faces: Sequence[str], n: int, width: int = 640, height: int = 360,
-                  face_height: float = 0.5, seed: int = 0):
+                  face_height: float = 0.5, seed: int = 0, pan: float = 0.0):
     """Yield n frames, (height, width, 3) uint8 RGB, the heads moving, turning and scaling.
 
     face_height: head cut-out side as a share of the frame height (the face is about half of it).
+    pan: the camera pans over the background this many px a frame (0: a still camera).
     """
-    bg = background(width, height, seed)
+    span = int(np.ceil(pan * n))
+    wide = background(width + span, height, seed)
     cutouts = [head(f) for f in faces]
     k = len(faces)
     for i in range(n):
         t = i / max(n - 1, 1)
-        frame = bg.astype(np.float32)
+        x0 = int(round(pan * i))
+        frame = wide[:, x0:x0 + width].astype(np.float32)
         for j, (rgb, alpha) in enumerate(cutouts):
             phase = 2 * np.pi * (t + j / max(k, 1))
             side = face_height * height * (1.0 + 0.2 * np.sin(phase))
@@ -140,7 +143,7 @@ def write_clip(path: str | Path, frames, fps: int = 30, audio: bool = True,
 
 def make_clip(path: str | Path, faces: Sequence[str] = ("astronaut",), seconds: float = 4.0,
               fps: int = 30, width: int = 640, height: int = 360, face_height: float = 0.5,
-              audio: bool = True, seed: int = 0) -> Path:
-    """Render and write a sample clip; returns its path."""
+              audio: bool = True, seed: int = 0, pan: float = 0.0) -> Path:
+    """Render and write a sample clip; returns its path. pan: see render_frames."""
     n = int(round(seconds * fps))
-    return write_clip(path, render_frames(faces, n, width, height, face_height, seed), fps, audio)
+    return write_clip(path, render_frames(faces, n, width, height, face_height, seed, pan), fps, audio)

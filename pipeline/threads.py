@@ -10,22 +10,15 @@ ran in 18.3 s with the default pools, 14.7 s with one thread each (benchmarks/be
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (its affinity mask, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def stage_threads(cpus: int | None = None) -> int:
     """Threads each library pool gets in the local runner: half the CPUs, at least 1 (the other
     half decodes and encodes)."""
+    from pipeline.runner_choice import cpu_count
+
     return max(1, (cpus or cpu_count()) // 2)
 
 
