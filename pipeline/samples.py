@@ -70,6 +70,11 @@ def render_frames(faces: Sequence[str], n: int, width: int = 640, height: int = 
     """
     span = int(np.ceil(pan * n))
     wide = background(width + span, height, seed)
+    if pan:  # a scene with detail (blocks of 12 px), so the pan changes the picture everywhere
+        rng = np.random.default_rng(seed + 1)
+        blocks = rng.normal(0, 30, (-(-height // 12), -(-(width + span) // 12), 3)).astype(np.float32)
+        detail = cv2.resize(blocks, (width + span, height), interpolation=cv2.INTER_NEAREST)
+        wide = np.clip(wide.astype(np.float32) + detail, 0, 255).astype(np.uint8)
     cutouts = [head(f) for f in faces]
     k = len(faces)
     for i in range(n):
