@@ -38,12 +38,14 @@ RATES_FILE = "rates.json"
 RATES_VERSION = 1
 
 # Built-in rates, used until this machine has measured its own: mpx_per_s is frame megapixels
-# converted per second after start-up, startup_s the seconds before the first frame (Ray: started
-# locally, actors up). Measured on a 2-core AMD EPYC VM, lite64 model, 1280x720 clip, with
-# benchmarks/bench_convert.py.
+# converted per second after start-up, startup_s the seconds of the runner call that are not
+# frames (Ray: starting a local Ray, its actors, and shutting it down). Measured on a 2-core AMD
+# EPYC VM, lite64 model, 1280x720 clips of 20 and 80 s, with benchmarks/bench_convert.py (the
+# moving averages rates.json held after it): there the local runner uses both cores and Ray never
+# pays off (80 s clip: local 43.7 s, Ray 59.3 s).
 DEFAULT_RATES: dict[str, dict[str, float]] = {
-    "local": {"mpx_per_s": 27.6, "startup_s": 2.0},
-    "ray": {"mpx_per_s": 35.0, "startup_s": 3.5},
+    "local": {"mpx_per_s": 51.7, "startup_s": 0.8},
+    "ray": {"mpx_per_s": 38.4, "startup_s": 10.7},
 }
 
 
