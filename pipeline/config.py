@@ -70,7 +70,7 @@ class ConvertConfig:
     providers: str = ""  # onnx engine: ONNX Runtime providers, comma-separated; "": the best available
     device: str = "auto"
     runner: str = "auto"  # auto (pipeline.runner_choice) | ray | local (the reference: all in one process)
-    batch_size: int = 8
+    batch_size: int = 16  # frames a batch; convert's face search runs at each batch's last frame
     address: str | None = None  # Ray cluster to join; None: RAY_ADDRESS or a local Ray
     detect_actors: int = 0  # 0: half the cluster's CPUs
     blend_actors: int = 0  # 0: a quarter of the cluster's CPUs

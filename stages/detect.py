@@ -48,7 +48,8 @@ TILE_PER_FACE = 8
 @dataclass
 class DetectSettings:
     """min_face: smallest face height (frame px) to find; max_faces: per frame; detect_every:
-    frames between full searches (a sweep of the tile pyramid) while faces are tracked;
+    frames between full searches (a sweep of the tile pyramid) while faces are tracked (convert
+    also sweeps each batch's last frame; its batches are 16 frames: one sweep a batch);
     search_budget: detector calls of a sweep per frame (0: the whole sweep in one frame, as
     convert does); search_frames: spread each sweep over at most this many frames (live; wins
     over search_budget; 0: off); look_back: search each batch's last frame and track new faces
@@ -58,7 +59,7 @@ class DetectSettings:
 
     min_face: int = 64
     max_faces: int = 8
-    detect_every: int = 8
+    detect_every: int = 16
     det_confidence: float = 0.5
     mesh_confidence: float = 0.5
     search_budget: int = 0
