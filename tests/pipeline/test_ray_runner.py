@@ -156,7 +156,12 @@ def test_interrupted_or_killed_driver_leaves_no_output(longer_clip, model_dir, t
     assert list(tmp_path.glob(".out.partial-*")), proc.communicate(timeout=30)
     assert proc.poll() is None, "the conversion ended before it could be interrupted"
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    try:
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert not out.exists()
     if sig == signal.SIGINT:
         assert proc.returncode == 130
