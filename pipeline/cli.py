@@ -465,19 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ctrl_c_reaches_us() -> None:
-    """Unblock SIGINT in this thread. A blocked signal stays blocked across fork and exec, so a
-    parent that had it blocked (a thread of Ray's or gRPC's, some launchers) would leave Ctrl-C
-    pending forever: a conversion would then run to the end instead of stopping cleanly."""
-    import signal
-
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _ctrl_c_reaches_us()
     if args.verbose:
         os.environ["SWAPSTREAM_VERBOSE"] = "1"
     else:

@@ -29,6 +29,7 @@ from stages.camera import CameraSource, CaptureSettings
 from stages.collect import CollectSink
 from stages.encode import synthetic_tags
 from tests.pipeline.test_convert import decode_all
+from tests.procs import ctrl_c_default
 
 pytestmark = pytest.mark.slow
 
@@ -318,7 +319,7 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_recording(clips, model_dir, tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "live", "--model", str(model_dir), "--camera",
                           str(clips["a"]), "--loop", "--record", str(rec)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+                         stderr=subprocess.PIPE, text=True, env=env, preexec_fn=ctrl_c_default)
     assert p.stdout.readline().startswith("engine: ")  # which engine --engine auto picked
     assert p.stdout.readline().startswith("live: ")  # running
     time.sleep(2.5)

@@ -17,6 +17,7 @@ from pipeline.config import ConvertConfig
 from pipeline.convert import convert
 from pipeline.samples import make_clip
 from tests.pipeline.test_convert import audio_info, decode_all
+from tests.procs import ctrl_c_default
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +144,8 @@ def test_in_flight_batches_are_bounded(ray_local, long_clip, model_dir, tmp_path
 def _cli(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "-q", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_default)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
