@@ -170,7 +170,7 @@ def bench_input(name: str, src: Path, work: Path, model: str, a) -> dict:
     for r in rows.values():
         r["fps"] = n / r["whole_s"]
         r["vs_transcode"] = t_transcode / r["whole_s"]
-        r["vs_local"] = rows["local"].get("whole_s", 0) / r["whole_s"] if "local" in rows else None
+        r["vs_local"] = rows["local"]["whole_s"] / r["whole_s"]
     faces = rows["local"]["faces"]
     assert rows["local"]["faces_swapped"] >= 0.9 * faces > 0, "faces were not found: nothing was timed"
     return {"frames": n, "size": size, "rows": rows}
