@@ -1,6 +1,7 @@
-"""What every swap engine shares: the checkpoint, the device and precision, the numpy boundary,
-batching and the identity check. An engine implements only the tensor forward of one direction
-(the shared encoder + one identity's decoder), built on first use of that direction.
+"""What every torch-built swap engine shares: the checkpoint as a torch model, the device and
+precision, and torch's boundary (batching, the identity check and the numpy boundary come from
+engines.core). An engine implements only the tensor forward of one direction (the shared encoder
++ one identity's decoder), built on first use of that direction.
 
     crops (N, S, S, 3) uint8 RGB
       -> x (n, 3, S, S) float32 in [0, 1], contiguous, on the engine's device   (base)
@@ -18,8 +19,9 @@ import torch
 from torch import nn
 
 from engines.checkpoint import load_checkpoint
+from engines.core import SwapCore
 from engines.device import DTYPES, resolve_device, resolve_precision
-from stages.errors import ConfigError, ModelError
+from stages.errors import ConfigError
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -37,7 +39,7 @@ class Direction(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-class SwapEngine:
+class SwapEngine(SwapCore):
     """Base of the engines. Subclasses set `name` and `precisions` (those it can run on each
     device class) and implement build(identity) -> forward.
 
@@ -92,39 +94,17 @@ class SwapEngine:
         """A fresh module for encoder + `identity`'s decoder, in eval mode on self.device (fp32)."""
         return Direction(self.model, identity).eval().to(self.device)
 
-    def forward(self, identity: str) -> Forward:
-        """The built forward of a direction (built on first use)."""
-        if identity not in self._forward:
-            self._forward[identity] = self.build(identity)
-        return self._forward[identity]
-
-    def warmup(self, identity: str, batches: tuple[int, ...] = (1,)) -> None:
-        """Build a direction and run it once per batch size, so that no later call pays for
-        compiling or allocating (live: before the first frame)."""
-        s = self.size
-        for n in batches:
-            self.swap(np.zeros((n, s, s, 3), np.uint8), identity)
-
-    def check(self, crops: np.ndarray, to_identity: str) -> None:
-        """ModelError for an identity the model lacks; ValueError for crops of the wrong shape."""
-        if to_identity not in self.identities:
-            raise ModelError(f"the model has no decoder {to_identity!r}; it was trained on "
-                             f"{', '.join(self.identities)}: choose a direction between those")
-        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3):
-            raise ValueError(f"crops must be (N, {self.size}, {self.size}, 3) uint8, got "
-                             f"{crops.dtype}{list(crops.shape)}")
-
     @torch.inference_mode()
     def swap(self, crops: np.ndarray, to_identity: str) -> tuple[np.ndarray, np.ndarray]:
         """(N, S, S, 3) uint8 RGB -> faces (N, S, S, 3) uint8 RGB, masks (N, S, S) float32 in
         [0, 1], in batches of at most batch_size."""
+        if self.numpy_io:
+            return super().swap(crops, to_identity)
         self.check(crops, to_identity)
         s = self.size
         if len(crops) == 0:
             return np.zeros((0, s, s, 3), np.uint8), np.zeros((0, s, s), np.float32)
         fn = self.forward(to_identity)
-        if self.numpy_io:
-            return self._swap_numpy(fn, crops)
         faces, masks = [], []
         for i in range(0, len(crops), self.batch_size):
             x = torch.from_numpy(crops[i:i + self.batch_size]).to(self.device)
@@ -135,14 +115,3 @@ class SwapEngine:
             faces.append((y[:, :3] * 255).round_().clamp_(0, 255).byte().permute(0, 2, 3, 1).cpu())
             masks.append(y[:, 3].clamp(0, 1).cpu())
         return torch.cat(faces).numpy(), torch.cat(masks).numpy()
-
-    def _swap_numpy(self, fn, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """swap() for a numpy forward: (n, 3, S, S) float32 in [0, 1] -> (n, 4, S, S) float."""
-        faces, masks = [], []
-        for i in range(0, len(crops), self.batch_size):
-            x = crops[i:i + self.batch_size].transpose(0, 3, 1, 2).astype(np.float32)  # contiguous copy
-            x *= np.float32(1 / 255)
-            y = np.asarray(fn(x), np.float32)  # (n, 4, S, S)
-            faces.append(np.clip(np.rint(y[:, :3] * 255), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
-            masks.append(np.clip(y[:, 3], 0, 1))
-        return np.ascontiguousarray(np.concatenate(faces)), np.concatenate(masks)

@@ -16,13 +16,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
-from engines.model import ModelConfig, SwapModel
 from stages.errors import ModelError
+
+if TYPE_CHECKING:  # torch and the model load with the weights: reading model.json needs neither
+    import torch
+
+    from engines.model import SwapModel
 
 FORMAT = "swapstream-checkpoint-1"
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / torch.save zip
@@ -77,6 +78,8 @@ def save_checkpoint(path: str | Path, model: SwapModel, preset: str, step: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_checkpoint(path)
     _sweep_temps(path)  # from saves that were killed while writing
+    from safetensors.torch import save_file
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -194,6 +197,11 @@ def verify_checkpoint(path: str | Path) -> dict:
 def load_checkpoint(path: str | Path, expect_preset: str | None = None,
                     with_optimizer: bool = False) -> Checkpoint:
     """Load and verify a checkpoint (hash, preset, tensor shapes). Model is on CPU in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from engines.model import ModelConfig, SwapModel
+
     path = Path(path)
     meta = verify_checkpoint(path)
     weights_file = path / "model.safetensors"

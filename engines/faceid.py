@@ -29,11 +29,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engines.identity import CHIP, DIM  # noqa: F401 - chip side (150 px) and embedding size (128)
 from stages.errors import ModelError
 
 WEIGHTS = "dlib_face_recognition_resnet_model_v1.dat"
-CHIP = 150  # chip side, px
-DIM = 128  # embedding size
 
 # (filters, blocks, first block downsamples) of the five levels, input side first
 LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))

@@ -16,11 +16,17 @@ apart (tests/engines/test_identity.py).
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from engines.faceid import CHIP, DIM, load_facenet
+if TYPE_CHECKING:
+    import torch
+
+# torch and the network (engines.faceid) load on first use: a conversion that never embeds a face
+# does not pay ~1.1 s for importing torch
+CHIP = 150  # chip side, px (dlib's)
+DIM = 128  # embedding size
 
 # MediaPipe FaceMesh points nearest dlib's five, in dlib's order: the subject's left eye outer
 # and inner corner, right eye outer and inner corner, the base of the nose.
@@ -89,6 +95,8 @@ class FaceEmbedder:
     @property
     def net(self) -> torch.nn.Module:
         if self._net is None:
+            from engines.faceid import load_facenet
+
             self._net = load_facenet().to(self.device)
         return self._net
 
@@ -98,6 +106,8 @@ class FaceEmbedder:
         if chips.ndim != 4 or chips.shape[1:] != (CHIP, CHIP, 3) or chips.dtype != np.uint8:
             raise ValueError(f"chips must be (N, {CHIP}, {CHIP}, 3) uint8, "
                              f"got {chips.dtype}{list(chips.shape)}")
+        import torch
+
         out = np.empty((len(chips), DIM), np.float32)
         with self._lock, torch.inference_mode():
             for i in range(0, len(chips), self.batch):

@@ -6,7 +6,8 @@
 
 An engine whose optional packages are missing is listed, not imported: asking for it gives one
 line naming the extra to install (ConfigError: exit 2). No engine module imports another, and
-none imports this one, so there is no import circle.
+none imports this one, so there is no import circle. Nor does it import torch: on a machine
+without a GPU, choosing and loading a cached ONNX engine never needs it (engines.onnx_cached).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import importlib
 import importlib.util
 import shutil
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from engines.device import resolve_device
+from engines.device import device_kind
 from stages.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,15 @@ def _cxx() -> str | None:
     return None
 
 
-def why_unavailable(name: str, device: torch.device) -> str | None:
-    """None if engine `name` can run on `device` here; otherwise why not and the fix."""
+def _kind(device: torch.device | str) -> str:
+    return "cuda" if getattr(device, "type", device) == "cuda" else "cpu"
+
+
+def why_unavailable(name: str, device: torch.device | str) -> str | None:
+    """None if engine `name` can run on `device` (a torch.device, or its kind "cpu" / "cuda")
+    here; otherwise why not and the fix."""
     spec = ENGINES[name]
-    kind = "cuda" if device.type == "cuda" else "cpu"
+    kind = _kind(device)
     missing = [m for m in spec.modules if not _has(m)]
     if missing:
         return (f"needs {', '.join(missing)}: pip install 'swapstream[{spec.extra}]'" if spec.extra
@@ -94,6 +102,8 @@ def why_unavailable(name: str, device: torch.device) -> str | None:
         try:
             importlib.import_module("torch_tensorrt")
         except Exception as err:  # noqa: BLE001 - any import failure makes it unavailable
+            import torch
+
             return (f"torch_tensorrt does not import here ({type(err).__name__}: {err}); install the "
                     f"torch-tensorrt that matches torch {torch.__version__}")
     if name == "onnx" and kind == "cuda":
@@ -106,7 +116,7 @@ def why_unavailable(name: str, device: torch.device) -> str | None:
 
 def engine_status(device: str = "auto") -> list[tuple[str, bool, str]]:
     """(name, available on this device, why not or what it is) for every registered engine."""
-    dev = resolve_device(device)
+    dev = device_kind(device)
     out = []
     for name, spec in ENGINES.items():
         why = why_unavailable(name, dev)
@@ -119,10 +129,19 @@ def available_engines(device: str = "auto") -> list[str]:
     return [name for name, ok, _ in engine_status(device) if ok]
 
 
-def runs_precision(name: str, precision: str, device: torch.device) -> bool:
+def runs_precision(name: str, precision: str, device: torch.device | str) -> bool:
     """Whether engine `name` (importable) runs `precision` on the device's class."""
-    kind = "cuda" if device.type == "cuda" else "cpu"
-    return precision in engine_class(name).precisions.get(kind, ())
+    return precision in engine_precisions(name).get(_kind(device), ())
+
+
+def engine_precisions(name: str) -> dict[str, tuple[str, ...]]:
+    """The precisions engine `name` runs per device class. The onnx engine's are stated here too
+    (engines.onnx_cached), so that choosing it does not import its module, and with it torch."""
+    if name == "onnx":
+        from engines.onnx_cached import PRECISIONS
+
+        return PRECISIONS
+    return engine_class(name).precisions
 
 
 def pick_engine(device: str = "auto", precision: str = "auto") -> str:
@@ -130,9 +149,9 @@ def pick_engine(device: str = "auto", precision: str = "auto") -> str:
     class and runs the precision there."""
     from engines.device import resolve_precision
 
-    dev = resolve_device(device)
+    dev = device_kind(device)
     prec = resolve_precision(precision, dev)
-    for name in AUTO_ORDER["cuda" if dev.type == "cuda" else "cpu"]:
+    for name in AUTO_ORDER[dev]:
         if name in ENGINES and why_unavailable(name, dev) is None and runs_precision(name, prec, dev):
             return name
     return "eager"
@@ -140,6 +159,14 @@ def pick_engine(device: str = "auto", precision: str = "auto") -> str:
 
 def engine_class(name: str) -> type:
     """Import and return engine `name`'s class; ConfigError naming the fix when it cannot be."""
+    spec = check_installed(name)
+    module, cls = spec.target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def check_installed(name: str) -> EngineSpec:
+    """Engine `name`'s spec; ConfigError naming the fix when it is unknown or its packages are
+    missing."""
     if name not in ENGINES:
         raise ConfigError(f"unknown engine {name!r}; engines: auto, {', '.join(ENGINES)} "
                           f"(`swapstream engines` shows which run here)")
@@ -148,8 +175,7 @@ def engine_class(name: str) -> type:
     if missing:
         raise ConfigError(f"engine {name!r} needs {' and '.join(missing)} (not installed): "
                           f"pip install 'swapstream[{spec.extra}]', or pick another with --engine")
-    module, cls = spec.target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    return spec
 
 
 def resolve_engine(name: str, device: str = "auto", precision: str = "auto") -> tuple[str, str]:
@@ -158,17 +184,17 @@ def resolve_engine(name: str, device: str = "auto", precision: str = "auto") -> 
     ConfigError (exit 2) naming the fix otherwise."""
     from engines.device import resolve_precision
 
-    dev = resolve_device(device)
+    dev = device_kind(device)
     prec = resolve_precision(precision, dev)
     if name == "auto":
         name = pick_engine(device, prec)
-    engine_class(name)  # unknown or not installed: the line naming the extra
+    check_installed(name)  # unknown or not installed: the line naming the extra
     why = why_unavailable(name, dev)
     if why is not None:
         raise ConfigError(f"engine {name!r} cannot run here: {why}")
     if not runs_precision(name, prec, dev):
-        kind = "cuda" if dev.type == "cuda" else "cpu"
-        runs = ", ".join(engine_class(name).precisions.get(kind, ()))
+        kind = dev
+        runs = ", ".join(engine_precisions(name).get(kind, ()))
         raise ConfigError(f"engine {name!r} does not run {prec} on {kind} (it runs {runs}); "
                           f"choose another --precision or --engine")
     return name, prec
@@ -178,4 +204,8 @@ def create_engine(name: str, checkpoint, device: str = "auto", precision: str = 
     """Build engine `name` (or `auto`) for the checkpoint folder; options go to the engine
     (batch_size, and the engine's own, such as providers for onnx)."""
     name, precision = resolve_engine(name, device, precision)
+    if name == "onnx" and device_kind(device) == "cpu":  # torch only to export a direction
+        from engines.onnx_cached import CachedOnnxEngine
+
+        return CachedOnnxEngine(checkpoint, precision=precision, **options)
     return engine_class(name)(checkpoint, device=device, precision=precision, **options)

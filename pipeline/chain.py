@@ -127,7 +127,7 @@ def choose_engine(cfg) -> str:
     """Resolve cfg.engine == "auto" to the engine it stands for (in place, so every worker builds
     the same one) and check that the engine can run here: one line saying which engine runs.
     ConfigError (exit 2) when the engine asked for cannot run here, naming the fix."""
-    from engines.device import resolve_device
+    from engines.device import device_kind, resolve_device
     from engines.registry import ENGINES, resolve_engine
 
     asked = cfg.engine
@@ -135,7 +135,8 @@ def choose_engine(cfg) -> str:
     if providers_of(cfg) and cfg.engine != "onnx":
         raise ConfigError(f"--providers is for the onnx engine; this run uses {cfg.engine!r}. Drop "
                           f"--providers or pass --engine onnx")
-    dev, precision = resolve_device(cfg.device), cfg.precision
+    kind, precision = device_kind(cfg.device), cfg.precision
+    dev = kind if kind == "cpu" else resolve_device(cfg.device)  # no torch import for the CPU
     how = "the fastest available here; --engine to choose" if asked == "auto" else "as asked"
     return f"engine: {cfg.engine} ({ENGINES[cfg.engine].summary}), {precision} on {dev} - {how}"
 

@@ -71,7 +71,12 @@ def cpu_count() -> int:
 
 
 def gpu_count() -> int:
-    """CUDA GPUs torch sees; 0 without torch."""
+    """CUDA GPUs torch sees; 0 without torch, and 0 without importing it where no GPU device node
+    is there (engines.device.gpu_possible)."""
+    from engines.device import gpu_possible
+
+    if not gpu_possible():
+        return 0
     try:
         import torch
     except ImportError:
