@@ -71,6 +71,7 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
             stats, report = run_ray(chain, decode.packets(), sink, ray_options(cfg), progress, info.frames,
                                     src.name, frame_bytes=info.width * info.height * 3)
         else:
+            decode.settings.keep_source = True  # the encoder in this process writes them as decoded
             stats, report = run_local(chain, decode.packets(), sink.build(), cfg.batch_size, progress,
                                       info.frames, src.name, threads=stage_threads())
         _record(cfg, info, stats, time.perf_counter() - t_run)

@@ -67,7 +67,7 @@ def run_segment(job: SegmentJob) -> SegmentResult:
     seg, cfg = job.segment, job.cfg
     decode = DecodeStage(DecodeSettings(job.input, start_pts=seg.lead_pts if seg.lead else seg.start_pts,
                                         end_pts=seg.end_pts, first_index=seg.first_index - seg.lead,
-                                        hwaccel=cfg.decode.hwaccel))
+                                        hwaccel=cfg.decode.hwaccel, keep_source=True))  # encoded here
     try:
         info = decode.open()
         settings = EncodeSettings(job.file, cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,

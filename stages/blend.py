@@ -124,12 +124,15 @@ class BlendStage(Stage):
                 continue
             out = np.array(packet.frame, dtype=np.uint8, order="C", copy=True)
             for face in faces:
-                self.blend_face(out, face, packet.frame)
+                box = self.blend_face(out, face, packet.frame)
+                if box is not None:
+                    packet.touched.append(box)
             packet.frame = out
         return batch
 
-    def blend_face(self, out: np.ndarray, face: Face, source: np.ndarray) -> None:
-        """Composite one face into out ((H, W, 3) uint8 RGB, written in place).
+    def blend_face(self, out: np.ndarray, face: Face, source: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Composite one face into out ((H, W, 3) uint8 RGB, written in place); returns the box
+        (x0, y0, x1, y1), end-exclusive, it wrote, or None.
 
         source: the unmodified input frame, to cut the original crop from if face.crop is missing.
         """
@@ -139,7 +142,7 @@ class BlendStage(Stage):
         det = np.linalg.det(m[:, :2])
         if not (np.isfinite(m).all() and abs(det) > 1e-9):
             face.errors.append(f"blend: degenerate alignment matrix (det={det:.3g})")
-            return
+            return None
         mask_shape = (size, size) if face.mask is None else face.mask.shape
         if face.swapped.shape != (size, size, 3) or mask_shape != (size, size):
             raise ValueError(f"blend: swapped/mask shapes disagree: {face!r}")
@@ -159,7 +162,7 @@ class BlendStage(Stage):
             f = small / size  # resize maps pixel centres: u -> (u + 0.5) * f - 0.5
             m = m * f
             m[:, 2] += 0.5 * f - 0.5
-        paste(out, new, alpha, m, seamless=s.composite == "seamless")
+        return paste(out, new, alpha, m, seamless=s.composite == "seamless")
 
 
 def _roi(m: np.ndarray, size: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
@@ -172,15 +175,17 @@ def _roi(m: np.ndarray, size: int, shape: tuple[int, ...]) -> tuple[int, int, in
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def paste(out: np.ndarray, face: np.ndarray, alpha: np.ndarray, m: np.ndarray, seamless: bool) -> None:
+def paste(out: np.ndarray, face: np.ndarray, alpha: np.ndarray, m: np.ndarray,
+          seamless: bool) -> tuple[int, int, int, int] | None:
     """Warp a crop back into out and composite it, touching only where the warped alpha is > 0.
 
     out: (H, W, 3) uint8 RGB frame, written in place. face: (S, S, 3) uint8 RGB crop. alpha:
-    (S, S) float32 in [0, 1]. m: (2, 3) frame -> crop affine.
+    (S, S) float32 in [0, 1]. m: (2, 3) frame -> crop affine. Returns the box (x0, y0, x1, y1),
+    frame px, end-exclusive, that was written, or None when nothing was.
     """
     box = _roi(m, face.shape[0], out.shape)
     if box is None:
-        return
+        return None
     x0, y0, x1, y1 = box
     # Shift the matrix so ROI pixel (x, y) samples the crop where frame pixel (x0 + x, y0 + y) does.
     m_roi = m.copy()
@@ -190,7 +195,7 @@ def paste(out: np.ndarray, face: np.ndarray, alpha: np.ndarray, m: np.ndarray, s
     a[a < _ALPHA_FLOOR] = 0
     rows, cols = np.flatnonzero(a.any(1)), np.flatnonzero(a.any(0))
     if rows.size == 0:
-        return
+        return None
     # Tighten to the pixels alpha touches; still in ROI coordinates.
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     m_sub = m_roi.copy()
@@ -213,6 +218,7 @@ def paste(out: np.ndarray, face: np.ndarray, alpha: np.ndarray, m: np.ndarray, s
     warped += base
     warped += 0.5
     dst[...] = np.clip(warped, 0, 255, out=warped).astype(np.uint8)
+    return fx0, fy0, fx0 + a.shape[1], fy0 + a.shape[0]
 
 
 def _seamless_clone(out: np.ndarray, warped: np.ndarray, a: np.ndarray, fx0: int,

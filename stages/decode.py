@@ -52,6 +52,9 @@ class DecodeSettings:
     end_pts: int | None = None
     hwaccel: str = "none"  # decode on a device: cuda | vaapi | qsv | videotoolbox | ... (none: CPU)
     first_index: int = 0
+    # hand each frame's decoded YUV on as FramePacket.source where an encoder can write it as it
+    # is (see passable); for a sink in this process (the local runner), never across processes
+    keep_source: bool = False
 
 
 @dataclass
@@ -82,6 +85,17 @@ def to_rgb(frame: av.VideoFrame, quarter_turns: int = 0) -> np.ndarray:
     if quarter_turns:
         rgb = np.rot90(rgb, quarter_turns)
     return np.ascontiguousarray(rgb)
+
+
+def passable(frame: av.VideoFrame, quarter_turns: int = 0) -> bool:
+    """Whether a decoded frame can go to the encoder as it is (FramePacket.source): 8-bit
+    yuv420p, limited range, even width and height, not turned, and in the colour matrix the
+    encoder writes, so that its pixels and to_rgb's mean the same colours. That matrix is the
+    frame's own when it names BT.709 or BT.601 (1, 5, 6); for an untagged frame (2) to_rgb and
+    the encoder agree on BT.709 from 720 lines up and BT.601 below."""
+    return (frame.format.name == "yuv420p" and not quarter_turns and frame.width % 2 == 0
+            and frame.height % 2 == 0 and int(frame.color_range or 0) in (0, 1)
+            and int(frame.colorspace or 2) in (1, 2, 5, 6))
 
 
 def quarter_turns(frame: av.VideoFrame) -> int:
@@ -262,6 +276,7 @@ class DecodeStage(Source):
         step = max(1, int(round(1 / (info.fps * tb)))) if info.fps else 1  # one frame in pts units
         first, self._first = self._first, None
         start = self._stream.start_time or 0
+        keep = self.settings.keep_source
         index, prev_pts, last_step = self.settings.first_index, None, step
 
         def packets(frame):
@@ -273,7 +288,8 @@ class DecodeStage(Source):
                 last_step = pts - prev_pts
             # each frame continues the one before it; the first starts afresh
             packet = FramePacket(index, pts, tb, to_rgb(frame, self._k),
-                                 follows=None if prev_pts is None else index - 1)
+                                 follows=None if prev_pts is None else index - 1,
+                                 source=frame if keep and passable(frame, self._k) else None)
             index, prev_pts = index + 1, pts
             return packet
 

@@ -31,6 +31,7 @@ class BoxesStage(Stage):
                     cv2.putText(frame, f"#{f.track}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                                 0.45, colour, 1, cv2.LINE_AA)
                 p.frame = frame
+                p.source = None  # boxes and labels all over: the source frame is no longer it
         return batch
 
 

@@ -74,6 +74,14 @@ class FramePacket:
         last frame they saw; it is never inferred from index arithmetic (live drops frames).
     capture_time: time.monotonic() seconds when the frame was captured (live sources; the
         device's own timestamp where it gives one), None for files. Latency is measured from it.
+    source: the decoder's own frame (an av.VideoFrame in 8-bit yuv420p, even width and height,
+        upright, in the colour matrix the encoder writes), when the source keeps it (convert on
+        the local runner; never across processes). An encoder may then write it as it was,
+        converting to YUV only the `touched` boxes of `frame`: no RGB -> YUV of the whole frame,
+        and the pixels outside the faces keep their exact source values. None otherwise.
+    touched: boxes (x0, y0, x1, y1), frame px, end-exclusive, where `frame` may differ from
+        `source`. A stage that writes into `frame` records the box it wrote; one that changes
+        pixels elsewhere (or replaces the frame with other content) sets `source` to None.
     """
 
     index: int
@@ -83,6 +91,8 @@ class FramePacket:
     faces: list[Face] = field(default_factory=list)
     follows: int | None = None
     capture_time: float | None = None
+    source: object | None = None
+    touched: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         f = self.frame

@@ -62,7 +62,9 @@ def test_same_output_as_the_local_runner(ray_local, clips, model_dir, tmp_path):
     assert rt == lt
     assert audio_info(tmp_path / "ray.mp4")[1] == audio_info(tmp_path / "local.mp4")[1]
     diff = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(lf, rf)]
-    assert max(diff) < 1.5, diff  # codec noise: the detect pool starts tracks at other frames
+    # codec noise (the detect pool starts tracks at other frames), and the local runner writes the
+    # source's own YUV outside the faces where Ray's encoder converts the RGB frame back (~1.2)
+    assert max(diff) < 2.5, diff
     names = [s.name for s in ray_.stats.stages]
     assert names == ["detect", "align", "swap", "blend", "encode"]
     assert ray_.stats.stages[0].actors == 2 and all(s.frames == 30 for s in ray_.stats.stages)

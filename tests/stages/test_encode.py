@@ -228,3 +228,67 @@ def test_hd_output_is_bt709_tagged_and_keeps_colours(tmp_path):
         assert (cc.colorspace, cc.color_primaries, cc.color_trc) == (1, 1, 1)
         back = next(c.decode(video=0)).to_ndarray(format="rgb24")
     assert np.abs(back[100, 100].astype(int) - (200, 60, 40)).max() <= 4
+
+
+def _yuv_planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    return [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width].copy()
+            for p in frame.planes]
+
+
+def test_decoded_frames_go_to_the_encoder_as_they_are_outside_the_touched_boxes(clip, tmp_path):
+    """keep_source: the encoder writes the decoder's own YUV; only a touched box is converted from
+    the stages' RGB. Outside it the output is as close to the source as a plain transcode."""
+    dec = DecodeStage(DecodeSettings(str(clip), keep_source=True))
+    info = dec.setup()
+    packets = list(dec.frames())
+    dec.close()
+    assert all(p.source is not None for p in packets)  # 8-bit yuv420p, even size: every frame
+    enc = EncodeStage(EncodeSettings(str(tmp_path / "o.mp4")), info)
+    box = (101, 51, 201, 151)  # odd corners: widened to even for the chroma planes
+    p = packets[3]
+    before = _yuv_planes(p.source)
+    p.frame = p.frame.copy()
+    p.frame[box[1]:box[3], box[0]:box[2]] = (250, 20, 20)
+    p.touched.append(box)
+    made = enc._from_source(p.source, p.frame, p.touched)
+    got, whole = _yuv_planes(made), _yuv_planes(enc._to_yuv(p.frame))
+    inside = np.zeros((H, W), bool)
+    inside[50:152, 100:202] = True
+    assert np.array_equal(got[0][~inside], before[0][~inside])  # the source's own Y outside
+    assert np.array_equal(got[0][inside], whole[0][inside])  # the RGB conversion inside
+    # chroma: as the whole frame's conversion inside, but for its filter at the box's edge
+    assert np.array_equal(got[1][27:74, 52:99], whole[1][27:74, 52:99])
+    assert np.abs(got[2][25:76, 50:101].astype(int) - whole[2][25:76, 50:101]).max() <= 40
+    assert np.array_equal(got[1][:25], before[1][:25]) and np.array_equal(got[2][80:], before[2][80:])
+    assert np.array_equal(_yuv_planes(p.source)[0], before[0])  # the decoder's frame is left alone
+    assert enc._from_source(packets[4].source, packets[4].frame, []) is packets[4].source  # untouched
+
+    out = tmp_path / "out.mp4"
+    encode(info, packets, out)
+    _, got_frames = decode_all(out)
+    _, src = decode_all(clip)
+    assert len(got_frames) == N
+    red = got_frames[3].frame[60:140, 110:190].reshape(-1, 3).mean(0)
+    assert np.abs(red - (250, 20, 20)).max() < 12, red  # the touched box made it into the file
+    diff = np.mean([np.abs(a.frame[:, 220:].astype(np.int16) - b.frame[:, 220:]).mean()
+                    for a, b in zip(src, got_frames)])
+    assert diff < 3, diff
+
+
+def test_frames_the_encoder_cannot_take_as_they_are_are_not_kept(tmp_path):
+    """Rotated, 10-bit, odd-sized or full-range sources go through RGB as before."""
+    from stages.decode import passable
+
+    def frame(fmt, w=64, h=48, **tags):
+        f = av.VideoFrame(w, h, fmt)
+        for k, v in tags.items():
+            setattr(f, k, v)
+        return f
+
+    assert passable(frame("yuv420p"))
+    assert not passable(frame("yuv420p"), quarter_turns=1)
+    assert not passable(frame("yuv420p10le"))
+    assert not passable(frame("yuv420p", w=63))
+    assert not passable(frame("yuv420p", color_range=2))  # full range (JPEG)
+    assert not passable(frame("yuv420p", colorspace=9))  # BT.2020: the encoder writes 709/601
+    assert passable(frame("yuv420p", colorspace=5))
