@@ -12,8 +12,11 @@ were too busy to take is dropped and counted (RunStats.dropped).
 Under `block` three threads share the work, so a second core is not idle while the stages run:
 a reader decodes the next batches (PyAV and libswscale release the GIL), this thread runs the
 stages, and a writer hands finished batches to the sink (x264 releases the GIL too). Batches pass
-through bounded hand-offs (`AHEAD` each way), so memory stays bounded and order is kept. Any
-error of the source, a stage or the sink stops all three and is raised here.
+through bounded hand-offs, so memory stays bounded and order is kept: `AHEAD` batches decoded
+ahead, and up to `SINK_AHEAD` waiting for the sink while they fit in `SINK_BUDGET` bytes of frames
+(x264 encodes a frame in bursts of its own threads; with more finished frames queued for it, the
+stages wait on it less). Any error of the source, a stage or the sink stops all three and is raised
+here.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from pipeline.stats import RunStats, StageStats
 from stages.base import Sink, Stage
 from stages.packet import FramePacket
 
-AHEAD = 2  # batches decoded ahead of the stages, and batches waiting for the sink
+AHEAD = 2  # batches decoded ahead of the stages; at least as many wait for the sink
+SINK_AHEAD = 4  # batches that may wait for the sink, while they fit in:
+SINK_BUDGET = 300 * 2 ** 20  # bytes of frames (720p: 4 batches of 16; 1080p and up: AHEAD)
 
 
 def batches(it: Iterable[FramePacket], n: int) -> Iterator[list[FramePacket]]:
@@ -156,6 +161,8 @@ class LocalRunner:
                 stats.busy_s += time.perf_counter() - t
                 stats.frames += len(batch)
                 stats.faces += sum(len(p.faces) for p in batch)
+            if self.stats.frames == 0 and batch:
+                writer.slot.capacity = sink_ahead(batch)
             writer.put(batch)
             self.stats.frames += len(batch)
             bar.update(len(batch))
@@ -171,6 +178,15 @@ class LocalRunner:
             reader.stop()
             writer.stop()
         self.sink.flush()
+
+
+def sink_ahead(batch: list[FramePacket]) -> int:
+    """Batches like this one that may wait for the sink: SINK_AHEAD while they fit in SINK_BUDGET
+    (each frame with its decoded source, 1.5 bytes a pixel, where it carries one), never fewer
+    than AHEAD."""
+    f = batch[0].frame
+    nbytes = len(batch) * f.nbytes * (1.5 if batch[0].source is not None else 1.0)
+    return max(AHEAD, min(SINK_AHEAD, int(SINK_BUDGET // max(nbytes, 1))))
 
 
 class _Reader(threading.Thread):
@@ -208,7 +224,8 @@ class _Reader(threading.Thread):
 
 
 class _Writer(threading.Thread):
-    """Hands batches to the sink in its own thread, in order, AHEAD at most waiting."""
+    """Hands batches to the sink in its own thread, in order, `slot.capacity` at most waiting
+    (AHEAD until the first batch sets it: sink_ahead)."""
 
     def __init__(self, sink: Sink, stats: StageStats) -> None:
         super().__init__(name="encode", daemon=True)

@@ -20,9 +20,10 @@ once, so no frame waits for the whole tile pyramid and a new face waits ~3 frame
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import os
 import sys
+import types
 from dataclasses import dataclass
 
 import cv2
@@ -395,24 +396,28 @@ def landmarks_xy(landmarks) -> np.ndarray:
 def import_mediapipe():
     """`import mediapipe`, with matplotlib.pyplot loaded only when first used.
 
-    mediapipe's package init imports its drawing helpers, which import matplotlib.pyplot: 0.37 of
-    the 0.5 s that importing mediapipe took here, paid before every conversion for plots no stage
-    draws. pyplot is registered as a lazy module (importlib.util.LazyLoader) when nothing has
-    imported it yet: it loads in full on its first attribute access, by anyone.
+    mediapipe's package init imports its drawing helpers, which import matplotlib.pyplot (~0.15 s
+    of every conversion's start here) for plots no stage draws. Where nothing has imported pyplot
+    yet, a stand-in takes its place in sys.modules for that import: the first attribute anyone
+    reads from it imports the real pyplot, which replaces it, and is answered from there.
     """
     if "matplotlib.pyplot" not in sys.modules and "mediapipe" not in sys.modules:
-        try:
-            spec = importlib.util.find_spec("matplotlib.pyplot")
-        except ImportError:
-            spec = None
-        if spec is not None and spec.loader is not None:
-            spec.loader = importlib.util.LazyLoader(spec.loader)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules["matplotlib.pyplot"] = module
-            spec.loader.exec_module(module)
+        sys.modules["matplotlib.pyplot"] = _PyplotOnUse("matplotlib.pyplot")
     import mediapipe
 
     return mediapipe
+
+
+class _PyplotOnUse(types.ModuleType):
+    """Stands in for matplotlib.pyplot until an attribute is read from it (see import_mediapipe)."""
+
+    __spec__ = None  # the import system's check of a module in sys.modules finds nothing to load
+
+    def __getattr__(self, name: str):
+        if sys.modules.get("matplotlib.pyplot") is self:
+            del sys.modules["matplotlib.pyplot"]
+        real = importlib.import_module("matplotlib.pyplot")
+        return getattr(real, name)
 
 
 @contextlib.contextmanager
