@@ -42,10 +42,10 @@ RATES_VERSION = 1
 # frames (Ray: starting a local Ray, its actors, and shutting it down). Measured on a 2-core AMD
 # EPYC VM, lite64 model, 1280x720 clips of 20 and 80 s, with benchmarks/bench_convert.py (the
 # moving averages rates.json held after it): there the local runner uses both cores and Ray never
-# pays off (80 s clip: local 43.7 s, Ray 59.3 s).
+# pays off (80 s clip: local 25.1 s, Ray 47.2 s).
 DEFAULT_RATES: dict[str, dict[str, float]] = {
-    "local": {"mpx_per_s": 51.7, "startup_s": 0.8},
-    "ray": {"mpx_per_s": 38.4, "startup_s": 10.7},
+    "local": {"mpx_per_s": 82.2, "startup_s": 0.34},
+    "ray": {"mpx_per_s": 50.1, "startup_s": 6.6},
 }
 
 
