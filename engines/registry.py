@@ -193,9 +193,8 @@ def resolve_engine(name: str, device: str = "auto", precision: str = "auto") -> 
     if why is not None:
         raise ConfigError(f"engine {name!r} cannot run here: {why}")
     if not runs_precision(name, prec, dev):
-        kind = dev
-        runs = ", ".join(engine_precisions(name).get(kind, ()))
-        raise ConfigError(f"engine {name!r} does not run {prec} on {kind} (it runs {runs}); "
+        runs = ", ".join(engine_precisions(name).get(dev, ()))
+        raise ConfigError(f"engine {name!r} does not run {prec} on {dev} (it runs {runs}); "
                           f"choose another --precision or --engine")
     return name, prec
 

@@ -76,6 +76,13 @@ class StreamInfo:
     colorspace: int = 2  # FFmpeg AVColorSpace of the frames: 1 BT.709, 5/6 BT.601, 2 unspecified
 
 
+def matrix_of(colorspace: int, height: int) -> int:
+    """The AVColorSpace whose matrix a frame of this tag and height is in: its own when it names
+    BT.709 or BT.601 (1, 5, 6); for anything else the convention players assume for untagged
+    video, BT.709 (1) from 720 lines up and BT.601 (6) below."""
+    return colorspace if colorspace in (1, 5, 6) else (1 if height >= 720 else 6)
+
+
 def to_rgb(frame: av.VideoFrame, quarter_turns: int = 0) -> np.ndarray:
     """A decoded frame of any pixel format (10-bit included) as (H, W, 3) uint8 RGB, C-contiguous,
     turned `quarter_turns` x 90 degrees counter-clockwise. Untagged HD is read as BT.709, as

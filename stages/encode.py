@@ -30,7 +30,7 @@ import av
 import numpy as np
 
 from stages.base import Sink
-from stages.decode import StreamInfo
+from stages.decode import StreamInfo, matrix_of
 from stages.errors import InputError, OutputError
 from stages.hardware import check_codec, encoder_options
 from stages.packet import FramePacket
@@ -201,9 +201,7 @@ class EncodeStage(Sink):
         assume for untagged video: BT.709 from 720 lines up, BT.601 below. (Untagged BT.601 HD
         output would shift every colour of the frame in a player, not just the face.)
         """
-        if self.info.colorspace in (1, 5, 6):
-            return self.info.colorspace
-        return 1 if self.info.height >= 720 else 6
+        return matrix_of(self.info.colorspace, self.info.height)
 
     def _add_video(self) -> None:
         info, s = self.info, self.settings
@@ -293,9 +291,8 @@ class EncodeStage(Sink):
         its colour matrix the one the stream is tagged with (BT.709 or BT.601)."""
         if (source.width, source.height) != (self.info.width, self.info.height):
             return False
-        cs = int(source.colorspace or 2)
-        bt709 = cs == 1 if cs in (1, 5, 6) else source.height >= 720
-        return bt709 == (self.colorspace == 1)
+        # 5 and 6 (BT.470BG, SMPTE 170M) share BT.601's matrix
+        return (matrix_of(int(source.colorspace or 2), source.height) == 1) == (self.colorspace == 1)
 
     def _from_source(self, source, rgb: np.ndarray,
                      touched: list[tuple[int, int, int, int]]) -> av.VideoFrame:

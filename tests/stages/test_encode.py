@@ -262,6 +262,13 @@ def test_decoded_frames_go_to_the_encoder_as_they_are_outside_the_touched_boxes(
     assert np.array_equal(got[1][:25], before[1][:25]) and np.array_equal(got[2][80:], before[2][80:])
     assert np.array_equal(_yuv_planes(p.source)[0], before[0])  # the decoder's frame is left alone
     assert enc._from_source(packets[4].source, packets[4].frame, []) is packets[4].source  # untouched
+    # the stream (untagged, 240 lines) is written as BT.601: a BT.709-tagged frame goes through RGB
+    tagged = av.VideoFrame(W, H, "yuv420p")
+    assert enc._passes(tagged) and enc.colorspace == 6
+    tagged.colorspace = 1
+    assert not enc._passes(tagged)
+    tagged.colorspace = 5
+    assert enc._passes(tagged)
 
     out = tmp_path / "out.mp4"
     encode(info, packets, out)
