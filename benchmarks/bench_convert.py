@@ -45,7 +45,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import av  # noqa: E402
 
-from pipeline.samples import make_clip  # noqa: E402
+from swapstream.pipeline.samples import make_clip  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # name: (faces, seconds, width, height, head share of the frame height, camera pan px a frame)
@@ -136,7 +136,7 @@ def cli_convert(src: Path, dst: Path, model: str, runner: str | None, extra: lis
     """Run `swapstream convert` as a user does; returns its --stats JSON with the whole run's
     seconds (process start to exit) and peak memory added."""
     stats = dst.with_suffix(".stats.json")
-    cmd = [sys.executable, "-m", "pipeline.cli", "-q", "convert", str(src), str(dst), "--model", model,
+    cmd = [sys.executable, "-m", "swapstream.pipeline.cli", "-q", "convert", str(src), str(dst), "--model", model,
            "--stats", str(stats), *extra] + (["--runner", runner] if runner else [])
     marker = str(dst)
     with PeakMemory(marker) as mem:
@@ -227,8 +227,8 @@ def main() -> None:
     if model is None:
         import torch
 
-        from engines.checkpoint import save_checkpoint
-        from engines.model import SwapModel, preset
+        from swapstream.engines.checkpoint import save_checkpoint
+        from swapstream.engines.model import SwapModel, preset
 
         torch.manual_seed(0)
         model = str(save_checkpoint(work / "model", SwapModel(preset("lite64"), ["a", "b"]), "lite64",

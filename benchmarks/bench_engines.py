@@ -32,11 +32,11 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(os.environ["SWAPSTREAM_CACH
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engines import available_engines, create_engine  # noqa: E402
-from engines.checkpoint import save_checkpoint  # noqa: E402
-from engines.device import cpu_has_bf16, resolve_device  # noqa: E402
-from engines.model import PRESETS, SwapModel, preset  # noqa: E402
-from engines.registry import engine_class  # noqa: E402
+from swapstream.engines import available_engines, create_engine  # noqa: E402
+from swapstream.engines.checkpoint import save_checkpoint  # noqa: E402
+from swapstream.engines.device import cpu_has_bf16, resolve_device  # noqa: E402
+from swapstream.engines.model import PRESETS, SwapModel, preset  # noqa: E402
+from swapstream.engines.registry import engine_class  # noqa: E402
 
 
 def variants(device: torch.device, only: list[str] | None,

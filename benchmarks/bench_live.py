@@ -39,12 +39,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from engines.checkpoint import save_checkpoint  # noqa: E402
-from engines.model import SwapModel, preset  # noqa: E402
-from pipeline.config import LiveConfig  # noqa: E402
-from pipeline.live import live  # noqa: E402
-from pipeline.samples import make_clip  # noqa: E402
-from stages.collect import CollectSink  # noqa: E402
+from swapstream.engines.checkpoint import save_checkpoint  # noqa: E402
+from swapstream.engines.model import SwapModel, preset  # noqa: E402
+from swapstream.pipeline.config import LiveConfig  # noqa: E402
+from swapstream.pipeline.live import live  # noqa: E402
+from swapstream.pipeline.samples import make_clip  # noqa: E402
+from tests.collect import CollectSink  # noqa: E402
 
 BITS, CELL, X0, Y0 = 16, 12, 8, 8  # two rows of 8 cells, 12 px each, at (8, 8)
 

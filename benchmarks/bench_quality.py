@@ -3,7 +3,7 @@
 What the classic write-ups of the 2017 method call a good swap, measured: the new face is B's,
 the pose and expression are A's, no seam shows, nothing flickers. The run:
 
-  1. builds the demo's two clips and facesets (pipeline.demo: astronaut = A, Grace Hopper = B,
+  1. builds the demo's two clips and facesets (swapstream.pipeline.demo: astronaut = A, Grace Hopper = B,
      6 s at 30 fps, seeds 1 and 2) and a still-head clip of A (one render of the demo's head,
      held, with a webcam's sensor noise: sigma STILL_NOISE grey levels, seeded);
   2. trains lite64 on the facesets as the demo does (its preset, learning rate and batch) for a
@@ -12,9 +12,9 @@ the pose and expression are A's, no seam shows, nothing flickers. The run:
      loop: the one a Ray Train worker runs);
   3. converts both clips A -> B with the local runner (convert's own chain and file sink; the
      sink is wrapped to record, per frame, the blend stage's soft mask of every swapped face,
-     stages.blend.face_masks warped into the frame: that mask is the swapped region);
+     swapstream.stages.face.blend.face_masks warped into the frame: that mask is the swapped region);
   4. reads input and output back and measures, per swapped face:
-     - identity: dlib's recogniser (engines.identity) on the output face, distance_to B's and A's
+     - identity: dlib's recogniser (swapstream.engines.identity) on the output face, distance_to B's and A's
        facesets (reference.load_reference); share of faces closer to B; mean distances;
      - pose and expression: MediaPipe's 478 landmarks found afresh on each output frame and on
        each input frame (each frame a still: a full search, no tracking, so nothing is carried
@@ -64,21 +64,21 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engines.identity import SAME_PERSON, FaceEmbedder, distance_to  # noqa: E402
-from pipeline.chain import check_request, make_chain  # noqa: E402
-from pipeline.config import ConvertConfig, fill, load_yaml  # noqa: E402
-from pipeline.convert import file_sink  # noqa: E402
-from pipeline.counting import CountingSink  # noqa: E402
-from pipeline.demo import DEMO_LR, DEMO_SECONDS, DEMO_STEPS, SECONDS  # noqa: E402
-from pipeline.local_runner import run_local  # noqa: E402
-from pipeline.samples import make_clip, render_frames, write_clip  # noqa: E402
-from stages.blend import BlendSettings, face_masks  # noqa: E402
-from stages.decode import DecodeSettings, DecodeStage  # noqa: E402
-from stages.detect import DetectSettings, DetectStage  # noqa: E402
-from stages.encode import EncodeSettings, EncodeStage  # noqa: E402
-from stages.errors import SwapstreamError  # noqa: E402
-from stages.geometry import FACE_OVAL  # noqa: E402
-from stages.packet import FramePacket  # noqa: E402
+from swapstream.core.errors import SwapstreamError  # noqa: E402
+from swapstream.core.geometry import FACE_OVAL, iou  # noqa: E402
+from swapstream.core.packet import FramePacket  # noqa: E402
+from swapstream.engines.identity import SAME_PERSON, FaceEmbedder, distance_to  # noqa: E402
+from swapstream.pipeline.chain import check_request, make_chain  # noqa: E402
+from swapstream.pipeline.config import ConvertConfig, fill, load_yaml  # noqa: E402
+from swapstream.pipeline.convert import file_sink  # noqa: E402
+from swapstream.pipeline.counting import CountingSink  # noqa: E402
+from swapstream.pipeline.demo import DEMO_LR, DEMO_SECONDS, DEMO_STEPS, SECONDS  # noqa: E402
+from swapstream.pipeline.runners.local import run_local  # noqa: E402
+from swapstream.pipeline.samples import make_clip, render_frames, write_clip  # noqa: E402
+from swapstream.stages.face.blend import BlendSettings, face_masks  # noqa: E402
+from swapstream.stages.face.detect import DetectSettings, DetectStage  # noqa: E402
+from swapstream.stages.sinks.file import EncodeSettings, EncodeStage  # noqa: E402
+from swapstream.stages.sources.file import DecodeSettings, DecodeStage  # noqa: E402
 
 # Steps the demo's training budget (DEMO_SECONDS of lite64 at DEMO_LR; DEMO_STEPS is a cap it
 # does not reach here) gets through on the 2-core development machine: the demo's own train_job
@@ -128,8 +128,8 @@ def still_clip(path: Path, seconds: float, seed: int) -> Path:
 
 
 def prepare_data(work: Path, seed: int) -> dict[str, Path]:
-    """The demo's clips and facesets (as pipeline.demo.run_demo builds them) and the still clip."""
-    from training.extract import extract
+    """The demo's clips and facesets (as swapstream.pipeline.demo.run_demo builds them) and the still clip."""
+    from swapstream.training.extract import extract
 
     paths = {"a": work / "person_a.mp4", "b": work / "person_b.mp4", "still": work / "still_a.mp4"}
     make_clip(paths["a"], ["astronaut"], seconds=SECONDS, seed=1)
@@ -146,7 +146,7 @@ def prepare_data(work: Path, seed: int) -> dict[str, Path]:
 
 def train_model(work: Path, paths: dict[str, Path], steps: int, seed: int) -> tuple[Path, dict]:
     """lite64 at the demo's settings for `steps` seeded steps, in this process."""
-    from training.loop import TrainConfig, train
+    from swapstream.training.loop import TrainConfig, train
 
     model = work / "model"
     shutil.rmtree(model, ignore_errors=True)
@@ -199,7 +199,7 @@ class RecordingSink(CountingSink):
 
 
 def convert_recorded(src: Path, dst: Path, cfg: ConvertConfig) -> tuple[dict[int, FrameRecord], dict]:
-    """pipeline.convert.convert with the local runner, its file sink wrapped in a RecordingSink."""
+    """swapstream.pipeline.convert.convert with the local runner, its file sink wrapped in a RecordingSink."""
     meta = check_request(cfg, src, dst)
     chain = make_chain(cfg, meta)
     decode = DecodeStage(DecodeSettings(str(src)))
@@ -243,18 +243,10 @@ def _box(lm: np.ndarray) -> tuple[float, float, float, float]:
     return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
-def _iou(a: tuple, b: tuple) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(lm: np.ndarray, found: list[np.ndarray]) -> np.ndarray | None:
     """The face in `found` that is the face `lm` (box IoU > MATCH_IOU), or None."""
-    best = max(found, key=lambda o: _iou(_box(o), _box(lm)), default=None)
-    return best if best is not None and _iou(_box(best), _box(lm)) > MATCH_IOU else None
+    best = max(found, key=lambda o: iou(_box(o), _box(lm)), default=None)
+    return best if best is not None and iou(_box(best), _box(lm)) > MATCH_IOU else None
 
 
 def face_size(lm: np.ndarray) -> float:
@@ -545,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         print("[4/4] measuring (landmarks found afresh on every input and output frame, identity)",
               flush=True)
-        from stages.reference import load_reference
+        from swapstream.training.reference import load_reference
 
         embedder = FaceEmbedder()
         refs = {k: load_reference([paths[f"faceset_{k}"]], embedder).embeddings for k in ("a", "b")}

@@ -27,14 +27,14 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import torch  # noqa: E402
 
-from training.logs import read_history  # noqa: E402
-from training.loop import TrainConfig, train  # noqa: E402
+from swapstream.training.logs import read_history  # noqa: E402
+from swapstream.training.loop import TrainConfig, train  # noqa: E402
 
 
 def make_facesets(work: Path) -> tuple[str, str]:
     """Two facesets extracted from 2 s sample clips (needs MediaPipe and PyAV)."""
-    from pipeline.samples import make_clip
-    from training.extract import ExtractSettings, extract
+    from swapstream.pipeline.samples import make_clip
+    from swapstream.training.extract import ExtractSettings, extract
 
     dirs = []
     for ident, face in (("a", "astronaut"), ("b", "grace_hopper")):
@@ -59,7 +59,7 @@ def run_one(a: str, b: str, out: Path, preset: str, workers: int, args, **kw) ->
     if kw.get("device"):
         train(cfg, progress=False)
     else:
-        from training.job import train_job
+        from swapstream.training.job import train_job
 
         train_job(cfg, progress=False)
     res = timed(read_history(out), args.warmup, args.batch_size, workers)

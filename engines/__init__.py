@@ -1,6 +1,12 @@
 """The swap network, its checkpoints, and the engines that run it (eager, compile, onnx,
 tensorrt), created by name through the registry."""
 
-from engines.registry import available_engines, create_engine, engine_status, pick_engine, register_engine
+from swapstream.engines.registry import (
+    available_engines,
+    create_engine,
+    engine_status,
+    pick_engine,
+    register_engine,
+)
 
 __all__ = ["available_engines", "create_engine", "engine_status", "pick_engine", "register_engine"]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
 
 
 @dataclass
@@ -34,8 +34,8 @@ def parse_batch(text: str) -> int:
 def compile_ahead(model: str, engine: str, precision: str = "auto", batch: int = 32, device: str = "auto",
                   identities: list[str] | None = None, say: Callable[[str], None] = print) -> list[Built]:
     """Build engine `engine` for each direction (decoder identity) of checkpoint `model`."""
-    from engines.cache import cache_root
-    from engines.registry import create_engine
+    from swapstream.engines.cache import cache_root
+    from swapstream.engines.registry import create_engine
 
     if engine in ("auto", "eager"):
         raise ConfigError("choose the engine to build: --engine onnx, compile or tensorrt (eager "

@@ -1,6 +1,6 @@
 """What every torch-built swap engine shares: the checkpoint as a torch model, the device and
 precision, and torch's boundary (batching, the identity check and the numpy boundary come from
-engines.core). An engine implements only the tensor forward of one direction (the shared encoder
+swapstream.engines.core). An engine implements only the tensor forward of one direction (the shared encoder
 + one identity's decoder), built on first use of that direction.
 
     crops (N, S, S, 3) uint8 RGB
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.checkpoint import load_checkpoint
-from engines.core import SwapCore
-from engines.device import DTYPES, resolve_device, resolve_precision
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
+from swapstream.engines.checkpoint import load_checkpoint
+from swapstream.engines.core import SwapCore
+from swapstream.engines.device import DTYPES, resolve_device, resolve_precision
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from engines.checkpoint import sha256_file
+from swapstream.engines.checkpoint import sha256_file
 
 ENTRY = "entry.json"
 

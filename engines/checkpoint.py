@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stages.errors import ModelError
+from swapstream.core.errors import ModelError
 
 if TYPE_CHECKING:  # torch and the model load with the weights: reading model.json needs neither
     import torch
 
-    from engines.model import SwapModel
+    from swapstream.engines.model import SwapModel
 
 FORMAT = "swapstream-checkpoint-1"
 PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / torch.save zip
@@ -200,7 +200,7 @@ def load_checkpoint(path: str | Path, expect_preset: str | None = None,
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from engines.model import ModelConfig, SwapModel
+    from swapstream.engines.model import ModelConfig, SwapModel
 
     path = Path(path)
     meta = verify_checkpoint(path)

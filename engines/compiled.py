@@ -21,8 +21,8 @@ import threading
 
 import torch
 
-from engines.base import Forward, SwapEngine
-from engines.cache import cache_root
+from swapstream.engines.base import Forward, SwapEngine
+from swapstream.engines.cache import cache_root
 
 
 class CompileEngine(SwapEngine):

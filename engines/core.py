@@ -1,7 +1,7 @@
 """What every swap engine shares that needs no torch: the identity and shape checks, warm-up,
 building each direction once, and the numpy boundary of engines whose runtime takes numpy arrays
-(ONNX Runtime). engines.base.SwapEngine adds the checkpoint as a torch model and torch's boundary;
-engines.onnx_cached runs cached ONNX files without importing torch at all.
+(ONNX Runtime). swapstream.engines.base.SwapEngine adds the checkpoint as a torch model and torch's boundary;
+swapstream.engines.onnx_cached runs cached ONNX files without importing torch at all.
 
     crops (N, S, S, 3) uint8 RGB
       -> x (n, 3, S, S) float32 in [0, 1], contiguous                (numpy boundary)
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from stages.errors import ModelError
+from swapstream.core.errors import ModelError
 
 Forward = Callable  # (n, 3, S, S) in [0, 1] -> (n, 4, S, S) in [0, 1]; torch tensors or numpy arrays
 

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -1,14 +1,14 @@
 """Eager PyTorch engine: the reference every other engine must agree with.
 
 fp32 on CPU and CUDA; fp16 on CUDA through autocast; bf16 through autocast on CUDA and on CPUs
-(native on CPUs with AVX-512 BF16 or AMX, see engines.device.cpu_has_bf16).
+(native on CPUs with AVX-512 BF16 or AMX, see swapstream.engines.device.cpu_has_bf16).
 """
 
 from __future__ import annotations
 
 import torch
 
-from engines.base import Forward, SwapEngine
+from swapstream.engines.base import Forward, SwapEngine
 
 
 class EagerEngine(SwapEngine):

@@ -29,8 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engines.identity import CHIP, DIM  # noqa: F401 - chip side (150 px) and embedding size (128)
-from stages.errors import ModelError
+from swapstream.core.errors import ModelError
 
 WEIGHTS = "dlib_face_recognition_resnet_model_v1.dat"
 
@@ -179,7 +178,7 @@ class FaceNet(nn.Module):
     """(N, 3, 150, 150) float32 RGB in [0, 255] -> (N, 128) float32 dlib face descriptors
     (not normalised; dlib's own length, ~1.4)."""
 
-    def __init__(self) -> None:
+    def __init__(self, dim: int = 128) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(3))
         self.stem = nn.Conv2d(3, 32, 7, 2, 0)
@@ -190,7 +189,7 @@ class FaceNet(nn.Module):
                 blocks.append(_Block(cin, cout, down and i == 0))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(256, DIM, bias=False)
+        self.fc = nn.Linear(256, dim, bias=False)  # dim: the descriptor's size (dlib's: 128)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean[None, :, None, None]) / 256.0
@@ -212,7 +211,7 @@ def load_facenet(path: str | Path | None = None) -> FaceNet:
     convs = [f for n, f in layers if n == "con_4"]
     affines = [f for n, f in layers if n == "affine_"]
     fcs = [f for n, f in layers if n == "fc_2"]
-    net = FaceNet()
+    net = FaceNet(dim=int(fcs[0]["weight"].shape[0]) if fcs else 128)
     if len(convs) != 1 + 2 * len(net.blocks) or len(affines) != len(convs) or len(fcs) != 1:
         raise ModelError(f"{path} does not hold dlib's ResNet face recogniser; reinstall "
                          f"face-recognition-models")

@@ -3,7 +3,7 @@
 Contract: a frame ((H, W, 3) uint8 RGB) and a face's MediaPipe landmarks ((478, 2) float32, frame
 px) in; the face is cut as dlib cuts it (a 150 px chip, similarity transform of five points, eye
 corners and nose base, onto dlib's template with 0.25 padding) and run through dlib's ResNet
-recogniser (engines.faceid); out comes a (128,) float32 vector of length 1. Two faces are the
+recogniser (swapstream.engines.faceid); out comes a (128,) float32 vector of length 1. Two faces are the
 same person when `distance(a, b) <= SAME_PERSON`.
 
 dlib's published threshold is 0.6 on its raw descriptors (99.38 % on LFW at that threshold); its
@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from swapstream.core.geometry import crop_face
+
 if TYPE_CHECKING:
     import torch
 
-# torch and the network (engines.faceid) load on first use: a conversion that never embeds a face
+# torch and the network (swapstream.engines.faceid) load on first use: a conversion that never embeds a face
 # does not pay ~1.1 s for importing torch
 CHIP = 150  # chip side, px (dlib's)
 DIM = 128  # embedding size
@@ -57,8 +59,6 @@ def chip_matrix(landmarks: np.ndarray) -> np.ndarray:
 def face_chip(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB frame, (478, 2) landmarks -> (150, 150, 3) uint8 RGB chip (large faces
     are area-averaged down, as dlib's pyramid does, so they do not alias)."""
-    from stages.align import crop_face
-
     return crop_face(frame, chip_matrix(landmarks), CHIP)
 
 
@@ -95,7 +95,7 @@ class FaceEmbedder:
     @property
     def net(self) -> torch.nn.Module:
         if self._net is None:
-            from engines.faceid import load_facenet
+            from swapstream.engines.faceid import load_facenet
 
             self._net = load_facenet().to(self.device)
         return self._net

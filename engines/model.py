@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

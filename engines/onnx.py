@@ -16,9 +16,9 @@ import warnings
 
 import torch
 
-from engines.base import Forward, SwapEngine
-from engines.cache import CachedBuild, EngineCache
-from engines.onnx_cached import FILENAME, PRECISIONS, choose_providers, key_fields, open_session
+from swapstream.engines.base import Forward, SwapEngine
+from swapstream.engines.cache import CachedBuild, EngineCache
+from swapstream.engines.onnx_runtime import FILENAME, PRECISIONS, choose_providers, key_fields, open_session
 
 
 class OnnxEngine(CachedBuild, SwapEngine):

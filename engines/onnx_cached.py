@@ -1,10 +1,9 @@
-"""The onnx engine's half that needs no torch: choosing providers, the cache key of an exported
-direction, running an ONNX file with ONNX Runtime, and `CachedOnnxEngine`, which the registry
-hands out for `--engine onnx` (or auto) on a CPU.
+"""`CachedOnnxEngine`: the onnx engine's half that needs no torch (ONNX Runtime itself:
+swapstream.engines.onnx_runtime), which the registry hands out for `--engine onnx` (or auto) on a CPU.
 
 CachedOnnxEngine reads the checkpoint's model.json and runs the directions it finds in the engine
 cache; importing torch (~1.1 s of every conversion's start on the 2-core reference machine) is
-left to the first direction that is not cached yet, which engines.onnx.OnnxEngine exports into
+left to the first direction that is not cached yet, which swapstream.engines.onnx.OnnxEngine exports into
 the cache. Both use the same key (key_fields), so either finds what the other stored.
     crops (N, S, S, 3) uint8 RGB -> faces (N, S, S, 3) uint8 RGB, masks (N, S, S) float32 [0, 1]
 """
@@ -13,94 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from engines.cache import EngineCache
-from engines.checkpoint import verify_checkpoint
-from engines.core import SwapCore
-from stages.errors import ConfigError
-
-PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
-PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
-              "DmlExecutionProvider", "CPUExecutionProvider")
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-FILENAME = "direction.onnx"
-
-
-def package_version(*dists: str) -> str:
-    """The installed version of the first of these distributions that is installed (from its
-    metadata: importing onnxscript costs ~1 s, and a cached engine never needs it)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    for d in dists:
-        try:
-            return version(d)
-        except PackageNotFoundError:
-            continue
-    return "none"
-
-
-def choose_providers(kind: str, asked: list[str] | None = None) -> list[str]:
-    """The providers to run on a device of `kind` ("cpu" / "cuda"): `asked` (checked against what
-    is installed), else the preferred ones; ConfigError naming the installed ones when one is
-    missing."""
-    import onnxruntime as ort
-
-    have = ort.get_available_providers()
-    if asked:
-        missing = [p for p in asked if p not in have]
-        if missing:
-            raise ConfigError(f"ONNX Runtime here has no {', '.join(missing)}; installed: "
-                              f"{', '.join(have)} (onnxruntime-gpu has the CUDA and TensorRT ones)")
-        return list(asked)
-    if kind == "cuda":
-        chosen = [p for p in PREFERENCE if p in have and p in (*GPU_PROVIDERS, "CPUExecutionProvider")]
-        if not any(p in GPU_PROVIDERS for p in chosen):
-            raise ConfigError("--device cuda with the onnx engine needs onnxruntime-gpu (pip install "
-                              "'swapstream[onnx-gpu]'); or use --device cpu")
-        return chosen
-    return [p for p in PREFERENCE if p in have and p not in GPU_PROVIDERS]
-
-
-def key_fields(weights_sha256: str, identity: str, precision: str, batch_size: int, kind: str) -> dict:
-    """What an exported direction depends on (engines.cache keys it by these)."""
-    return {"engine": "onnx", "weights": weights_sha256, "identity": identity, "precision": precision,
-            "batch": [1, max(batch_size, 32)], "torch": package_version("torch"),
-            "onnxscript": package_version("onnxscript"),
-            "onnxruntime": package_version("onnxruntime", "onnxruntime-gpu"), "device": kind}
-
-
-def open_session(path: Path, providers: list[str], provider_options: list[dict], threads: int,
-                 precision: str):
-    """An ONNX Runtime session on `path` (threads: its intra-op pool) as a numpy forward:
-    (n, 3, S, S) float32 in [0, 1] -> (n, 4, S, S) of the engine's dtype."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=providers, provider_options=provider_options)
-    np_dtype = np.float16 if precision == "fp16" else np.float32
-
-    def forward(x: np.ndarray) -> np.ndarray:
-        (y,) = session.run(["faces"], {"crops": x.astype(np_dtype, copy=False)})
-        return y
-
-    return forward
-
-
-def compute_threads() -> int:
-    """Threads a compute library may use in this process: torch's count where torch is loaded
-    (pipeline.threads.limited and live set it), else OpenCV's (which limited sets too)."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        return torch.get_num_threads()
-    import cv2
-
-    return max(1, cv2.getNumThreads())
+from swapstream.core.errors import ConfigError
+from swapstream.engines.cache import EngineCache
+from swapstream.engines.checkpoint import verify_checkpoint
+from swapstream.engines.core import SwapCore
+from swapstream.engines.onnx_runtime import (
+    FILENAME,
+    PRECISIONS,
+    choose_providers,
+    compute_threads,
+    key_fields,
+    open_session,
+)
 
 
 class CachedOnnxEngine(SwapCore):
@@ -144,7 +67,7 @@ class CachedOnnxEngine(SwapCore):
         path = self.cache.lookup(self.key_fields(identity), FILENAME, repair=False)
         if path is None:  # not cached (or not intact): torch exports it, under the cache's lock
             if self._exporter is None:
-                from engines.onnx import OnnxEngine
+                from swapstream.engines.onnx import OnnxEngine
 
                 self._exporter = OnnxEngine(self.checkpoint, device="cpu", batch_size=self.batch_size,
                                             precision=self.precision, providers=self.asked_providers,

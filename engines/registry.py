@@ -7,7 +7,7 @@
 An engine whose optional packages are missing is listed, not imported: asking for it gives one
 line naming the extra to install (ConfigError: exit 2). No engine module imports another, and
 none imports this one, so there is no import circle. Nor does it import torch: on a machine
-without a GPU, choosing and loading a cached ONNX engine never needs it (engines.onnx_cached).
+without a GPU, choosing and loading a cached ONNX engine never needs it (swapstream.engines.onnx_cached).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engines.device import device_kind
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
+from swapstream.engines.device import device_kind
 
 if TYPE_CHECKING:
     import torch
@@ -54,11 +54,11 @@ def register_engine(spec: EngineSpec) -> EngineSpec:
 
 
 for _spec in (
-    EngineSpec("eager", "engines.eager:EagerEngine", "PyTorch eager, the reference"),
-    EngineSpec("compile", "engines.compiled:CompileEngine", "torch.compile (Inductor kernels)"),
-    EngineSpec("onnx", "engines.onnx:OnnxEngine", "ONNX Runtime (exported once, cached)",
+    EngineSpec("eager", "swapstream.engines.eager:EagerEngine", "PyTorch eager, the reference"),
+    EngineSpec("compile", "swapstream.engines.compiled:CompileEngine", "torch.compile (Inductor kernels)"),
+    EngineSpec("onnx", "swapstream.engines.onnx:OnnxEngine", "ONNX Runtime (exported once, cached)",
                ("onnxruntime", "onnx", "onnxscript"), "onnx"),
-    EngineSpec("tensorrt", "engines.tensorrt:TensorRTEngine", "TensorRT via torch-tensorrt (cached)",
+    EngineSpec("tensorrt", "swapstream.engines.tensorrt:TensorRTEngine", "TensorRT via torch-tensorrt (cached)",
                ("torch_tensorrt", "tensorrt"), "tensorrt", ("cuda",)),
 ):
     register_engine(_spec)
@@ -136,9 +136,9 @@ def runs_precision(name: str, precision: str, device: torch.device | str) -> boo
 
 def engine_precisions(name: str) -> dict[str, tuple[str, ...]]:
     """The precisions engine `name` runs per device class. The onnx engine's are stated here too
-    (engines.onnx_cached), so that choosing it does not import its module, and with it torch."""
+    (swapstream.engines.onnx_cached), so that choosing it does not import its module, and with it torch."""
     if name == "onnx":
-        from engines.onnx_cached import PRECISIONS
+        from swapstream.engines.onnx_cached import PRECISIONS
 
         return PRECISIONS
     return engine_class(name).precisions
@@ -147,7 +147,7 @@ def engine_precisions(name: str) -> dict[str, tuple[str, ...]]:
 def pick_engine(device: str = "auto", precision: str = "auto") -> str:
     """The engine `auto` stands for: the first of AUTO_ORDER that is available for the device
     class and runs the precision there."""
-    from engines.device import resolve_precision
+    from swapstream.engines.device import resolve_precision
 
     dev = device_kind(device)
     prec = resolve_precision(precision, dev)
@@ -182,7 +182,7 @@ def resolve_engine(name: str, device: str = "auto", precision: str = "auto") -> 
     """(engine, precision) that will run for `--engine name --precision precision` on `device`:
     auto resolved, and checked to be installed, able to run here and to run that precision.
     ConfigError (exit 2) naming the fix otherwise."""
-    from engines.device import resolve_precision
+    from swapstream.engines.device import resolve_precision
 
     dev = device_kind(device)
     prec = resolve_precision(precision, dev)
@@ -204,7 +204,7 @@ def create_engine(name: str, checkpoint, device: str = "auto", precision: str = 
     (batch_size, and the engine's own, such as providers for onnx)."""
     name, precision = resolve_engine(name, device, precision)
     if name == "onnx" and device_kind(device) == "cpu":  # torch only to export a direction
-        from engines.onnx_cached import CachedOnnxEngine
+        from swapstream.engines.onnx_cached import CachedOnnxEngine
 
         return CachedOnnxEngine(checkpoint, precision=precision, **options)
     return engine_class(name)(checkpoint, device=device, precision=precision, **options)

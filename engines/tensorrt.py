@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from engines.base import Forward, SwapEngine
-from engines.cache import CachedBuild, EngineCache
-from engines.device import device_identity
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
+from swapstream.engines.base import Forward, SwapEngine
+from swapstream.engines.cache import CachedBuild, EngineCache
+from swapstream.engines.device import device_identity
 
 OPT_BATCH = 8
 TOP_BATCH = 32  # built for 1..max(batch_size, 32): live (1) and convert (8-32) share one engine

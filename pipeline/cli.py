@@ -69,7 +69,7 @@ def _add_convert(sub) -> None:
 
 def _settings_file(path: str | None) -> dict:
     """A YAML settings file's values; its identity.only references are relative to the file."""
-    from pipeline.config import load_yaml
+    from swapstream.pipeline.config import load_yaml
 
     values = load_yaml(path) if path else {}
     only = values.get("identity", {}).get("only") if isinstance(values.get("identity"), dict) else None
@@ -87,8 +87,8 @@ def _only_flag(p) -> None:
 
 
 def _run_convert(a) -> int:
-    from pipeline.config import ConvertConfig, fill, merge
-    from pipeline.convert import convert
+    from swapstream.pipeline.config import ConvertConfig, fill, merge
+    from swapstream.pipeline.convert import convert
 
     values = _settings_file(a.config)
     flags = {"model": a.model, "direction": a.direction, "runner": a.runner, "engine": a.engine,
@@ -104,19 +104,19 @@ def _run_convert(a) -> int:
     flags["segments"] = a.segments
     cfg = fill(ConvertConfig, merge(values, _drop_none(flags)))
     if a.stats and not Path(a.stats).absolute().parent.is_dir():  # not after an hour of work
-        from stages.errors import OutputError
+        from swapstream.core.errors import OutputError
 
         raise OutputError(f"--stats {a.stats}: folder {Path(a.stats).absolute().parent} does not "
                           f"exist; create it or choose another path")
     if cfg.segments is not None:  # the work dir and --resume belong to a segmented run only
-        from pipeline.segments import convert_segmented
+        from swapstream.pipeline.segments import convert_segmented
 
         cfg, choice = _segments_runner(a, cfg)
         summary = convert_segmented(a.input, a.output, cfg, work_dir=a.work_dir, progress=not a.quiet,
                                     dispatch=choice.runner, resume=a.resume)
         summary.runner, summary.runner_reason = choice.runner, choice.reason
     elif a.resume or a.work_dir:
-        from stages.errors import ConfigError
+        from swapstream.core.errors import ConfigError
 
         raise ConfigError("--resume and --work-dir go with --segments N; add --segments "
                           "(0: about one segment per minute of video)")
@@ -135,9 +135,9 @@ def _segments_runner(a, cfg):
     """(cfg with its runner resolved, the Choice) of a segmented run: where its segments run,
     in this process (local) or as Ray tasks (ray), said in one line unless --quiet. auto probes
     the input (a bad one fails here, with decode's message)."""
-    from pipeline.chain import to_stderr
-    from pipeline.runner_choice import resolve
-    from stages.decode import probe
+    from swapstream.pipeline.chain import to_stderr
+    from swapstream.pipeline.runners.choice import resolve
+    from swapstream.stages.sources.file import probe
 
     info = probe(a.input) if cfg.runner == "auto" else None  # "ray" / "local" need no look
     return resolve(cfg, info, say=None if a.quiet else to_stderr)
@@ -164,7 +164,7 @@ def _add_extract(sub) -> None:
 
 
 def _run_extract(a) -> int:
-    from training.extract import ExtractSettings, extract
+    from swapstream.training.extract import ExtractSettings, extract
 
     threshold = {} if a.threshold is None else {"threshold": a.threshold}
     settings = ExtractSettings(a.every, a.min_size, a.blur, like=a.like, **threshold)
@@ -202,7 +202,7 @@ def _add_sort(sub) -> None:
 
 
 def _run_sort(a) -> int:
-    from training.sort import SortSettings, sort_faceset
+    from swapstream.training.sort import SortSettings, sort_faceset
 
     given = {k: v for k, v in (("threshold", a.threshold), ("outlier", a.outlier)) if v is not None}
     report = sort_faceset(a.faceset, SortSettings(dry_run=a.dry_run, **given), progress=not a.quiet)
@@ -264,7 +264,7 @@ def _add_train(sub) -> None:
 
 
 def _run_train(a) -> int:
-    from training.loop import TrainConfig, train
+    from swapstream.training.loop import TrainConfig, train
 
     opt = _drop_none({"ssim_weight": a.ssim_weight, "mask_weight": a.mask_weight,
                       "face_boost": a.face_boost, "feature_boost": a.feature_boost,
@@ -276,7 +276,7 @@ def _run_train(a) -> int:
                       compile=a.compile,
                       workers=a.workers, gpu=a.gpu, address=a.address, storage=a.storage, keep=a.keep,
                       max_failures=a.max_failures, tensorboard=a.tensorboard, **opt)
-    from stages.errors import ConfigError
+    from swapstream.core.errors import ConfigError
 
     if a.runner == "ray" and a.device not in ("auto", "cpu"):
         raise ConfigError(f"--device {a.device} is for --runner local; a Ray Train job uses "
@@ -286,7 +286,7 @@ def _run_train(a) -> int:
             raise ConfigError("--workers, --gpu and --address need --runner ray (the default)")
         r = train(cfg, progress=not a.quiet)
     else:
-        from training.job import train_job
+        from swapstream.training.job import train_job
 
         r = train_job(cfg, progress=not a.quiet, verbose=a.verbose)
     last = r.history[-1] if r.history else {}
@@ -343,11 +343,11 @@ def _add_live(sub) -> None:
 
 
 def _run_live(a) -> int:
-    from pipeline.config import LiveConfig, fill, live_values, merge
-    from stages.errors import ConfigError
+    from swapstream.core.errors import ConfigError
+    from swapstream.pipeline.config import LiveConfig, fill, live_values, merge
 
     if a.list_cameras:
-        from stages.camera_devices import describe, list_cameras
+        from swapstream.stages.devices import describe, list_cameras
 
         for line in describe(list_cameras()):
             print(line)
@@ -363,7 +363,7 @@ def _run_live(a) -> int:
              "serve": a.serve, "record": a.record, "codec": a.codec, "audio": a.audio, "delay_ms": a.delay,
              "duration": a.duration, "policy": a.policy, "stats": a.stats, "identity": {"only": a.only}}
     cfg = fill(LiveConfig, merge(values, _drop_none(flags)))
-    from pipeline.live import live
+    from swapstream.pipeline.live import live
 
     live(cfg)
     return 0
@@ -379,7 +379,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(a) -> int:
-    from pipeline.demo import run_demo
+    from swapstream.pipeline.demo import run_demo
 
     run_demo(Path(a.output), steps=a.steps, progress=not a.quiet)
     return 0
@@ -407,7 +407,7 @@ def _add_engines(sub) -> None:
 
 
 def _run_engines(a) -> int:
-    from engines.registry import engine_status, pick_engine
+    from swapstream.engines.registry import engine_status, pick_engine
 
     rows = engine_status(a.device)
     width = max(len(n) for n, _, _ in rows)
@@ -432,8 +432,8 @@ def _add_compile(sub) -> None:
 
 
 def _run_compile(a) -> int:
-    from engines.ahead import compile_ahead, parse_batch
-    from engines.checkpoint import verify_checkpoint
+    from swapstream.engines.ahead import compile_ahead, parse_batch
+    from swapstream.engines.checkpoint import verify_checkpoint
 
     verify_checkpoint(a.model)
     compile_ahead(a.model, a.engine, a.precision, parse_batch(a.batch), a.device)
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SWAPSTREAM_VERBOSE"] = "1"
     else:
         _quiet_native_logs()
-    from stages.errors import SwapstreamError
+    from swapstream.core.errors import SwapstreamError
 
     try:
         return args.func(args)

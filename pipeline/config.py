@@ -20,16 +20,16 @@ from typing import Any
 
 import yaml
 
-from pipeline.backpressure import POLICIES
-from stages.align import AlignSettings
-from stages.blend import BlendSettings
-from stages.detect import DetectSettings
-from stages.encode import EncodeSettings
-from stages.errors import ConfigError
-from stages.identify import IdentitySettings
+from swapstream.core.errors import ConfigError
+from swapstream.pipeline.runners.backpressure import POLICIES
+from swapstream.pipeline.runners.ray import FUSE_MODES
+from swapstream.stages.face.align import AlignSettings
+from swapstream.stages.face.blend import BlendSettings
+from swapstream.stages.face.detect import DetectSettings
+from swapstream.stages.face.identify import IdentitySettings
+from swapstream.stages.sinks.file import EncodeSettings
 
 RUNNERS = ("auto", "ray", "local")
-FUSE_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -65,11 +65,11 @@ class ConvertConfig:
 
     model: str = ""
     direction: str = "a2b"
-    engine: str = "auto"  # auto: the fastest engine available for the device (engines.registry)
+    engine: str = "auto"  # auto: the fastest engine available for the device (swapstream.engines.registry)
     precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
     providers: str = ""  # onnx engine: ONNX Runtime providers, comma-separated; "": the best available
     device: str = "auto"
-    runner: str = "auto"  # auto (pipeline.runner_choice) | ray | local (the reference: all in one process)
+    runner: str = "auto"  # auto (swapstream.pipeline.runners.choice) | ray | local (the reference: all in one process)
     batch_size: int = 16  # frames a batch; convert's face search runs at each batch's last frame
     address: str | None = None  # Ray cluster to join; None: RAY_ADDRESS or a local Ray
     detect_actors: int = 0  # 0: half the cluster's CPUs
@@ -77,7 +77,7 @@ class ConvertConfig:
     fuse: str = "auto"  # align+swap+blend in one actor: auto (small CPU-only machines) | on | off
     max_in_flight: int = 0  # batches between decode and encode; 0: from the pool sizes
     verbose: bool = False
-    segments: int | None = None  # crash-safe keyframe segments (pipeline.segments); 0: ~1/min; None: off
+    segments: int | None = None  # crash-safe keyframe segments (swapstream.pipeline.segments); 0: ~1/min; None: off
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     detect: DetectSettings = field(default_factory=DetectSettings)
     align: AlignOptions = field(default_factory=AlignOptions)

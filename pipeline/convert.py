@@ -3,12 +3,12 @@ source's audio.
 
 An assembly: it checks everything a user can get wrong (input, model, direction, output path)
 before the long work starts, builds the chain and the file sink, and hands them to a runner
-(local or Ray; `auto` picks one for this input and machine, pipeline.runner_choice, and each run
+(local or Ray; `auto` picks one for this input and machine, swapstream.pipeline.runners.choice, and each run
 records this machine's rate for it) under the `block` policy (every frame of the input is
 written). The sink writes to a temporary name that becomes the output only when complete; if
 anything fails, the partial file is removed (here, too, in case the process that wrote it died).
 The resolved configuration, with the runner that ran, is written next to the output. Long inputs
-in crash-safe segments: pipeline.segments.
+in crash-safe segments: swapstream.pipeline.segments.
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ import time
 from functools import partial
 from pathlib import Path
 
-from pipeline.chain import Link, check_request, make_chain, to_stderr
-from pipeline.config import RUNNERS, ConvertConfig, write_resolved
-from pipeline.counting import CountingSink
-from pipeline.local_runner import run_local
-from pipeline.runner_choice import cpu_count, gpu_count, record_rate, resolve
-from pipeline.stats import ConvertSummary, RunStats
-from pipeline.threads import stage_threads
-from stages.decode import DecodeSettings, DecodeStage, StreamInfo
-from stages.encode import EncodeSettings, EncodeStage
+from swapstream.core.video import StreamInfo
+from swapstream.pipeline.chain import Link, check_request, make_chain, to_stderr
+from swapstream.pipeline.config import RUNNERS, ConvertConfig, write_resolved
+from swapstream.pipeline.counting import CountingSink
+from swapstream.pipeline.runners.choice import cpu_count, gpu_count, record_rate, resolve
+from swapstream.pipeline.runners.local import run_local
+from swapstream.pipeline.runners.threads import stage_threads
+from swapstream.pipeline.stats import ConvertSummary, RunStats
+from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
+from swapstream.stages.sources.file import DecodeSettings, DecodeStage
 
 __all__ = ["RUNNERS", "convert", "file_sink"]
 
@@ -41,7 +42,7 @@ def file_sink(settings: EncodeSettings, info: StreamInfo) -> Link:
 
 
 def ray_options(cfg: ConvertConfig, policy: str = "block"):
-    from pipeline.ray_runner import RayOptions
+    from swapstream.pipeline.runners.ray import RayOptions
 
     return RayOptions(address=cfg.address, verbose=cfg.verbose, batch_size=cfg.batch_size, fuse=cfg.fuse,
                       pool_sizes={"detect": cfg.detect_actors, "blend": cfg.blend_actors},
@@ -66,7 +67,7 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
         cfg, choice = resolve(cfg, info, say=to_stderr if progress else None)  # auto -> ray | local
         t_run = time.perf_counter()
         if cfg.runner == "ray":
-            from pipeline.ray_runner import run_ray
+            from swapstream.pipeline.runners.ray import run_ray
 
             stats, report = run_ray(chain, decode.packets(), sink, ray_options(cfg), progress, info.frames,
                                     src.name, frame_bytes=info.width * info.height * 3)
@@ -89,7 +90,7 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
 
 
 def _record(cfg: ConvertConfig, info: StreamInfo, stats: RunStats, wall_s: float) -> None:
-    """This machine's rate of the runner that ran, for `--runner auto` (pipeline.runner_choice).
+    """This machine's rate of the runner that ran, for `--runner auto` (swapstream.pipeline.runners.choice).
     wall_s: seconds the runner call took; all of it but the frames' own time (stats.seconds -
     stats.startup_s) counts as start-up (Ray's included: ray.init, actors, shutdown). Not for a
     cluster's runs, nor on a machine with a GPU: there auto takes Ray without an estimate."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from stages.base import Sink
-from stages.identify import NOT_CHOSEN
-from stages.packet import FramePacket
+from swapstream.core.packet import FramePacket
+from swapstream.stages.base import Sink
+from swapstream.stages.face.identify import NOT_CHOSEN
 
 
 class CountingSink(Sink):

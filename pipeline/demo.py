@@ -16,14 +16,14 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.config import ConvertConfig
-from pipeline.convert import convert
-from pipeline.samples import make_clip
-from stages.detect import DetectStage
-from stages.packet import FramePacket
-from training.extract import extract
-from training.job import train_job
-from training.loop import TrainConfig
+from swapstream.core.packet import FramePacket
+from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.convert import convert
+from swapstream.pipeline.samples import make_clip
+from swapstream.stages.face.detect import DetectStage
+from swapstream.training.extract import extract
+from swapstream.training.job import train_job
+from swapstream.training.loop import TrainConfig
 
 # The demo trains for minutes, not the hours a real model gets, so it uses a higher learning
 # rate than `swapstream train`'s default (5e-5, the 2017 value).

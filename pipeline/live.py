@@ -17,17 +17,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.chain import check_model, make_chain
-from pipeline.config import LiveConfig
-from pipeline.live_runner import AudioGate, LiveOptions, LiveRunner
-from pipeline.live_stats import LiveStats
-from stages.base import Sink
-from stages.camera import CameraSource, CaptureSettings, parse_size
-from stages.controls import HELP, Controls
-from stages.encode import EncodeSettings, EncodeStage
-from stages.errors import ConfigError, OutputError
-from stages.overlay import BoxesStage
-from stages.swap import SwapStage
+from swapstream.core.errors import ConfigError, OutputError
+from swapstream.pipeline.chain import check_model, make_chain
+from swapstream.pipeline.config import LiveConfig
+from swapstream.pipeline.live_stats import LiveStats
+from swapstream.pipeline.runners.live import AudioGate, LiveOptions, LiveRunner
+from swapstream.stages.base import Sink
+from swapstream.stages.face.swap import SwapStage
+from swapstream.stages.sinks.controls import HELP, Controls
+from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
+from swapstream.stages.sinks.overlay import BoxesStage
+from swapstream.stages.sources.camera import CameraSource, CaptureSettings, parse_size
 
 DEFAULT_SERVE = "127.0.0.1:8080"
 
@@ -66,20 +66,20 @@ def check_outputs(cfg: LiveConfig) -> None:
     if cfg.record:
         EncodeStage(EncodeSettings(cfg.record, cfg.codec), None).validate()  # codec, folder, extension
     if cfg.stream:
-        from stages.hardware import check_codec
-        from stages.stream import stream_format
+        from swapstream.stages.hardware import check_codec
+        from swapstream.stages.sinks.stream import stream_format
 
         stream_format(cfg.stream)
         check_codec(cfg.codec)
     if cfg.serve is not None:
-        from stages.web import listen
+        from swapstream.stages.sinks.web import listen
 
         listen(*parse_serve(cfg.serve)).close()  # in use, not an address here, privileged
     if cfg.window and not display_available():
         raise ConfigError("--window: no display here (DISPLAY is not set, or OpenCV has no GUI); use "
                           "--serve to watch in a browser, or --virtual-camera / --stream")
     if cfg.virtual_camera is not None:
-        from stages.virtualcam import check_virtual_camera
+        from swapstream.stages.sinks.virtualcam import check_virtual_camera
 
         check_virtual_camera(cfg.virtual_camera or None)
     if cfg.stats and not Path(cfg.stats).absolute().parent.is_dir():
@@ -89,29 +89,29 @@ def check_outputs(cfg: LiveConfig) -> None:
 
 def build_sinks(cfg: LiveConfig, info, controls: Controls, snapshot: Callable[[], dict],
                 has_audio: bool) -> list[Sink]:
-    from stages.live_av import live_stream_info
+    from swapstream.stages.sinks.live_av import live_stream_info
 
     sinks: list[Sink] = []
     stream_info = live_stream_info(info.label, info.width, info.height, info.fps, has_audio)
     if cfg.window:
-        from stages.window import WindowSink
+        from swapstream.stages.sinks.window import WindowSink
 
         sinks.append(WindowSink(controls, snapshot))
     if cfg.virtual_camera is not None:
-        from stages.virtualcam import VirtualCameraSink
+        from swapstream.stages.sinks.virtualcam import VirtualCameraSink
 
         sinks.append(VirtualCameraSink(cfg.virtual_camera or None, info.fps))
     if cfg.stream:
-        from stages.stream import StreamSettings, StreamSink
+        from swapstream.stages.sinks.stream import StreamSettings, StreamSink
 
         sinks.append(StreamSink(StreamSettings(cfg.stream, cfg.codec), stream_info, audio=has_audio))
     if cfg.serve is not None:
-        from stages.web import WebSettings, WebSink
+        from swapstream.stages.sinks.web import WebSettings, WebSink
 
         host, port = parse_serve(cfg.serve)
         sinks.append(WebSink(WebSettings(host, port, audio=has_audio), controls, snapshot))
     if cfg.record:
-        from stages.record import RecordSink
+        from swapstream.stages.sinks.record import RecordSink
 
         sinks.append(RecordSink(EncodeSettings(cfg.record, cfg.codec, crf=20, preset="veryfast"), stream_info,
                                 audio=has_audio))
@@ -154,7 +154,7 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print,
     w, h = parse_size(cfg.size) if cfg.size else (0, 0)
     audio_src = None
     if cfg.audio:
-        from stages.microphone import MicrophoneSource
+        from swapstream.stages.sources.microphone import MicrophoneSource
 
         audio_src = MicrophoneSource(cfg.audio)
     gate = AudioGate()

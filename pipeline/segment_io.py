@@ -11,14 +11,14 @@ from pathlib import Path
 
 import av
 
-from pipeline.chain import after_temporal, link, make_chain
-from pipeline.counting import CountingSink
-from pipeline.local_runner import run_local
-from pipeline.segment_plan import SegmentJob, SegmentResult
-from stages.base import Stage
-from stages.decode import DecodeSettings, DecodeStage, short_beyond_tolerance
-from stages.encode import EncodeSettings, EncodeStage
-from stages.errors import InputError, OutputError
+from swapstream.core.errors import InputError, OutputError
+from swapstream.pipeline.chain import after_temporal, link, make_chain
+from swapstream.pipeline.counting import CountingSink
+from swapstream.pipeline.runners.local import run_local
+from swapstream.pipeline.segment_plan import SegmentJob, SegmentResult
+from swapstream.stages.base import Stage
+from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
+from swapstream.stages.sources.file import DecodeSettings, DecodeStage, short_beyond_tolerance
 
 
 class _SegmentEncoder(EncodeStage):

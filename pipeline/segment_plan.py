@@ -18,9 +18,9 @@ from fractions import Fraction
 
 import av
 
-from pipeline.config import ConvertConfig
-from pipeline.stats import RunStats
-from stages.errors import ConfigError, InputError
+from swapstream.core.errors import ConfigError, InputError
+from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.stats import RunStats
 
 AUTO_SEGMENT_SECONDS = 60.0  # --segments 0: about one segment per this much video
 CONTEXT = 8  # frames before a segment run through detect and align but not written

@@ -5,7 +5,7 @@ video-only file, record finished segments in a manifest, join them without re-en
     (keyframe scan)    (in this process, or a       (after each)      (remux video, then the
                         Ray task on any node)                          source's audio, once)
 
-- A segment runs the same stage chain as `convert` (pipeline.chain.make_chain, local runner)
+- A segment runs the same stage chain as `convert` (swapstream.pipeline.chain.make_chain, local runner)
   over the frames start_pts <= pts < end_pts, and writes them with their absolute input pts, so
   the joined timestamps are the input's. Frame indices stay global (DecodeSettings.first_index).
   Before them it decodes its lead (segment_plan.CONTEXT frames, from the keyframe before them)
@@ -35,10 +35,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.chain import check_request, to_stderr
-from pipeline.config import ConvertConfig, write_resolved
-from pipeline.segment_io import join_segments, run_segment
-from pipeline.segment_plan import (
+from swapstream.core.errors import ConfigError, InputError, OutputError, SwapstreamError
+from swapstream.pipeline.chain import check_request, to_stderr
+from swapstream.pipeline.config import ConvertConfig, write_resolved
+from swapstream.pipeline.segment_io import join_segments, run_segment
+from swapstream.pipeline.segment_plan import (
     AUTO_SEGMENT_SECONDS,
     PLAN_KEYS,
     Segment,
@@ -47,10 +48,9 @@ from pipeline.segment_plan import (
     keyframes,
     plan_segments,
 )
-from pipeline.stats import ConvertSummary, RunStats
-from stages.decode import probe, short_beyond_tolerance
-from stages.encode import EncodeSettings, EncodeStage
-from stages.errors import ConfigError, InputError, OutputError, SwapstreamError
+from swapstream.pipeline.stats import ConvertSummary, RunStats
+from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
+from swapstream.stages.sources.file import probe, short_beyond_tolerance
 
 __all__ = ["AUTO_SEGMENT_SECONDS", "Segment", "SegmentJob", "SegmentResult", "convert_segmented",
            "default_work_dir", "join_segments", "keyframes", "plan_segments", "read_manifest",
@@ -241,7 +241,7 @@ def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
         return
     import ray
 
-    from pipeline.ray_runner import init_ray
+    from swapstream.training.cluster import init_ray
 
     started = init_ray(getattr(cfg, "address", None), getattr(cfg, "verbose", False))
     resources = segment_resources(ray.nodes(), cfg.device)

@@ -1,7 +1,7 @@
 """Run statistics: per-stage figures of a run and the summary a conversion prints.
 
 Runners fill RunStats; assemblies turn it into what the user sees (ConvertSummary's lines and
-JSON). Live runs add per-frame latencies (pipeline.live_stats).
+JSON). Live runs add per-frame latencies (swapstream.pipeline.live_stats).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ConvertSummary:
     warnings: list[str]
     others: int = 0  # faces left alone: not the --only person
     runner: str = ""  # the runner that ran: local | ray ("" when not recorded)
-    runner_reason: str = ""  # why (pipeline.runner_choice.Choice.reason)
+    runner_reason: str = ""  # why (swapstream.pipeline.runners.choice.Choice.reason)
 
     @property
     def fps(self) -> float:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-from stages.packet import FramePacket
+from swapstream.core.packet import FramePacket
 
 
 @dataclass(frozen=True)

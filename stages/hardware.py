@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import av
 
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
 
 HW_SUFFIXES = ("_nvenc", "_qsv", "_vaapi", "_amf", "_videotoolbox", "_mf")
 NEEDS = {"nvenc": "an NVIDIA GPU and driver", "cuda": "an NVIDIA GPU and driver", "qsv": "an Intel GPU",

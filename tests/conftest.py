@@ -25,7 +25,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
     400x300, 2 s at 30 fps, H.264 + AAC tone; faces ~80-110 px tall.
     """
-    from pipeline.samples import background, make_clip, write_clip
+    from swapstream.pipeline.samples import background, make_clip, write_clip
 
     root = tmp_path_factory.mktemp("clips")
     out = {
@@ -40,7 +40,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def facesets(clips, tmp_path_factory) -> tuple[Path, Path]:
     """(dir_a, dir_b): facesets extracted from the a and b clips (every 2nd frame, 30 faces)."""
-    from training.extract import ExtractSettings, extract
+    from swapstream.training.extract import ExtractSettings, extract
 
     root = tmp_path_factory.mktemp("facesets")
     for name in ("a", "b"):
@@ -51,7 +51,7 @@ def facesets(clips, tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def model_dir(facesets, tmp_path_factory) -> Path:
     """A lite64 checkpoint trained 30 steps on the two facesets (identities a, b)."""
-    from training.loop import TrainConfig, train
+    from swapstream.training.loop import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model") / "ckpt"
     train(TrainConfig(a=str(facesets[0]), b=str(facesets[1]), out=str(out), steps=30, batch_size=8,

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from stages.geometry import STABLE_LANDMARKS, umeyama
+from swapstream.core.geometry import STABLE_LANDMARKS, umeyama
 
 
 def landmarks_of(rgb: np.ndarray) -> np.ndarray:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages.geometry import template_in_crop, umeyama
-from training.faceset import Faceset, feature_masks, hull_masks
+from swapstream.core.faceset import Faceset, feature_masks, hull_masks
+from swapstream.core.geometry import template_in_crop, umeyama
 
 
 @dataclass(frozen=True)

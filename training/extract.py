@@ -4,7 +4,7 @@ Uses the same decode / detect / align stages as conversion, so training crops an
 crops are cut the same way. Writes aligned FACESET_SIZE px PNGs, the landmarks sidecar and a
 contact sheet (`_contact_sheet.png`) to look over what was kept.
 
-Every face is also embedded (engines.identity, in batches of EMBED_BATCH, cut from the frame as
+Every face is also embedded (swapstream.engines.identity, in batches of EMBED_BATCH, cut from the frame as
 dlib cuts it). With `like` (reference photos, a faceset or a video of one person) only faces
 within `threshold` of the reference are written; the others are counted in `not_like`. Either
 way the faces seen are grouped by person, so a faceset that mixes people is reported
@@ -23,16 +23,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from engines.identity import SAME_PERSON, FaceEmbedder, distance_to, face_chip, group_identities
-from stages.align import AlignSettings, AlignStage
-from stages.decode import DecodeSettings, DecodeStage, probe
-from stages.detect import DetectSettings, DetectStage
-from stages.errors import ConfigError, FacesetError, InputError, SwapstreamError
-from stages.geometry import FACE_OVAL, hull_mask, transform_points
-from stages.packet import FramePacket
-from stages.reference import Reference, load_reference
-from training.faceset import FACESET_COVERAGE, FACESET_SIZE, FacesetWriter
-from training.paths import check_writable_dir
+from swapstream.core.errors import ConfigError, FacesetError, InputError, SwapstreamError
+from swapstream.core.faceset import FACESET_COVERAGE, FACESET_SIZE, FacesetWriter
+from swapstream.core.geometry import FACE_OVAL, hull_mask, transform_points
+from swapstream.core.packet import FramePacket
+from swapstream.core.paths import check_writable_dir
+from swapstream.engines.identity import SAME_PERSON, FaceEmbedder, distance_to, face_chip, group_identities
+from swapstream.stages.face.align import AlignSettings, AlignStage
+from swapstream.stages.face.detect import DetectSettings, DetectStage
+from swapstream.stages.sources.file import DecodeSettings, DecodeStage, probe
+from swapstream.training.reference import Reference, load_reference
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 CONTACT_SHEET = "_contact_sheet.png"

@@ -1,4 +1,4 @@
-"""`swapstream train` as a Ray Train job: the same loop (training.loop.run) in N workers.
+"""`swapstream train` as a Ray Train job: the same loop (swapstream.training.loop.run) in N workers.
 
     driver (this process)                     Ray Train workers (TorchTrainer, DDP over gloo/NCCL)
     checks facesets and -o, starts Ray  ──>   rank 0..N-1: run(cfg, RaySession)
@@ -6,7 +6,7 @@
     copies the final checkpoint to -o   <──   all ranks: ray.train.report(checkpoint) every save_every
 
 - Checkpoints: Ray keeps the last `keep` under `<storage>/<run name>/checkpoint_*` (see
-  training.runstore); storage is `<-o>.train` beside -o by default, or `--storage` (a shared
+  swapstream.training.runstore); storage is `<-o>.train` beside -o by default, or `--storage` (a shared
   folder or s3:// on a cluster).
   Each is a complete swapstream checkpoint written atomically by rank 0 before Ray adopts it.
 - Faults: a worker that dies (or its node) restarts the whole worker group from the last
@@ -28,12 +28,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engines.checkpoint import install_checkpoint, read_meta
-from stages.errors import ConfigError, SwapstreamError, TrainingError
-from training.faceset import SIDECAR
-from training.logs import CURVE, plot_history, read_history
-from training.loop import TrainConfig, TrainResult, check_out, check_resume, run
-from training.runstore import is_remote, latest_registered, prune, run_name, storage_of
+from swapstream.core.errors import ConfigError, SwapstreamError, TrainingError
+from swapstream.core.faceset import SIDECAR
+from swapstream.engines.checkpoint import install_checkpoint, read_meta
+from swapstream.training.logs import CURVE, plot_history, read_history
+from swapstream.training.loop import TrainConfig, TrainResult, check_out, check_resume, run
+from swapstream.training.runstore import is_remote, latest_registered, prune, run_name, storage_of
 
 SEED_FILES = ("model.safetensors", "model.json", "optimizer.safetensors", "history.jsonl")
 
@@ -61,7 +61,7 @@ def _worker(config: dict) -> None:
     import ray
     import torch
 
-    from training.session import RaySession
+    from swapstream.training.session import RaySession
 
     torch.set_num_threads(config["threads"])
     cfg = TrainConfig(**{**config["cfg"], "betas": tuple(config["cfg"]["betas"])})
@@ -80,7 +80,7 @@ def _worker(config: dict) -> None:
 def _check_facesets(cfg: TrainConfig) -> None:
     for path in (cfg.a, cfg.b):
         if not (Path(path) / SIDECAR).is_file():
-            from training.faceset import load_faceset
+            from swapstream.core.faceset import load_faceset
 
             load_faceset(path)  # raises the FacesetError that says what is wrong and how to fix it
 
@@ -151,7 +151,7 @@ def train_job(cfg: TrainConfig, progress: bool = True, verbose: bool = False) ->
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipeline.ray_runner import init_ray
+    from swapstream.training.cluster import init_ray
 
     cfg.validate()
     explicit_storage = cfg.storage is not None
@@ -279,7 +279,7 @@ def _fit_with_bar(trainer, bar_actor, cfg: TrainConfig, progress: bool):
 
 def _error_from(kind: str, message: str) -> SwapstreamError:
     """Rebuild a worker's SwapstreamError (by class name) for the one-line CLI message."""
-    from stages import errors
+    from swapstream.core import errors
 
     cls = getattr(errors, kind, SwapstreamError)
     if not (isinstance(cls, type) and issubclass(cls, SwapstreamError)):

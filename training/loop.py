@@ -1,8 +1,8 @@
 """The training loop: plain PyTorch, top to bottom, the same in one process and in each Ray Train
-worker (training.job). What differs between the two is behind a Session (training.session).
+worker (swapstream.training.job). What differs between the two is behind a Session (swapstream.training.session).
 
 One shared encoder, decoders "a" and "b"; each step reconstructs a warped batch of A with decoder
-a and of B with decoder b (training.step). cfg.out is the checkpoint directory
+a and of B with decoder b (swapstream.training.step). cfg.out is the checkpoint directory
 (model.safetensors, model.json, optimizer.safetensors, history.jsonl) and also holds
 preview.png and loss_curve.png. Running again with the same cfg.out resumes.
 """
@@ -20,18 +20,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from engines.checkpoint import load_checkpoint, read_meta, recover_checkpoint, save_checkpoint
-from engines.model import SwapModel, preset
-from stages.errors import ConfigError, ModelError, TrainingError
-from training.augment import AugmentConfig, TrainingFaces
-from training.faceset import load_faceset
-from training.gan import PatchDiscriminator
-from training.logs import CURVE, HISTORY, TrainLog, plot_history, read_history, write_history
-from training.losses import LossConfig
-from training.paths import check_writable_dir
-from training.preview import preview_grid, save_png
-from training.session import LocalSession
-from training.state import (
+from swapstream.core.errors import ConfigError, ModelError, TrainingError
+from swapstream.core.faceset import load_faceset
+from swapstream.core.paths import check_writable_dir
+from swapstream.engines.checkpoint import load_checkpoint, read_meta, recover_checkpoint, save_checkpoint
+from swapstream.engines.model import SwapModel, preset
+from swapstream.training.augment import AugmentConfig, TrainingFaces
+from swapstream.training.gan import PatchDiscriminator
+from swapstream.training.logs import CURVE, HISTORY, TrainLog, plot_history, read_history, write_history
+from swapstream.training.losses import LossConfig
+from swapstream.training.preview import preview_grid, save_png
+from swapstream.training.session import LocalSession
+from swapstream.training.state import (
     load_module_tensors,
     load_optimizer_tensors,
     module_tensors,
@@ -39,7 +39,7 @@ from training.state import (
     rng_state,
     rng_tensors,
 )
-from training.step import IDS, Batch, Gan, PairNet, Stepper, train_step
+from swapstream.training.step import IDS, Batch, Gan, PairNet, Stepper, train_step
 
 PREVIEW = "preview.png"
 PREVIEW_ROWS = 4
@@ -78,7 +78,7 @@ class TrainConfig:
     resume: bool = False  # require a checkpoint to continue (one in cfg.out is used anyway)
     max_seconds: float | None = None  # stop (and save) after this much training time
     tensorboard: str | None = None  # event file directory (None: none)
-    # Ray Train job (training.job)
+    # Ray Train job (swapstream.training.job)
     workers: int = 1
     gpu: bool = False
     address: str | None = None

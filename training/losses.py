@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
 
 SSIM_WINDOW = 11  # the window of Wang et al. 2004; at 64 px it spans about an eye's width
 SSIM_SIGMA = 1.5

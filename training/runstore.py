@@ -16,8 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.checkpoint import read_meta
-from stages.errors import ModelError
+from swapstream.core.errors import ModelError
+from swapstream.engines.checkpoint import read_meta
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 

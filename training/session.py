@@ -1,6 +1,6 @@
 """Where a training loop runs: one process (LocalSession) or a Ray Train worker (RaySession).
 
-The loop in `training.loop` is plain PyTorch; the few things that differ between the two places
+The loop in `swapstream.training.loop` is plain PyTorch; the few things that differ between the two places
 are here, so the Ray calls are few and easy to find:
 
     restore()       the checkpoint directory to resume from, or None
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from engines.checkpoint import read_meta
-from engines.device import resolve_device
+from swapstream.engines.checkpoint import read_meta
+from swapstream.engines.device import resolve_device
 
 
 class LocalSession:

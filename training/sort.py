@@ -1,6 +1,6 @@
 """`swapstream sort`: split a faceset by person into subfolders, so a person cleans it in a minute.
 
-Every face of the faceset is embedded (engines.identity: the aligned PNG cut to dlib's chip with
+Every face of the faceset is embedded (swapstream.engines.identity: the aligned PNG cut to dlib's chip with
 the landmarks of the sidecar) and grouped with group_identities. Then, inside FACESET:
 
 - `person_1/`, `person_2/`, ...: one folder per person, the largest first. A group is a person
@@ -32,12 +32,19 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from engines.identity import SAME_PERSON, FaceEmbedder, distance, face_chip, group_identities, normalise
-from stages.errors import ConfigError, FacesetError
-from stages.geometry import NUM_LANDMARKS
-from training.extract import CONTACT_SHEET, NOISE_FACES, NOISE_SHARE, contact_sheet
-from training.faceset import FACESET_SIZE, SIDECAR, FacesetWriter, _read_sidecar
-from training.paths import check_writable_dir
+from swapstream.core.errors import ConfigError, FacesetError
+from swapstream.core.faceset import FACESET_SIZE, SIDECAR, FacesetWriter, _read_sidecar
+from swapstream.core.geometry import NUM_LANDMARKS
+from swapstream.core.paths import check_writable_dir
+from swapstream.engines.identity import (
+    SAME_PERSON,
+    FaceEmbedder,
+    distance,
+    face_chip,
+    group_identities,
+    normalise,
+)
+from swapstream.training.extract import CONTACT_SHEET, NOISE_FACES, NOISE_SHARE, contact_sheet
 
 OUTLIER = 0.75  # share of the threshold: farther from the group's centre is an outlier
 OUTLIERS = "outliers"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stages.errors import ModelError
+from swapstream.core.errors import ModelError
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None,

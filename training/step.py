@@ -21,9 +21,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from engines.model import SwapModel
-from training.gan import discriminator_loss, generator_loss
-from training.losses import LossConfig, swap_losses
+from swapstream.engines.model import SwapModel
+from swapstream.training.gan import discriminator_loss, generator_loss
+from swapstream.training.losses import LossConfig, swap_losses
 
 IDS = ("a", "b")
 

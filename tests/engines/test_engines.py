@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from engines import available_engines, create_engine, engine_status, pick_engine, register_engine
-from engines.base import Direction
-from engines.cache import EngineCache, engine_key
-from engines.checkpoint import save_checkpoint
-from engines.device import HALF, cpu_has_bf16
-from engines.model import PRESETS, SwapModel, preset
-from engines.registry import AUTO_ORDER, ENGINES, EngineSpec, engine_class
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
+from swapstream.engines import available_engines, create_engine, engine_status, pick_engine, register_engine
+from swapstream.engines.base import Direction
+from swapstream.engines.cache import EngineCache, engine_key
+from swapstream.engines.checkpoint import save_checkpoint
+from swapstream.engines.device import HALF, cpu_has_bf16
+from swapstream.engines.model import PRESETS, SwapModel, preset
+from swapstream.engines.registry import AUTO_ORDER, ENGINES, EngineSpec, engine_class
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ def test_wrong_or_missing_engines_say_what_to_do(checkpoints):
 def test_tensorrt_without_cuda_or_package_is_one_line_exit_2(checkpoints, tmp_path):
     with pytest.raises(ConfigError, match="tensorrt"):
         create_engine("tensorrt", checkpoints["lite64"])
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "-q", "compile", str(checkpoints["lite64"]),
+    r = subprocess.run([sys.executable, "-m", "swapstream.pipeline.cli", "-q", "compile", str(checkpoints["lite64"]),
                         "--engine", "tensorrt"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -101,10 +101,10 @@ def test_engines_are_imported_only_when_asked_for():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          check=True)
     loaded = set(json.loads(out.stdout))
-    heavy = {"engines.eager", "engines.compiled", "engines.onnx", "engines.tensorrt", "onnxruntime",
+    heavy = {"swapstream.engines.eager", "swapstream.engines.compiled", "swapstream.engines.onnx", "swapstream.engines.tensorrt", "onnxruntime",
              "onnxscript", "torch_tensorrt"}
     assert not loaded & heavy, loaded & heavy
-    assert "engines.registry" in loaded
+    assert "swapstream.engines.registry" in loaded
 
 
 # -- parity over the registry --------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_processes_building_one_key_at_once_build_it_once(tmp_path):
 
 def test_compile_command_builds_once_then_finds_it(checkpoints, tmp_path):
     env = {**os.environ, "SWAPSTREAM_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "pipeline.cli", "compile", str(checkpoints["lite64"]), "--engine", "onnx",
+    cmd = [sys.executable, "-m", "swapstream.pipeline.cli", "compile", str(checkpoints["lite64"]), "--engine", "onnx",
            "--batch", "1-16"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stderr
@@ -237,7 +237,7 @@ def test_compile_command_builds_once_then_finds_it(checkpoints, tmp_path):
 
 
 def test_engines_command_lists_them():
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "engines", "--device", "cpu"],
+    r = subprocess.run([sys.executable, "-m", "swapstream.pipeline.cli", "engines", "--device", "cpu"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -281,8 +281,8 @@ def test_gpu_engines_agree_with_eager_fp32(checkpoints, faces, engine, tmp_path,
 def test_auto_resolves_once_for_the_precision_asked(checkpoints):
     """The driver's choice is what every worker builds: an engine that runs the precision, with
     the precision resolved; options that do not fit the engine are refused up front."""
-    from pipeline.chain import choose_engine
-    from pipeline.config import ConvertConfig
+    from swapstream.pipeline.chain import choose_engine
+    from swapstream.pipeline.config import ConvertConfig
 
     cfg = ConvertConfig(model=str(checkpoints["lite64"]), device="cpu")
     assert "fp32 on cpu" in choose_engine(cfg)

@@ -7,8 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.faceid import CHIP, load_facenet, weights_path
-from engines.identity import (
+from swapstream.core.packet import FramePacket
+from swapstream.engines.faceid import load_facenet, weights_path
+from swapstream.engines.identity import (
+    CHIP,
     SAME_PERSON,
     FaceEmbedder,
     chip_matrix,
@@ -17,10 +19,9 @@ from engines.identity import (
     face_chip,
     group_identities,
 )
-from pipeline.samples import render_frames, source_image
-from stages.detect import DetectSettings, DetectStage
-from stages.packet import FramePacket
-from stages.reference import ReferenceError, load_reference
+from swapstream.pipeline.samples import render_frames, source_image
+from swapstream.stages.face.detect import DetectSettings, DetectStage
+from swapstream.training.reference import ReferenceError, load_reference
 
 PEOPLE = ("astronaut", "grace_hopper")
 

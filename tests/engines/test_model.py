@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engines import create_engine
-from engines.checkpoint import load_checkpoint, save_checkpoint
-from engines.model import PRESETS, SwapModel, preset
-from stages.errors import ConfigError, ModelError
+from swapstream.core.errors import ConfigError, ModelError
+from swapstream.engines import create_engine
+from swapstream.engines.checkpoint import load_checkpoint, save_checkpoint
+from swapstream.engines.model import PRESETS, SwapModel, preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -98,7 +98,7 @@ def test_other_preset_is_refused(lite, tmp_path):
     meta = json.loads((path / "model.json").read_text())
     big = SwapModel(preset("hd128"), ["a", "b"])
     save_file({k: v.contiguous() for k, v in big.state_dict().items()}, path / "model.safetensors")
-    from engines.checkpoint import sha256_file
+    from swapstream.engines.checkpoint import sha256_file
 
     meta["sha256"] = sha256_file(path / "model.safetensors")
     (path / "model.json").write_text(json.dumps(meta))

@@ -2,9 +2,9 @@
 
 import pytest
 
-from pipeline.cli import build_parser, main
-from pipeline.config import ConvertConfig, fill, load_yaml, merge
-from stages.errors import ConfigError
+from swapstream.core.errors import ConfigError
+from swapstream.pipeline.cli import build_parser, main
+from swapstream.pipeline.config import ConvertConfig, fill, load_yaml, merge
 
 
 def test_yaml_sections_fill_the_stage_settings(tmp_path):

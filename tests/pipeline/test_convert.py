@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from engines.checkpoint import save_checkpoint
-from engines.model import SwapModel, preset
-from pipeline.cli import main
-from pipeline.config import ConvertConfig
-from pipeline.convert import convert
-from stages.detect import DetectStage
-from stages.encode import synthetic_tags
-from stages.packet import FramePacket
+from swapstream.core.packet import FramePacket
+from swapstream.engines.checkpoint import save_checkpoint
+from swapstream.engines.model import SwapModel, preset
+from swapstream.pipeline.cli import main
+from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.convert import convert
+from swapstream.stages.face.detect import DetectStage
+from swapstream.stages.sinks.file import synthetic_tags
 
 
 def decode_all(path: Path) -> tuple[list[np.ndarray], list[float]]:

@@ -12,18 +12,18 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.chain import REFERENCE, make_chain
-from pipeline.cli import main
-from pipeline.config import ConvertConfig, LiveConfig
-from pipeline.local_runner import run_local
-from pipeline.samples import render_frames, source_image
-from stages.align import AlignSettings, AlignStage
-from stages.collect import CollectSink
-from stages.decode import DecodeSettings, DecodeStage
-from stages.detect import DetectStage
-from stages.identify import NOT_CHOSEN, IdentifyStage, IdentitySettings
-from stages.packet import FramePacket
-from stages.reference import load_reference
+from swapstream.core.packet import FramePacket
+from swapstream.pipeline.chain import REFERENCE, make_chain
+from swapstream.pipeline.cli import main
+from swapstream.pipeline.config import ConvertConfig, LiveConfig
+from swapstream.pipeline.runners.local import run_local
+from swapstream.pipeline.samples import render_frames, source_image
+from swapstream.stages.face.align import AlignSettings, AlignStage
+from swapstream.stages.face.detect import DetectStage
+from swapstream.stages.face.identify import NOT_CHOSEN, IdentifyStage, IdentitySettings
+from swapstream.stages.sources.file import DecodeSettings, DecodeStage
+from swapstream.training.reference import load_reference
+from tests.collect import CollectSink
 
 
 @pytest.fixture(scope="module")
@@ -203,9 +203,9 @@ def test_bad_references_are_one_line_and_exit_2(clips, model_dir, tmp_path, caps
 # --- live -----------------------------------------------------------------------------------
 
 def test_live_swaps_only_the_chosen_person_once_its_vote_is_in(clips, model_dir, refs):
-    from pipeline.live_runner import LiveRunner
-    from pipeline.live_stats import LiveStats
-    from stages.camera import CameraSource, CaptureSettings
+    from swapstream.pipeline.live_stats import LiveStats
+    from swapstream.pipeline.runners.live import LiveRunner
+    from swapstream.stages.sources.camera import CameraSource, CaptureSettings
 
     meta = json.loads((model_dir / "model.json").read_text())
     cfg = LiveConfig(model=str(model_dir))

@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cli import main
-from pipeline.config import LiveConfig
-from pipeline.live import live
-from pipeline.live_runner import LiveOptions, LiveRunner
-from pipeline.live_stats import LiveStats
-from pipeline.samples import render_frames, write_clip
-from stages.base import Stage
-from stages.camera import CameraSource, CaptureSettings
-from stages.collect import CollectSink
-from stages.encode import synthetic_tags
+from swapstream.pipeline.cli import main
+from swapstream.pipeline.config import LiveConfig
+from swapstream.pipeline.live import live
+from swapstream.pipeline.live_stats import LiveStats
+from swapstream.pipeline.runners.live import LiveOptions, LiveRunner
+from swapstream.pipeline.samples import render_frames, write_clip
+from swapstream.stages.base import Stage
+from swapstream.stages.sinks.file import synthetic_tags
+from swapstream.stages.sources.camera import CameraSource, CaptureSettings
+from tests.collect import CollectSink
 from tests.pipeline.test_convert import decode_all
 from tests.procs import ctrl_c_default
 
@@ -41,8 +41,8 @@ def free_port() -> int:
 
 
 def face_box(frame: np.ndarray) -> tuple[int, int, int, int]:
-    from stages.detect import DetectStage
-    from stages.packet import FramePacket
+    from swapstream.core.packet import FramePacket
+    from swapstream.stages.face.detect import DetectStage
 
     d = DetectStage()
     [p] = d.process([FramePacket(0, None, Fraction(1, 30), frame)])
@@ -184,11 +184,11 @@ def test_newest_frame_wins_so_latency_stays_flat(clips, policy):
 
 def test_controls_turn_the_swap_off_and_draw_face_boxes(clips, model_dir):
     """The swap/boxes controls (the window's keys, the web page's buttons) change the output."""
-    from pipeline.chain import make_chain
-    from pipeline.live import wire_controls
-    from stages.controls import Controls
-    from stages.overlay import BoxesStage
-    from stages.swap import SwapStage
+    from swapstream.pipeline.chain import make_chain
+    from swapstream.pipeline.live import wire_controls
+    from swapstream.stages.face.swap import SwapStage
+    from swapstream.stages.sinks.controls import Controls
+    from swapstream.stages.sinks.overlay import BoxesStage
 
     cfg = LiveConfig(model=str(model_dir))
     import json
@@ -282,7 +282,7 @@ def test_a_fixed_delay_releases_frames_at_capture_time_plus_delay(clips, model_d
 
 SENDER = """
 import sys, time, av
-from pipeline.samples import render_frames
+from swapstream.pipeline.samples import render_frames
 frames = list(render_frames(["astronaut"], 75, 320, 240, 0.6))
 with av.open(f"tcp://127.0.0.1:{sys.argv[1]}?listen=1", "w", format="mpegts") as out:
     v = out.add_stream("libx264", rate=30)
@@ -317,7 +317,7 @@ def test_a_lost_stream_ends_with_one_line_exit_1_and_a_playable_recording(model_
 def test_ctrl_c_ends_cleanly_and_keeps_the_recording(clips, model_dir, tmp_path):
     rec = tmp_path / "rec.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "live", "--model", str(model_dir), "--camera",
+    p = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", "live", "--model", str(model_dir), "--camera",
                           str(clips["a"]), "--loop", "--record", str(rec)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env, preexec_fn=ctrl_c_default)
     assert p.stdout.readline().startswith("engine: ")  # which engine --engine auto picked
@@ -341,7 +341,7 @@ def test_ctrl_c_ends_cleanly_and_keeps_the_recording(clips, model_dir, tmp_path)
 def test_the_web_page_is_the_default_without_a_display(clips, model_dir, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    from pipeline.live import plan_outputs
+    from swapstream.pipeline.live import plan_outputs
 
     cfg = plan_outputs(LiveConfig(model=str(model_dir)))
     assert cfg.serve == "127.0.0.1:8080" and not cfg.window

@@ -7,11 +7,11 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline.chain import Link
-from pipeline.local_runner import run_local
-from stages.base import Needs, Stage
-from stages.decode import DecodeSettings, DecodeStage
-from stages.encode import EncodeSettings, EncodeStage
+from swapstream.pipeline.chain import Link
+from swapstream.pipeline.runners.local import run_local
+from swapstream.stages.base import Needs, Stage
+from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
+from swapstream.stages.sources.file import DecodeSettings, DecodeStage
 from tests.pipeline.test_convert import decode_all
 
 
@@ -71,7 +71,7 @@ def test_a_sink_error_stops_the_run_and_leaves_no_output(clips, tmp_path):
 
 
 def test_a_truncated_input_raises_after_its_good_frames_and_leaves_no_output(clips, tmp_path):
-    from stages.errors import InputError
+    from swapstream.core.errors import InputError
 
     cut = tmp_path / "cut.mp4"
     data = clips["a"].read_bytes()

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import ConvertConfig
-from pipeline.convert import convert
-from pipeline.samples import make_clip
+from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.convert import convert
+from swapstream.pipeline.samples import make_clip
 from tests.pipeline.test_convert import audio_info, decode_all
 from tests.procs import ctrl_c_default
 
@@ -128,7 +128,7 @@ def test_a_killed_worker_is_restarted_and_no_frame_is_lost(ray_local, long_clip,
 
 
 def test_in_flight_batches_are_bounded(ray_local, long_clip, model_dir, tmp_path, monkeypatch):
-    from pipeline import ray_runner
+    from swapstream.pipeline.runners import ray as ray_runner
 
     seen = []
     real = ray_runner._Pipeline.submit
@@ -145,7 +145,7 @@ def test_in_flight_batches_are_bounded(ray_local, long_clip, model_dir, tmp_path
 
 def _cli(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "-q", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", "-q", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=ctrl_c_default)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.convert as convert_mod
-import pipeline.runner_choice as rc
-from pipeline.config import ConvertConfig
-from pipeline.runner_choice import (
+import swapstream.pipeline.convert as convert_mod
+import swapstream.pipeline.runners.choice as rc
+from swapstream.core.video import StreamInfo
+from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.runners.choice import (
     DEFAULT_RATES,
     LONG_S,
     MANY_CPUS,
@@ -22,8 +23,8 @@ from pipeline.runner_choice import (
     load_rates,
     record_rate,
 )
-from pipeline.stats import RunStats
-from stages.decode import StreamInfo, probe
+from swapstream.pipeline.stats import RunStats
+from swapstream.stages.sources.file import probe
 
 NO_CLUSTER: dict[str, str] = {}  # an environment without RAY_ADDRESS
 
@@ -50,7 +51,7 @@ def small_machine(cfg: ConvertConfig, info: StreamInfo | None, rates=DEFAULT_RAT
 
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory) -> Path:
-    from pipeline.samples import make_clip
+    from swapstream.pipeline.samples import make_clip
 
     return make_clip(tmp_path_factory.mktemp("auto") / "short.mp4", ["astronaut"], 1.0, 30, 320, 240)
 
@@ -228,7 +229,7 @@ def test_convert_records_its_wall_time_but_not_a_clusters(cache, monkeypatch):
 # --- through the command line ---------------------------------------------------------------
 
 def test_segments_dispatch_follows_the_choice(short_clip, capsys):
-    from pipeline.cli import _segments_runner
+    from swapstream.pipeline.cli import _segments_runner
 
     args = argparse.Namespace(input=str(short_clip), quiet=False)
     cfg, choice = _segments_runner(args, ConvertConfig(segments=0))
@@ -239,9 +240,9 @@ def test_segments_dispatch_follows_the_choice(short_clip, capsys):
 
 
 def test_convert_without_runner_picks_local_and_records_it(short_clip, tmp_path, monkeypatch, capsys):
-    from engines.checkpoint import save_checkpoint
-    from engines.model import SwapModel, preset
-    from pipeline.cli import main
+    from swapstream.engines.checkpoint import save_checkpoint
+    from swapstream.engines.model import SwapModel, preset
+    from swapstream.pipeline.cli import main
 
     monkeypatch.setattr(rc, "cpu_count", lambda: 2)  # the decision of a small machine, on any machine
     monkeypatch.setattr(rc, "gpu_count", lambda: 0)

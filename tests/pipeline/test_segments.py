@@ -16,13 +16,14 @@ import av
 import numpy as np
 import pytest
 
-import pipeline.segments as segments
-from pipeline.cli import main
-from pipeline.config import ConvertConfig
-from pipeline.convert import convert
-from pipeline.samples import render_frames
-from pipeline.segment_plan import segments_at
-from pipeline.segments import (
+import swapstream.pipeline.segments as segments
+from swapstream.core.errors import ConfigError, OutputError
+from swapstream.pipeline.cli import main
+from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.convert import convert
+from swapstream.pipeline.samples import render_frames
+from swapstream.pipeline.segment_plan import segments_at
+from swapstream.pipeline.segments import (
     convert_segmented,
     default_work_dir,
     join_segments,
@@ -30,9 +31,8 @@ from pipeline.segments import (
     plan_segments,
     segment_resources,
 )
-from stages.decode import DecodeSettings, DecodeStage
-from stages.encode import synthetic_tags
-from stages.errors import ConfigError, OutputError
+from swapstream.stages.sinks.file import synthetic_tags
+from swapstream.stages.sources.file import DecodeSettings, DecodeStage
 
 W, H, FPS, N, GOP = 320, 240, 30, 90, 10  # 3 s, a keyframe every 10 frames
 REPO = Path(__file__).resolve().parents[2]
@@ -263,8 +263,8 @@ def test_other_config_starts_afresh_and_resume_says_why(clip, cfg, tmp_path, mon
 def test_killed_driver_resumes_without_redoing_finished_segments(clip, cfg, tmp_path, monkeypatch):
     out = tmp_path / "killed.mp4"
     work = default_work_dir(out)
-    code = ("from pipeline.config import ConvertConfig\n"
-            "from pipeline.segments import convert_segmented\n"
+    code = ("from swapstream.pipeline.config import ConvertConfig\n"
+            "from swapstream.pipeline.segments import convert_segmented\n"
             f"convert_segmented({str(clip)!r}, {str(out)!r}, ConvertConfig(model={cfg.model!r}, "
             "runner='local'), 6, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
@@ -325,7 +325,7 @@ def test_segments_spread_over_two_ray_nodes(clip, cfg, tmp_path):
 
 def test_segments_load_the_engine_the_first_one_built(clip, model_dir, tmp_path, monkeypatch):
     """The onnx engine is exported once into the engine cache; every later segment loads it."""
-    from engines.onnx import OnnxEngine
+    from swapstream.engines.onnx import OnnxEngine
 
     monkeypatch.setenv("SWAPSTREAM_CACHE", str(tmp_path / "cache"))
     exports = []

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.samples import background, render_frames
-from stages.align import AlignSettings, AlignStage
-from stages.detect import DetectStage
-from stages.geometry import STABLE_LANDMARKS, invert_affine, transform_points, umeyama
-from stages.packet import Face, FramePacket
-from stages.smoothing import OneEuro
+from swapstream.core.geometry import STABLE_LANDMARKS, invert_affine, transform_points, umeyama
+from swapstream.core.packet import Face, FramePacket
+from swapstream.core.smoothing import OneEuro
+from swapstream.pipeline.samples import background, render_frames
+from swapstream.stages.face.align import AlignSettings, AlignStage
+from swapstream.stages.face.detect import DetectStage
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.samples import head, render_frames
-from stages.blend import BlendSettings, BlendStage, face_masks
-from stages.color import hist_match, reinhard, rgb_to_lab, sharpen
-from stages.errors import ConfigError
-from stages.geometry import FACE_OVAL, alignment_matrix, hull_mask
-from stages.packet import Face, FramePacket
+from swapstream.core.color import hist_match, reinhard, rgb_to_lab, sharpen
+from swapstream.core.errors import ConfigError
+from swapstream.core.geometry import FACE_OVAL, alignment_matrix, hull_mask
+from swapstream.core.packet import Face, FramePacket
+from swapstream.pipeline.samples import head, render_frames
+from swapstream.stages.face.blend import BlendSettings, BlendStage, face_masks
 
 S, COVERAGE = 64, 0.7
 PLAIN = BlendSettings(color="none", sharpen="none")

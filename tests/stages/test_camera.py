@@ -12,9 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from stages import camera as camera_mod
-from stages.camera import CameraSource, CaptureSettings, parse_size, resolve
-from stages.camera_devices import (
+from swapstream.core.errors import ConfigError, InputError
+from swapstream.stages.devices import (
     VIDIOC_ENUM_FMT,
     VIDIOC_ENUM_FRAMEINTERVALS,
     VIDIOC_ENUM_FRAMESIZES,
@@ -27,8 +26,9 @@ from stages.camera_devices import (
     parse_dshow_modes,
     v4l2_modes,
 )
-from stages.errors import ConfigError, InputError
-from stages.microphone import MicrophoneSource
+from swapstream.stages.sources import camera as camera_mod
+from swapstream.stages.sources.camera import CameraSource, CaptureSettings, parse_size, resolve
+from swapstream.stages.sources.microphone import MicrophoneSource
 
 
 def fcc(s: str) -> int:

@@ -8,9 +8,9 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.samples import make_clip, render_frames, write_clip
-from stages.decode import DecodeSettings, DecodeStage, probe
-from stages.errors import InputError
+from swapstream.core.errors import InputError
+from swapstream.pipeline.samples import make_clip, render_frames, write_clip
+from swapstream.stages.sources.file import DecodeSettings, DecodeStage, probe
 
 W, H, FPS, N = 320, 240, 30, 30  # 1 s clips keep every test well under a second
 

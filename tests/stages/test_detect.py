@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.samples import background, render_frames
-from stages.detect import DetectSettings, DetectStage, search_tiles
-from stages.errors import ConfigError
-from stages.packet import FramePacket
+from swapstream.core.errors import ConfigError
+from swapstream.core.packet import FramePacket
+from swapstream.pipeline.samples import background, render_frames
+from swapstream.stages.face.detect import DetectSettings, DetectStage, search_tiles
 
 
 def packets(frames, start=0):
@@ -118,7 +118,7 @@ def test_a_sweep_searches_only_tiles_that_changed_and_still_finds_a_small_new_fa
     """A still 1080p shot: after the first sweep, sweeps search the whole frame and only the
     tiles whose pixels changed. A 70 px face (too small for the whole-frame call) that appears at
     frame 12 is found by the sweep at the batch's end (15) and tracked back to frame 12."""
-    from pipeline.samples import head
+    from swapstream.pipeline.samples import head
 
     bg = background(1920, 1080)
     rgb, alpha = head("astronaut")  # face ~ half the cut-out
@@ -193,7 +193,7 @@ def test_a_face_found_by_a_spread_sweep_is_tracked(monkeypatch):
 def entering(n: int, width: int = 640, height: int = 360, enter_at: int = 3, side: int = 200):
     """n frames: astronaut's head still on the left; Grace Hopper's head slides in from the right
     edge, first fully in view at frame `enter_at`, then stays. (frames, x centre of her head)."""
-    from pipeline.samples import head
+    from swapstream.pipeline.samples import head
 
     bg = background(width, height).astype(np.float32)
     rgb_a, alpha_a = head("astronaut")
@@ -240,7 +240,7 @@ def test_a_face_that_comes_into_view_is_tracked_back_to_its_first_frame():
 def test_live_finds_a_new_face_within_three_frames():
     """Live cannot look back: its searches run back to back, each spread over <= 3 frames, so a
     face coming into view while another is tracked waits at most ~3 frames (100 ms at 30 fps)."""
-    from pipeline.config import live_detect_defaults
+    from swapstream.pipeline.config import live_detect_defaults
 
     frames, _ = entering(24, 1280, 720, enter_at=10, side=360)
     d = DetectStage(live_detect_defaults())

@@ -8,10 +8,10 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.samples import make_clip, render_frames, write_clip
-from stages.decode import DecodeSettings, DecodeStage
-from stages.encode import EncodeSettings, EncodeStage, synthetic_tags
-from stages.errors import ConfigError, InputError, OutputError
+from swapstream.core.errors import ConfigError, InputError, OutputError
+from swapstream.pipeline.samples import make_clip, render_frames, write_clip
+from swapstream.stages.sinks.file import EncodeSettings, EncodeStage, synthetic_tags
+from swapstream.stages.sources.file import DecodeSettings, DecodeStage
 
 W, H, FPS, N = 320, 240, 30, 30
 
@@ -284,7 +284,7 @@ def test_decoded_frames_go_to_the_encoder_as_they_are_outside_the_touched_boxes(
 
 def test_frames_the_encoder_cannot_take_as_they_are_are_not_kept(tmp_path):
     """Rotated, 10-bit, odd-sized or full-range sources go through RGB as before."""
-    from stages.decode import passable
+    from swapstream.core.video import passable
 
     def frame(fmt, w=64, h=48, **tags):
         f = av.VideoFrame(w, h, fmt)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from engines.checkpoint import save_checkpoint
-from engines.model import SwapModel, preset
-from stages.errors import ConfigError, ModelError
-from stages.packet import Face, FramePacket
-from stages.swap import SwapSettings, SwapStage
+from swapstream.core.errors import ConfigError, ModelError
+from swapstream.core.packet import Face, FramePacket
+from swapstream.engines.checkpoint import save_checkpoint
+from swapstream.engines.model import SwapModel, preset
+from swapstream.stages.face.swap import SwapSettings, SwapStage
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.camera import AudioChunk
-from stages.controls import Controls
-from stages.errors import OutputError
-from stages.packet import FramePacket
-from stages.web import WebSettings, WebSink
+from swapstream.core.audio import AudioChunk
+from swapstream.core.errors import OutputError
+from swapstream.core.packet import FramePacket
+from swapstream.stages.sinks.controls import Controls
+from swapstream.stages.sinks.web import WebSettings, WebSink
 from tests.browser import chromium, require_chromium
 
 W, H = 640, 480
@@ -40,7 +40,7 @@ GRAB = f"""() => {{ const v = document.getElementById('video'), c = document.cre
 @pytest.fixture(scope="module")
 def images() -> tuple[np.ndarray, np.ndarray]:
     """Two (480, 640, 3) uint8 RGB frames a screenshot tells apart: a face, and another face inverted."""
-    from pipeline.samples import render_frames
+    from swapstream.pipeline.samples import render_frames
 
     a = next(render_frames(["astronaut"], 1, W, H, 0.6))
     b = 255 - next(render_frames(["grace_hopper"], 1, W, H, 0.6, seed=3))

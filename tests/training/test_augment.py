@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.geometry import LEFT_EYE, LIPS, RIGHT_EYE, template_in_crop
-from training.augment import AugmentConfig, TrainingFaces, augment, prepare_faces, working_size
-from training.faceset import load_faceset
+from swapstream.core.faceset import load_faceset
+from swapstream.core.geometry import LEFT_EYE, LIPS, RIGHT_EYE, template_in_crop
+from swapstream.training.augment import AugmentConfig, TrainingFaces, augment, prepare_faces, working_size
 
 S, COV = 64, 0.7
 OFF = AugmentConfig.off()
@@ -139,7 +139,7 @@ def test_eye_centres_land_where_coverage_says(faces_a):
 
 def test_warp_magnitude_matches_2017(data_a):
     cfg = dataclasses.replace(OFF, warp=True)
-    from training.augment import random_flow
+    from swapstream.training.augment import random_flow
 
     flow = random_flow(64, S, cfg, _gen())  # normalised units: the crop side is 2
     px = flow * S / 2

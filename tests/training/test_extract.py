@@ -7,14 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.identity import SAME_PERSON, FaceEmbedder, distance_to
-from pipeline.cli import main
-from pipeline.samples import render_frames, source_image
-from stages.errors import ConfigError, InputError
-from stages.geometry import STABLE_LANDMARKS, template_in_crop
-from stages.reference import load_reference
-from training.extract import CONTACT_SHEET, ExtractSettings, extract, people
-from training.faceset import FACESET_COVERAGE, FACESET_SIZE, load_faceset
+from swapstream.core.errors import ConfigError, InputError
+from swapstream.core.faceset import FACESET_COVERAGE, FACESET_SIZE, load_faceset
+from swapstream.core.geometry import STABLE_LANDMARKS, template_in_crop
+from swapstream.engines.identity import SAME_PERSON, FaceEmbedder, distance_to
+from swapstream.pipeline.cli import main
+from swapstream.pipeline.samples import render_frames, source_image
+from swapstream.training.extract import CONTACT_SHEET, ExtractSettings, extract, people
+from swapstream.training.reference import load_reference
 
 
 def test_extract_finds_the_face_in_every_kept_frame(facesets):
@@ -45,7 +45,7 @@ def test_image_folder_and_blur_filter(tmp_path):
     blurry = tmp_path / "blurry"
     blurry.mkdir()
     cv2.imwrite(str(blurry / "b.png"), cv2.GaussianBlur(cv2.imread(str(photos / "p0.jpg")), (0, 0), 1.5))
-    from stages.errors import FacesetError
+    from swapstream.core.errors import FacesetError
 
     with pytest.raises(FacesetError, match="no faces"):
         extract([blurry], tmp_path / "fs2", ExtractSettings(blur=1e6), progress=False)
@@ -55,7 +55,7 @@ def test_image_folder_and_blur_filter(tmp_path):
 def test_min_size_drops_small_faces(clips, tmp_path):
     r = extract([clips["a"]], tmp_path / "fs", ExtractSettings(every=20, min_size=64), progress=False)
     assert r.faces == 3 and r.too_small == 0
-    from stages.errors import FacesetError
+    from swapstream.core.errors import FacesetError
 
     with pytest.raises(FacesetError):
         extract([clips["a"]], tmp_path / "fs_big", ExtractSettings(every=20, min_size=400), progress=False)
@@ -95,7 +95,7 @@ def test_like_keeps_only_that_person(clips, tmp_path, capsys):
     assert distance_to(e, astronaut).max() <= SAME_PERSON < distance_to(e, hopper).min()
     assert "different people" not in printed
     # nobody like the reference: an error that says so, and no faceset left behind
-    from stages.errors import FacesetError
+    from swapstream.core.errors import FacesetError
 
     with pytest.raises(FacesetError, match="none of the 10 faces found is the --like person"):
         extract([clips["b"]], tmp_path / "none", ExtractSettings(every=6, like=[ref]), progress=False)

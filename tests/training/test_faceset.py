@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-from stages.errors import FacesetError
-from stages.geometry import RIGHT_EYE, template_in_crop
-from training.faceset import FACESET_SIZE, SIDECAR, FacesetWriter, hull_masks, load_faceset
+from swapstream.core.errors import FacesetError
+from swapstream.core.faceset import FACESET_SIZE, SIDECAR, FacesetWriter, hull_masks, load_faceset
+from swapstream.core.geometry import RIGHT_EYE, template_in_crop
 
 
 def _face(seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,12 +14,12 @@ import cv2
 import pytest
 from safetensors.torch import load_file
 
-from engines.checkpoint import load_checkpoint
-from pipeline.cli import main
-from stages.errors import ModelError, SwapstreamError
-from training.job import train_job
-from training.loop import TrainConfig
-from training.runstore import checkpoint_dirs, run_name
+from swapstream.core.errors import ModelError, SwapstreamError
+from swapstream.engines.checkpoint import load_checkpoint
+from swapstream.pipeline.cli import main
+from swapstream.training.job import train_job
+from swapstream.training.loop import TrainConfig
+from swapstream.training.runstore import checkpoint_dirs, run_name
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,7 @@ def _train_workers(under: int | None = None) -> list[int]:
 def test_killed_worker_restarts_from_checkpoint(facesets, tmp_path):
     out = tmp_path / "m"
     before = set(_train_workers())  # workers of other runs are not ours to kill
-    cmd = [sys.executable, "-m", "pipeline.cli", "-q", "train", "--a", str(facesets[0]), "--b",
+    cmd = [sys.executable, "-m", "swapstream.pipeline.cli", "-q", "train", "--a", str(facesets[0]), "--b",
            str(facesets[1]), "-o", str(out), "--steps", "60", "--batch-size", "4", "--lr", "5e-4",
            "--save-every", "5", "--preview-every", "100", "--workers", "2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

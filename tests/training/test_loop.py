@@ -6,17 +6,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engines.checkpoint import load_checkpoint
-from engines.model import SwapModel, preset
-from stages.errors import ConfigError, ModelError
-from training.augment import TrainingFaces
-from training.faceset import load_faceset
-from training.gan import PatchDiscriminator
-from training.loop import TrainConfig, train
-from training.losses import LossConfig, swap_losses
-from training.preview import HEADER, preview_grid, save_png
-from training.state import load_optimizer_tensors, optimizer_tensors
-from training.step import Batch, Gan, PairNet, Stepper, train_step
+from swapstream.core.errors import ConfigError, ModelError
+from swapstream.core.faceset import load_faceset
+from swapstream.engines.checkpoint import load_checkpoint
+from swapstream.engines.model import SwapModel, preset
+from swapstream.training.augment import TrainingFaces
+from swapstream.training.gan import PatchDiscriminator
+from swapstream.training.loop import TrainConfig, train
+from swapstream.training.losses import LossConfig, swap_losses
+from swapstream.training.preview import HEADER, preview_grid, save_png
+from swapstream.training.state import load_optimizer_tensors, optimizer_tensors
+from swapstream.training.step import Batch, Gan, PairNet, Stepper, train_step
 
 
 def _cfg(facesets, out, **kw) -> TrainConfig:

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from stages.errors import ConfigError
-from stages.geometry import LEFT_EYE, LIPS, RIGHT_EYE, template_in_crop
-from training.augment import AugmentConfig, TrainingFaces
-from training.faceset import feature_masks, hull_masks, load_faceset
-from training.gan import PatchDiscriminator, discriminator_loss, frozen, generator_loss
-from training.losses import LossConfig, dssim_map, swap_losses
+from swapstream.core.errors import ConfigError
+from swapstream.core.faceset import feature_masks, hull_masks, load_faceset
+from swapstream.core.geometry import LEFT_EYE, LIPS, RIGHT_EYE, template_in_crop
+from swapstream.training.augment import AugmentConfig, TrainingFaces
+from swapstream.training.gan import PatchDiscriminator, discriminator_loss, frozen, generator_loss
+from swapstream.training.losses import LossConfig, dssim_map, swap_losses
 
 S, COV = 64, 0.7
 CHEEKS = [50, 280, 205, 425]  # MediaPipe cheek points, between eye, nose and mouth corner

@@ -6,14 +6,14 @@ import json
 import cv2
 import pytest
 
-from engines.identity import SAME_PERSON, FaceEmbedder, distance_to
-from pipeline.cli import main
-from pipeline.samples import source_image
-from stages.errors import FacesetError
-from stages.reference import load_reference
-from training.extract import CONTACT_SHEET, ExtractSettings, extract
-from training.faceset import SIDECAR, load_faceset
-from training.sort import OUTLIERS, SortSettings, sort_faceset
+from swapstream.core.errors import FacesetError
+from swapstream.core.faceset import SIDECAR, load_faceset
+from swapstream.engines.identity import SAME_PERSON, FaceEmbedder, distance_to
+from swapstream.pipeline.cli import main
+from swapstream.pipeline.samples import source_image
+from swapstream.training.extract import CONTACT_SHEET, ExtractSettings, extract
+from swapstream.training.reference import load_reference
+from swapstream.training.sort import OUTLIERS, SortSettings, sort_faceset
 
 PEOPLE = ("astronaut", "grace_hopper")
 

@@ -1,0 +1,328 @@
+"""`--serve [HOST:]PORT`: the live output as a web page: the video (and sound) over WebRTC, the live
+statistics, and the controls (swap, direction, face boxes, overlay, quit; keys s d b o q).
+
+    GET  /          the page (stages/data/live.html)
+    GET  /stats     the runner's statistics snapshot + {"controls": state, "viewers": n, "audio": bool}
+    POST /control   {"action": "swap"|"direction"|"boxes"|"overlay"|"quit", "value": optional} -> state
+    POST /offer     {"sdp", "type": "offer"} -> the server's answer {"sdp", "type", "id"}
+    POST /bye?id=   a viewer leaves (the page sends it when it is closed)
+
+An aiohttp server on its own event loop in a daemon thread; the WebRTC parts are in
+swapstream.stages.sinks.webrtc. process() and audio() only hand data over to that loop and return at once.
+
+Security: bound to a loopback address (127.0.0.1, ::1, localhost) the page needs no token, but
+requests must name a loopback host (no DNS rebinding) and POSTs must be JSON (no cross-site
+forms). Bound to any other address (0.0.0.0 included) every request must carry the token, as
+?token=... or the X-Swapstream-Token header; the URL printed carries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from swapstream.core.errors import OutputError, SwapstreamError
+from swapstream.core.packet import FramePacket
+from swapstream.stages.base import Sink
+from swapstream.stages.sinks.controls import ACTIONS, Controls
+from swapstream.stages.sinks.webrtc import AudioConverter, Hub, Viewers
+
+TOKEN_HEADER = "X-Swapstream-Token"
+MAX_VIEWERS = 8
+START_TIMEOUT_S = 10.0
+log = logging.getLogger("swapstream.web")
+
+
+@dataclass
+class WebSettings:
+    """host/port to listen on (port 0: any free one); audio: the source has audio, send it too;
+    token: what every request must carry (None: a random one when host is not loopback)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    audio: bool = False
+    token: str | None = None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only: localhost, 127.0.0.0/8 or ::1."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening, non-blocking TCP socket on host:port; OutputError when that cannot be."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as err:
+        raise OutputError(f"--serve {host}:{port}: {host!r} is not an address of this machine "
+                          f"({err.strerror}); use 127.0.0.1, 0.0.0.0 or one of its IP addresses") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":  # on Windows SO_REUSEADDR would let two servers share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and ipaddress.ip_address(addr[0]).is_unspecified:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # "::" takes IPv4 too
+        sock.bind(addr)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as err:
+        sock.close()
+        where = f"--serve {host}:{port}:"
+        if err.errno in (errno.EADDRINUSE, 10048):
+            raise OutputError(f"{where} port {port} is in use (another swapstream or web server?); "
+                              "pick another with --serve PORT") from None
+        if err.errno in (errno.EADDRNOTAVAIL, 10049):
+            raise OutputError(f"{where} {host} is not an address of this machine; use 127.0.0.1, 0.0.0.0 "
+                              "or one of its IP addresses") from None
+        if err.errno in (errno.EACCES, 10013):
+            raise OutputError(f"{where} port {port} needs more privileges; pick one above 1023") from None
+        raise OutputError(f"{where} port {port} cannot be listened on ({err.strerror or err}); "
+                          "pick another with --serve PORT") from None
+    return sock
+
+
+def lan_address() -> str:
+    """This machine's address on its network (where a 0.0.0.0 server is reached); 127.0.0.1 if none."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.254.254.254", 9))  # UDP: nothing is sent, the route picks the address
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def quiet_logs() -> None:
+    """aiohttp, aiortc and aioice log at WARNING and above, unless SWAPSTREAM_VERBOSE is set."""
+    if not os.environ.get("SWAPSTREAM_VERBOSE"):
+        for name in ("aiohttp", "aiortc", "aioice"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class WebSink(Sink):
+    """The web page output; see the module docstring. `snapshot()` returns the live statistics
+    (LiveStats.snapshot()); `url` is where to open the page (the real port after setup() when
+    the port asked for was 0)."""
+
+    name = "web"
+    keeps_every_frame = False
+    wants_audio = True
+
+    def __init__(self, settings: WebSettings, controls: Controls, snapshot: Callable[[], dict]) -> None:
+        self.settings, self.controls, self.snapshot = settings, controls, snapshot
+        self.loopback = is_loopback(settings.host)
+        self.token = settings.token or (None if self.loopback else secrets.token_urlsafe(18))
+        self.port = settings.port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._hub: Hub | None = None
+        self._viewers: Viewers | None = None
+        self._runner: web.AppRunner | None = None
+        self._convert = AudioConverter()
+        self._close_lock = threading.Lock()
+        self._page = ""
+        self.connections = 0
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host.strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = lan_address()
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    # ------------------------------------------------------------------------- sink contract
+    def setup(self) -> None:
+        """Listen and serve; returns once the server accepts connections (a few ms).
+        OutputError when host:port cannot be listened on."""
+        if self._thread is not None:
+            return
+        quiet_logs()
+        self._page = resources.files("swapstream.stages.sinks").joinpath("data/live.html").read_text("utf-8")
+        sock = listen(self.settings.host, self.settings.port)
+        self.port = sock.getsockname()[1]
+        loop = self._loop = asyncio.new_event_loop()
+        self._hub = Hub(loop)
+        self._viewers = Viewers(self._hub, self.settings.audio)
+        self._thread = threading.Thread(target=self._serve, args=(loop,), name="web-server", daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(sock), loop).result(START_TIMEOUT_S)
+        except BaseException:
+            sock.close()
+            self.close()
+            raise
+
+    def process(self, batch: list[FramePacket]) -> list[FramePacket]:
+        """Make the last packet's frame ((H, W, 3) uint8 RGB) the one viewers get next (a copy
+        while anyone watches). Returns at once: encoding happens in the server's thread."""
+        if self._hub is not None and batch:
+            self._hub.publish(batch[-1].frame, time.monotonic())
+        return batch
+
+    def audio(self, chunk) -> None:
+        """Send an AudioChunk (samples (C, N) float32 in [-1, 1]) to every viewer, if audio is on."""
+        hub = self._hub
+        if self.settings.audio and hub is not None and hub.audio_tracks:
+            hub.push_audio(self._convert(chunk.samples, chunk.rate))
+
+    def flush(self) -> list[FramePacket]:
+        self.close()
+        return []
+
+    def abort(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every viewer's connection and stop the server; idempotent, any thread."""
+        with self._close_lock:
+            loop, thread, self._loop = self._loop, self._thread, None
+            if loop is None or loop.is_closed():
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(self._stop(), loop).result(5.0)
+            except Exception as err:  # noqa: BLE001 - closing goes on regardless
+                log.debug("web: stopping the server: %r", err)
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(5.0)
+
+    def report(self) -> dict:
+        return {"url": self.url, "viewers": self.connections}
+
+    # --------------------------------------------------------------------------- the server
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        if not os.environ.get("SWAPSTREAM_VERBOSE"):
+            loop.set_exception_handler(lambda _loop, ctx: log.debug("web: %s", ctx.get("message")))
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    async def _start(self, sock: socket.socket) -> None:
+        app = web.Application(middlewares=[self._guard], client_max_size=256 * 1024)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/stats", self._stats)
+        app.router.add_post("/control", self._control)
+        app.router.add_post("/offer", self._offer)
+        app.router.add_post("/bye", self._bye)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+
+    async def _stop(self) -> None:
+        if self._viewers is not None:
+            await self._viewers.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:  # what the closed connections left behind
+            t.cancel()
+        if rest:
+            await asyncio.wait(rest, timeout=1.0)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        if self.token is not None:
+            given = request.query.get("token") or request.headers.get(TOKEN_HEADER, "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                raise web.HTTPForbidden(text="swapstream: this page needs its token; open the URL that "
+                                             "`swapstream live` printed (it ends in ?token=...)\n")
+        if self.loopback and not is_loopback(urlsplit(f"//{request.host}").hostname or ""):
+            raise web.HTTPForbidden(text=f"swapstream: open this page as http://127.0.0.1:{self.port}/\n")
+        if request.method == "POST" and request.path != "/bye" and request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(text="swapstream: send JSON (application/json)\n")
+        response = await handler(request)
+        response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                 "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"})
+        return response
+
+    async def _index(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self._page, content_type="text/html")
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        try:
+            snap = dict(self.snapshot())
+        except Exception as err:  # noqa: BLE001 - the page still shows the controls
+            log.debug("web: snapshot failed: %r", err)
+            snap = {}
+        snap.update(controls=self.controls.state(), viewers=len(self._viewers.peers),
+                    audio=self.settings.audio)
+        return web.json_response(_finite(snap), dumps=lambda o: json.dumps(o, default=str))
+
+    async def _control(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        action = body.get("action")
+        if action not in ACTIONS:
+            return web.json_response({"error": f"unknown action {action!r}; one of {', '.join(ACTIONS)}"},
+                                     status=400)
+        try:  # handlers (the swap stage) may take a moment: off the event loop
+            state = await asyncio.get_running_loop().run_in_executor(None, self.controls.act, action,
+                                                                     body.get("value"))
+        except SwapstreamError as err:
+            return web.json_response({"error": str(err)}, status=400)
+        return web.json_response(state)
+
+    async def _offer(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        if body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
+            return web.json_response({"error": 'send {"sdp": ..., "type": "offer"}'}, status=400)
+        if len(self._viewers.peers) >= MAX_VIEWERS:
+            return web.json_response({"error": f"{MAX_VIEWERS} viewers already; close one"}, status=503)
+        try:
+            answer = await self._viewers.answer(body["sdp"], "offer")
+        except ValueError as err:
+            return web.json_response({"error": str(err)}, status=400)
+        self.connections += 1
+        return web.json_response(answer)
+
+    async def _bye(self, request: web.Request) -> web.Response:
+        await self._viewers.drop(request.query.get("id", ""))
+        return web.Response(status=204)
+
+
+def _finite(obj):
+    """`obj` with NaN and infinities as None (JSON has no NaN: the page could not parse it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+async def _json(request: web.Request) -> dict:
+    """The request's JSON object; 400 when it is not one."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="swapstream: the body must be a JSON object\n")
+    return body
