@@ -41,7 +41,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from swapstream.engines.checkpoint import save_checkpoint  # noqa: E402
 from swapstream.engines.model import SwapModel, preset  # noqa: E402
-from swapstream.pipeline.config import LiveConfig  # noqa: E402
+from swapstream.pipeline.config import LiveConfig, SwapSection  # noqa: E402
 from swapstream.pipeline.live import live  # noqa: E402
 from swapstream.pipeline.samples import make_clip  # noqa: E402
 from tests.collect import CollectSink  # noqa: E402
@@ -166,14 +166,14 @@ def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: 
     """One live run with the in-process sink, plus `output` ("udp" or "browser") if given."""
     clock = Clock()
     sink = CollectSink(on_frame=lambda p: None)
-    cfg = LiveConfig(model=model, engine=engine, camera=str(clip), loop=True, duration=seconds)
+    cfg = LiveConfig(swap=SwapSection(model=model, engine=engine), camera=str(clip), loop=True, duration=seconds)
     recv = browser = None
     if output == "udp":
-        cfg.stream = f"udp://127.0.0.1:{port}"
+        cfg.outputs["stream"] = f"udp://127.0.0.1:{port}"
         recv = UdpReceiver(port)
         recv.start()
     elif output == "browser":
-        cfg.serve = f"127.0.0.1:{port + 1}"
+        cfg.outputs["serve"] = f"127.0.0.1:{port + 1}"
         browser = BrowserViewer(f"http://127.0.0.1:{port + 1}/")
     read: list[tuple[int, float]] = []
     sink.on_frame = lambda p: read.append((read_code(p.frame), time.monotonic()))

@@ -68,11 +68,11 @@ from swapstream.core.errors import SwapstreamError  # noqa: E402
 from swapstream.core.geometry import FACE_OVAL, iou  # noqa: E402
 from swapstream.core.packet import FramePacket  # noqa: E402
 from swapstream.engines.identity import SAME_PERSON, FaceEmbedder, distance_to  # noqa: E402
-from swapstream.pipeline.chain import check_request, make_chain  # noqa: E402
-from swapstream.pipeline.config import ConvertConfig, fill, load_yaml  # noqa: E402
+from swapstream.pipeline.config import ConvertConfig, SwapSection, fill, load_yaml  # noqa: E402
 from swapstream.pipeline.convert import file_sink  # noqa: E402
 from swapstream.pipeline.counting import CountingSink  # noqa: E402
 from swapstream.pipeline.demo import DEMO_LR, DEMO_SECONDS, DEMO_STEPS, SECONDS  # noqa: E402
+from swapstream.pipeline.request import check_request, make_chain  # noqa: E402
 from swapstream.pipeline.runners.local import run_local  # noqa: E402
 from swapstream.pipeline.samples import make_clip, render_frames, write_clip  # noqa: E402
 from swapstream.stages.face.blend import BlendSettings, face_masks  # noqa: E402
@@ -200,8 +200,8 @@ class RecordingSink(CountingSink):
 
 def convert_recorded(src: Path, dst: Path, cfg: ConvertConfig) -> tuple[dict[int, FrameRecord], dict]:
     """swapstream.pipeline.convert.convert with the local runner, its file sink wrapped in a RecordingSink."""
-    meta = check_request(cfg, src, dst)
-    chain = make_chain(cfg, meta)
+    model = check_request(cfg, src, dst)
+    chain = make_chain(cfg, model.meta, "convert", model.reference)
     decode = DecodeStage(DecodeSettings(str(src)))
     t = time.perf_counter()
     try:
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     t0 = time.perf_counter()
     try:
-        cfg = ConvertConfig(runner="local", engine=a.engine)
+        cfg = ConvertConfig(swap=SwapSection(engine=a.engine), runner="local")
         if a.config:
             cfg = fill(ConvertConfig, load_yaml(a.config), base=cfg)
             cfg.runner = "local"  # the reference runner: frames in order, in this process
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             model, train_info = train_model(work, paths, a.steps, a.seed)
             print(f"      {train_info['seconds']:.0f} s ({train_info['ms_per_step']:.0f} ms/step), loss A "
                   f"{train_info['loss_a']}, loss B {train_info['loss_b']}", flush=True)
-        cfg.model = str(model)
+        cfg.swap.model = str(model)
         print("[3/4] converting the moving and the still clip A -> B (local runner)", flush=True)
         conv, records = {}, {}
         for name, clip in (("moving", paths["a"]), ("still", paths["still"])):
@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
            "demo": {"steps_cap": DEMO_STEPS, "seconds_budget": DEMO_SECONDS, "lr": DEMO_LR},
-           "training": train_info, "convert": {"engine": cfg.engine, "precision": cfg.precision,
+           "training": train_info, "convert": {"engine": cfg.swap.engine, "precision": cfg.swap.precision,
                                                "blend": vars(cfg.blend), "runs": conv},
            "goals": GOALS, "results": res,
            "table": [dict(zip(("metric", "clip", "goal", "measured", "met"), r)) for r in rows]}

@@ -5,6 +5,7 @@ Typed dataclasses that check their shapes on construction; repr prints shapes, n
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -13,6 +14,26 @@ import numpy as np
 
 def _shape(a: np.ndarray | None) -> str:
     return "None" if a is None else f"{a.dtype}{list(a.shape)}"
+
+
+class Why(enum.Enum):
+    """Why a face was not swapped (Skip.why): a typed fact stages set and counters read."""
+
+    ALIGNMENT = "alignment"  # align: the landmarks do not fit the template (profile, distortion)
+    UNDECIDED = "undecided"  # identify (live): the track's identity vote is not in yet
+    OTHER_PERSON = "other person"  # identify: not the --only person
+    DEGENERATE = "degenerate"  # blend: the alignment matrix cannot be inverted
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One reason a face was not swapped: `why`, and `detail` for people (figures, thresholds)."""
+
+    why: Why
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.why.value}: {self.detail}" if self.detail else self.why.value
 
 
 @dataclass(repr=False)
@@ -26,7 +47,7 @@ class Face:
     swapped: (S, S, 3) uint8 RGB face from the engine (set by swap).
     mask: (S, S) float32 in [0, 1], the decoder's learned mask (set by swap).
     track: id linking a face to the same person in neighbouring frames (set by align).
-    errors: why this face was not swapped, if it was not; the frame still flows.
+    skips: why this face was not swapped (Skip records), if it was not; the frame still flows.
     """
 
     landmarks: np.ndarray
@@ -36,7 +57,7 @@ class Face:
     swapped: np.ndarray | None = None
     mask: np.ndarray | None = None
     track: int = -1
-    errors: list[str] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.landmarks = np.asarray(self.landmarks, np.float32)
@@ -51,13 +72,20 @@ class Face:
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.skips
+
+    def skip(self, why: Why, detail: str = "") -> None:
+        """Mark the face as not to be swapped, and why."""
+        self.skips.append(Skip(why, detail))
+
+    def skipped_for(self, why: Why) -> bool:
+        return any(s.why is why for s in self.skips)
 
     def __repr__(self) -> str:
         x0, y0, x1, y1 = self.bbox
         return (f"Face(track={self.track}, box=({x0:.0f},{y0:.0f},{x1:.0f},{y1:.0f}), "
                 f"score={self.score:.2f}, crop={_shape(self.crop)}, swapped={_shape(self.swapped)}, "
-                f"mask={_shape(self.mask)}, errors={self.errors})")
+                f"mask={_shape(self.mask)}, skips={[str(s) for s in self.skips]})")
 
 
 @dataclass(repr=False)

@@ -21,13 +21,14 @@ import threading
 
 import torch
 
+from swapstream.engines.backends.compile import SPEC
 from swapstream.engines.base import Forward, SwapEngine
 from swapstream.engines.cache import cache_root
 
 
 class CompileEngine(SwapEngine):
-    name = "compile"
-    precisions = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
+    name = SPEC.name
+    precisions = SPEC.precisions
 
     def build(self, identity: str) -> Forward:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))

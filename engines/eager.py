@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from swapstream.engines.backends.eager import SPEC
 from swapstream.engines.base import Forward, SwapEngine
 
 
 class EagerEngine(SwapEngine):
-    name = "eager"
-    precisions = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
+    name = SPEC.name
+    precisions = SPEC.precisions
 
     def build(self, identity: str) -> Forward:
         module = self.direction(identity)

@@ -16,14 +16,15 @@ import warnings
 
 import torch
 
+from swapstream.engines.backends.onnx import SPEC
 from swapstream.engines.base import Forward, SwapEngine
 from swapstream.engines.cache import CachedBuild, EngineCache
-from swapstream.engines.onnx_runtime import FILENAME, PRECISIONS, choose_providers, key_fields, open_session
+from swapstream.engines.onnx_runtime import FILENAME, choose_providers, key_fields, open_session
 
 
 class OnnxEngine(CachedBuild, SwapEngine):
-    name = "onnx"
-    precisions = PRECISIONS
+    name = SPEC.name
+    precisions = SPEC.precisions  # fp32 everywhere, fp16 with a GPU provider
     numpy_io = True
 
     def __init__(self, checkpoint, device: str = "auto", batch_size: int = 32, precision: str = "auto",

@@ -13,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from swapstream.core.errors import ConfigError
+from swapstream.engines.backends.onnx import SPEC
 from swapstream.engines.cache import EngineCache
 from swapstream.engines.checkpoint import verify_checkpoint
 from swapstream.engines.core import SwapCore
+from swapstream.engines.device import device_kind
 from swapstream.engines.onnx_runtime import (
     FILENAME,
-    PRECISIONS,
     choose_providers,
     compute_threads,
     key_fields,
@@ -31,15 +32,19 @@ class CachedOnnxEngine(SwapCore):
     as the other engines (identities, size, swap, warmup, key_fields; built / paths say, per
     direction, whether it was built now and where its file is)."""
 
-    name = "onnx"
-    precisions = PRECISIONS
+    name = SPEC.name
+    precisions = SPEC.precisions
     numpy_io = True
 
-    def __init__(self, checkpoint, batch_size: int = 32, precision: str = "fp32",
+    def __init__(self, checkpoint, device: str = "cpu", batch_size: int = 32, precision: str = "fp32",
                  providers: list[str] | None = None, threads: int = 0) -> None:
-        if precision not in PRECISIONS["cpu"]:
-            raise ConfigError(f"engine 'onnx' cannot run {precision} on cpu (it runs "
-                              f"{', '.join(PRECISIONS['cpu'])} there); pass --precision fp32")
+        if device_kind(device) != "cpu":
+            raise ConfigError(f"{type(self).__name__} runs on a CPU only, not {device!r}; on a GPU "
+                              f"the onnx engine is swapstream.engines.onnx.OnnxEngine")
+        runs = self.precisions["cpu"]
+        if precision not in runs:
+            raise ConfigError(f"engine {self.name!r} cannot run {precision} on cpu (it runs "
+                              f"{', '.join(runs)} there); pass --precision {runs[0]}")
         if batch_size < 1:
             raise ConfigError(f"batch size {batch_size} must be at least 1")
         meta = verify_checkpoint(checkpoint)

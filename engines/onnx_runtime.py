@@ -12,7 +12,6 @@ import numpy as np
 
 from swapstream.core.errors import ConfigError
 
-PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
               "DmlExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")

@@ -1,117 +1,99 @@
-"""The engine registry: names mapped to "module:Class", imported only when asked for.
+"""The engine registry: the engines declared in swapstream.engines.backends, by name, their classes
+imported only when one is built.
 
     create_engine(name, checkpoint, device, precision=..., batch_size=...) -> a SwapEngine
     engine_status(device) -> [(name, available, why not)]    (`swapstream engines`)
     pick_engine(device)   -> the fastest engine available for the device class
 
+How to add an engine: add engines/backends/NAME.py defining `SPEC = EngineSpec(...)` (name, the
+"module:Class" that builds it and optionally another per device class, summary, the Python
+modules it needs and the pip extra that installs them, devices, precisions per device class, a
+probe saying why it cannot run on a device class here, and its rank per device class for
+--engine auto), plus its implementation module (which may import torch at the top: it is loaded
+only when the engine is built). No existing file changes: the registry finds the new module by
+scanning that package, and everything it knows about an engine comes from its SPEC. Engines from
+elsewhere (plug-ins, tests) are added with register_engine(spec).
+
 An engine whose optional packages are missing is listed, not imported: asking for it gives one
-line naming the extra to install (ConfigError: exit 2). No engine module imports another, and
-none imports this one, so there is no import circle. Nor does it import torch: on a machine
-without a GPU, choosing and loading a cached ONNX engine never needs it (swapstream.engines.onnx_cached).
+line naming the extra to install (ConfigError: exit 2). Neither this module nor the declarations
+import torch: on a machine without a GPU, choosing and loading a cached ONNX engine never needs
+it (swapstream.engines.onnx_cached).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import shutil
-from dataclasses import dataclass
+import pkgutil
 from typing import TYPE_CHECKING
 
 from swapstream.core.errors import ConfigError
+from swapstream.engines import backends
+from swapstream.engines.backends import EngineSpec, has_module
 from swapstream.engines.device import device_kind
 
 if TYPE_CHECKING:
     import torch
 
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """name; target "module:Class"; what it is; the Python packages it needs and the pip extra
-    that installs them; the device classes it runs on."""
-
-    name: str
-    target: str
-    summary: str
-    modules: tuple[str, ...] = ()
-    extra: str | None = None
-    devices: tuple[str, ...] = ("cpu", "cuda")
-
+__all__ = ["ENGINES", "EngineSpec", "auto_order", "available_engines", "check_installed", "create_engine",
+           "discover", "engine_class", "engine_precisions", "engine_status", "pick_engine",
+           "register_engine", "resolve_engine", "runs_precision", "why_unavailable"]
 
 ENGINES: dict[str, EngineSpec] = {}
 
-# The fastest first, per device class, at the default precision (fp32 on CPU, fp16 on CUDA), as
-# benchmarks/bench_engines.py measured (README, "Swap engines"). CPU: ONNX Runtime 2-3x eager at
-# batch 1 and level at 32; torch.compile level to 2x but 10-20 s to compile. CUDA: unmeasured
-# here (no GPU lent); TensorRT and CUDA graphs first by design.
-AUTO_ORDER = {"cpu": ("onnx", "compile", "eager"), "cuda": ("tensorrt", "compile", "onnx", "eager")}
-
 
 def register_engine(spec: EngineSpec) -> EngineSpec:
-    """Add an engine (or replace one of the same name); it is imported only when used."""
+    """Add an engine (or replace one of the same name); its class is imported only when used."""
     ENGINES[spec.name] = spec
     return spec
 
 
-for _spec in (
-    EngineSpec("eager", "swapstream.engines.eager:EagerEngine", "PyTorch eager, the reference"),
-    EngineSpec("compile", "swapstream.engines.compiled:CompileEngine", "torch.compile (Inductor kernels)"),
-    EngineSpec("onnx", "swapstream.engines.onnx:OnnxEngine", "ONNX Runtime (exported once, cached)",
-               ("onnxruntime", "onnx", "onnxscript"), "onnx"),
-    EngineSpec("tensorrt", "swapstream.engines.tensorrt:TensorRTEngine", "TensorRT via torch-tensorrt (cached)",
-               ("torch_tensorrt", "tensorrt"), "tensorrt", ("cuda",)),
-):
+def discover(package: str = backends.__name__) -> list[EngineSpec]:
+    """The SPEC of every module of `package` (a package of light declaration modules), in the
+    order of the modules' names; modules named "_..." are skipped."""
+    pkg = importlib.import_module(package)
+    specs = []
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package}.{info.name}")
+        spec = getattr(module, "SPEC", None)
+        if not isinstance(spec, EngineSpec):
+            raise TypeError(f"{module.__name__} declares no engine: it needs SPEC = EngineSpec(...)")
+        specs.append(spec)
+    return specs
+
+
+# the reference engine listed first, then the others in the order of their modules' names
+for _spec in sorted(discover(), key=lambda s: not s.reference):
     register_engine(_spec)
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _cxx() -> str | None:
-    for name in ("g++", "c++", "clang++", "cl"):
-        if shutil.which(name):
-            return name
-    return None
 
 
 def _kind(device: torch.device | str) -> str:
     return "cuda" if getattr(device, "type", device) == "cuda" else "cpu"
 
 
+def _missing(spec: EngineSpec) -> list[str]:
+    return [m for m in spec.modules if not has_module(m)]
+
+
 def why_unavailable(name: str, device: torch.device | str) -> str | None:
     """None if engine `name` can run on `device` (a torch.device, or its kind "cpu" / "cuda")
-    here; otherwise why not and the fix."""
+    here; otherwise why not and the fix: its packages missing, a device class it does not
+    declare, or what its probe says."""
     spec = ENGINES[name]
     kind = _kind(device)
-    missing = [m for m in spec.modules if not _has(m)]
+    missing = _missing(spec)
     if missing:
         return (f"needs {', '.join(missing)}: pip install 'swapstream[{spec.extra}]'" if spec.extra
                 else f"needs {', '.join(missing)}")
     if kind not in spec.devices:
         return f"runs on {' or '.join(spec.devices)} only, not {kind}"
-    if name == "compile":
-        if kind == "cpu" and _cxx() is None:
-            return "needs a C++ compiler on CPU (g++ or clang++; Visual C++ on Windows)"
-        if kind == "cuda" and not _has("triton"):
-            return "needs triton on CUDA (pip install triton)"
-    if name == "tensorrt":  # present but built for another torch: say so, and let auto skip it
-        try:
-            importlib.import_module("torch_tensorrt")
-        except Exception as err:  # noqa: BLE001 - any import failure makes it unavailable
-            import torch
-
-            return (f"torch_tensorrt does not import here ({type(err).__name__}: {err}); install the "
-                    f"torch-tensorrt that matches torch {torch.__version__}")
-    if name == "onnx" and kind == "cuda":
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            return "ONNX Runtime here has no CUDA provider: pip install 'swapstream[onnx-gpu]'"
-    return None
+    if spec.probe is None:
+        return None
+    try:
+        return spec.probe(kind)
+    except Exception as err:  # noqa: BLE001 - a probe that fails says the engine cannot run
+        return f"its check failed here ({type(err).__name__}: {err})"
 
 
 def engine_status(device: str = "auto") -> list[tuple[str, bool, str]]:
@@ -129,38 +111,49 @@ def available_engines(device: str = "auto") -> list[str]:
     return [name for name, ok, _ in engine_status(device) if ok]
 
 
+def engine_precisions(name: str) -> dict[str, tuple[str, ...]]:
+    """The precisions engine `name` runs per device class, as its SPEC declares them (nothing is
+    imported)."""
+    return dict(ENGINES[name].precisions)
+
+
 def runs_precision(name: str, precision: str, device: torch.device | str) -> bool:
-    """Whether engine `name` (importable) runs `precision` on the device's class."""
+    """Whether engine `name` runs `precision` on the device's class."""
     return precision in engine_precisions(name).get(_kind(device), ())
 
 
-def engine_precisions(name: str) -> dict[str, tuple[str, ...]]:
-    """The precisions engine `name` runs per device class. The onnx engine's are stated here too
-    (swapstream.engines.onnx_cached), so that choosing it does not import its module, and with it torch."""
-    if name == "onnx":
-        from swapstream.engines.onnx_cached import PRECISIONS
-
-        return PRECISIONS
-    return engine_class(name).precisions
+def auto_order(device: torch.device | str) -> list[str]:
+    """The engines --engine auto tries on the device's class, preferred first (by their rank
+    there; engines without a rank there are not tried)."""
+    kind = _kind(device)
+    ranked = [(spec.rank[kind], i, name) for i, (name, spec) in enumerate(ENGINES.items())
+              if kind in spec.rank]
+    return [name for _, _, name in sorted(ranked)]
 
 
 def pick_engine(device: str = "auto", precision: str = "auto") -> str:
-    """The engine `auto` stands for: the first of AUTO_ORDER that is available for the device
-    class and runs the precision there."""
+    """The engine `auto` stands for: the first of auto_order that is available for the device
+    class and runs the precision there; else the reference engine (whose limits resolve_engine
+    then states)."""
     from swapstream.engines.device import resolve_precision
 
     dev = device_kind(device)
     prec = resolve_precision(precision, dev)
-    for name in AUTO_ORDER[dev]:
-        if name in ENGINES and why_unavailable(name, dev) is None and runs_precision(name, prec, dev):
+    for name in auto_order(dev):
+        if why_unavailable(name, dev) is None and runs_precision(name, prec, dev):
             return name
-    return "eager"
+    reference = next((name for name, spec in ENGINES.items() if spec.reference), None)
+    if reference is None:
+        raise ConfigError(f"no engine runs {prec} on {dev} here (`swapstream engines` says why)")
+    return reference
 
 
-def engine_class(name: str) -> type:
-    """Import and return engine `name`'s class; ConfigError naming the fix when it cannot be."""
+def engine_class(name: str, device: torch.device | str | None = None) -> type:
+    """Import and return the class that builds engine `name` (on the device's class where its
+    SPEC names another there); ConfigError naming the fix when it cannot be."""
     spec = check_installed(name)
-    module, cls = spec.target.split(":")
+    target = spec.target if device is None else spec.target_for(_kind(device))
+    module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -171,10 +164,11 @@ def check_installed(name: str) -> EngineSpec:
         raise ConfigError(f"unknown engine {name!r}; engines: auto, {', '.join(ENGINES)} "
                           f"(`swapstream engines` shows which run here)")
     spec = ENGINES[name]
-    missing = [m for m in spec.modules if not _has(m)]
+    missing = _missing(spec)
     if missing:
-        raise ConfigError(f"engine {name!r} needs {' and '.join(missing)} (not installed): "
-                          f"pip install 'swapstream[{spec.extra}]', or pick another with --engine")
+        how = f": pip install 'swapstream[{spec.extra}]'" if spec.extra else ""
+        raise ConfigError(f"engine {name!r} needs {' and '.join(missing)} (not installed){how}, or pick "
+                          f"another with --engine")
     return spec
 
 
@@ -200,11 +194,9 @@ def resolve_engine(name: str, device: str = "auto", precision: str = "auto") -> 
 
 
 def create_engine(name: str, checkpoint, device: str = "auto", precision: str = "auto", **options):
-    """Build engine `name` (or `auto`) for the checkpoint folder; options go to the engine
-    (batch_size, and the engine's own, such as providers for onnx)."""
+    """Build engine `name` (or `auto`) for the checkpoint folder with the class its SPEC names for
+    the device's class; options go to the engine (batch_size, and the engine's own, such as
+    providers for onnx)."""
     name, precision = resolve_engine(name, device, precision)
-    if name == "onnx" and device_kind(device) == "cpu":  # torch only to export a direction
-        from swapstream.engines.onnx_cached import CachedOnnxEngine
-
-        return CachedOnnxEngine(checkpoint, precision=precision, **options)
-    return engine_class(name)(checkpoint, device=device, precision=precision, **options)
+    cls = engine_class(name, device_kind(device))
+    return cls(checkpoint, device=device, precision=precision, **options)

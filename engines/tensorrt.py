@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from swapstream.core.errors import ConfigError
+from swapstream.engines.backends.tensorrt import SPEC
 from swapstream.engines.base import Forward, SwapEngine
 from swapstream.engines.cache import CachedBuild, EngineCache
 from swapstream.engines.device import device_identity
@@ -24,8 +25,8 @@ TOP_BATCH = 32  # built for 1..max(batch_size, 32): live (1) and convert (8-32) 
 
 
 class TensorRTEngine(CachedBuild, SwapEngine):
-    name = "tensorrt"
-    precisions = {"cpu": (), "cuda": ("fp16", "fp32")}
+    name = SPEC.name
+    precisions = SPEC.precisions  # CUDA only
 
     def __init__(self, checkpoint, device: str = "auto", batch_size: int = 32,
                  precision: str = "auto") -> None:

@@ -1,7 +1,9 @@
 """Configuration: dataclasses filled from a YAML file and CLI flags; unknown keys are errors.
 
-A YAML file has one section per stage, named as the fields of ConvertConfig:
+A YAML file has one section per stage, named as the fields of ConvertConfig, and the `swap`
+section convert and live share:
 
+    swap: {model: models/ab, direction: a2b, engine: auto, precision: auto, device: auto}
     detect: {min_face: 48, detect_every: 4}
     align: {smoothing: true, beta: 8.0}
     blend: {color: hist, sharpen: unsharp, sharpen_amount: 0.3}
@@ -27,49 +29,55 @@ from swapstream.stages.face.align import AlignSettings
 from swapstream.stages.face.blend import BlendSettings
 from swapstream.stages.face.detect import DetectSettings
 from swapstream.stages.face.identify import IdentitySettings
+from swapstream.stages.face.swap import SwapSettings
 from swapstream.stages.sinks.file import EncodeSettings
+from swapstream.stages.sources.file import DecodeSettings
 
 RUNNERS = ("auto", "ray", "local")
 
 
-@dataclass
-class AlignOptions:
-    """The parts of AlignSettings a user sets; size and coverage come from the model."""
+def user_part(cls: type, name: str, keep: tuple[str, ...], doc: str, defaults: dict | None = None) -> type:
+    """A settings section for users: dataclass `name` with the fields `keep` of the stage settings
+    class `cls` (same types and defaults, `defaults` overriding), so no field is written twice. The
+    rest of `cls` (paths, sizes from the model) is filled in by whoever builds the stage."""
+    spec = []
+    for f in dataclasses.fields(cls):
+        if f.name not in keep:
+            continue
+        if defaults and f.name in defaults:
+            default = dataclasses.field(default=defaults[f.name])
+        elif f.default is not dataclasses.MISSING:
+            default = dataclasses.field(default=f.default)
+        else:
+            default = dataclasses.field(default_factory=f.default_factory)
+        spec.append((f.name, f.type, default))
+    return dataclasses.make_dataclass(name, spec, namespace={"__doc__": doc, "__module__": __name__})
 
-    smoothing: bool = AlignSettings.smoothing
-    min_cutoff: float = AlignSettings.min_cutoff
-    beta: float = AlignSettings.beta
-    scene_cut: float = AlignSettings.scene_cut
-    max_residual: float = AlignSettings.max_residual
 
-
-@dataclass
-class DecodeOptions:
-    """hwaccel: decode on a device (cuda, vaapi, qsv, videotoolbox, ...) or none (the CPU)."""
-
-    hwaccel: str = "none"
-
-
-@dataclass
-class EncodeOptions:
-    """The encoder settings a user sets; paths come from the command line."""
-
-    codec: str = EncodeSettings.codec
-    crf: int = EncodeSettings.crf
-    preset: str = EncodeSettings.preset
+SwapSection = user_part(
+    SwapSettings, "SwapSection", ("model", "direction", "engine", "device", "precision", "providers"),
+    "The `swap:` section convert and live share: model (checkpoint folder), direction (a2b | b2a), "
+    "engine (auto: the fastest here, swapstream.engines.registry), device (auto | cpu | cuda[:N]), "
+    "precision (auto: fp16 on CUDA, fp32 on CPU), providers (onnx engine: ONNX Runtime providers, "
+    "a list or comma-separated; empty: the best available).", defaults={"model": ""})
+AlignOptions = user_part(
+    AlignSettings, "AlignOptions", ("smoothing", "min_cutoff", "beta", "scene_cut", "max_residual"),
+    "The parts of AlignSettings a user sets; size and coverage come from the model.")
+DecodeOptions = user_part(
+    DecodeSettings, "DecodeOptions", ("hwaccel",),
+    "hwaccel: decode on a device (cuda, vaapi, qsv, videotoolbox, ...) or none (the CPU).")
+EncodeOptions = user_part(
+    EncodeSettings, "EncodeOptions", ("codec", "crf", "preset"),
+    "The encoder settings a user sets; paths come from the command line.")
+SWAP_KEYS = tuple(f.name for f in dataclasses.fields(SwapSection))
 
 
 @dataclass
 class ConvertConfig:
     """Everything `swapstream convert` needs besides input and output."""
 
-    model: str = ""
-    direction: str = "a2b"
-    engine: str = "auto"  # auto: the fastest engine available for the device (swapstream.engines.registry)
-    precision: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU
-    providers: str = ""  # onnx engine: ONNX Runtime providers, comma-separated; "": the best available
-    device: str = "auto"
-    runner: str = "auto"  # auto (swapstream.pipeline.runners.choice) | ray | local (the reference: all in one process)
+    swap: SwapSection = field(default_factory=SwapSection)
+    runner: str = "auto"  # auto (pipeline.runners.choice) | ray | local (the reference: all in one process)
     batch_size: int = 16  # frames a batch; convert's face search runs at each batch's last frame
     address: str | None = None  # Ray cluster to join; None: RAY_ADDRESS or a local Ray
     detect_actors: int = 0  # 0: half the cluster's CPUs
@@ -77,7 +85,7 @@ class ConvertConfig:
     fuse: str = "auto"  # align+swap+blend in one actor: auto (small CPU-only machines) | on | off
     max_in_flight: int = 0  # batches between decode and encode; 0: from the pool sizes
     verbose: bool = False
-    segments: int | None = None  # crash-safe keyframe segments (swapstream.pipeline.segments); 0: ~1/min; None: off
+    segments: int | None = None  # crash-safe keyframe segments (pipeline.segments); 0: ~1/min; None: off
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     detect: DetectSettings = field(default_factory=DetectSettings)
     align: AlignOptions = field(default_factory=AlignOptions)
@@ -106,24 +114,16 @@ def live_detect_defaults() -> DetectSettings:
 
 @dataclass
 class LiveConfig:
-    """Everything `swapstream live` needs. Outputs: any number of window / virtual_camera /
-    stream / serve / record; none given: a window where there is a display, else serve."""
+    """Everything `swapstream live` needs. outputs: output name -> its value, any number of the
+    outputs in pipeline.outputs (window: true, virtual_camera: DEVICE or "", stream: URL,
+    serve: [HOST:]PORT, record: FILE); none given: a window where there is a display, else serve."""
 
-    model: str = ""
-    direction: str = "a2b"
-    engine: str = "auto"
-    precision: str = "auto"
-    providers: str = ""
-    device: str = "auto"
+    swap: SwapSection = field(default_factory=SwapSection)
     camera: str = "0"
     size: str = ""  # WxH asked of the camera (and frames scaled to it); "": the camera's default
     fps: float = 0.0  # asked of the camera; 0: its default
     loop: bool = False  # a file source starts over at its end
-    window: bool = False
-    virtual_camera: str | None = None  # "" = the first virtual camera device
-    stream: str | None = None  # udp:// tcp:// srt:// rtmp:// URL
-    serve: str | None = None  # [HOST:]PORT of the web page
-    record: str | None = None  # file
+    outputs: dict[str, Any] = field(default_factory=dict)
     codec: str = "libx264"  # video encoder of --stream and --record (h264_nvenc on an NVIDIA GPU)
     audio: str | None = None  # audio device; None: the source's own audio
     delay_ms: float = 0.0  # fixed output delay: frames released at capture time + delay
@@ -143,11 +143,6 @@ class LiveConfig:
         if self.duration is not None and self.duration <= 0:
             raise ConfigError(f"--duration {self.duration} must be more than 0 seconds")
 
-    def outputs(self) -> list[str]:
-        names = {"window": self.window, "virtual_camera": self.virtual_camera is not None,
-                 "stream": self.stream is not None, "serve": self.serve is not None,
-                 "record": self.record is not None}
-        return [k for k, on in names.items() if on]
 
 
 def live_values(values: dict) -> dict:
@@ -157,7 +152,20 @@ def live_values(values: dict) -> dict:
         raise ConfigError(f"a settings file must be a mapping of sections, got {type(values).__name__}")
     live = {f.name for f in dataclasses.fields(LiveConfig)}
     convert_only = {f.name for f in dataclasses.fields(ConvertConfig)} - live
-    return {k: v for k, v in values.items() if k not in convert_only}
+    return {k: v for k, v in swap_section(values).items() if k not in convert_only}
+
+
+def swap_section(values: dict) -> dict:
+    """A settings file's values with the swap keys written at the top level (model: ..., engine:
+    ..., as files written before the `swap:` section have them) moved into that section."""
+    if not isinstance(values, dict):
+        return values
+    flat = {k: values[k] for k in SWAP_KEYS if k in values}
+    if not flat:
+        return values
+    rest = {k: v for k, v in values.items() if k not in flat}
+    swap = values.get("swap") if isinstance(values.get("swap"), dict) else {}
+    return {**rest, "swap": {**flat, **swap}}
 
 
 def fill(cls: type, values: dict[str, Any], where: str = "config", base: Any = None) -> Any:
@@ -192,7 +200,7 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]}); fix it") from None
-    return data
+    return swap_section(data)
 
 
 def merge(base: dict, override: dict) -> dict:

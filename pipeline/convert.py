@@ -19,9 +19,10 @@ from functools import partial
 from pathlib import Path
 
 from swapstream.core.video import StreamInfo
-from swapstream.pipeline.chain import Link, check_request, make_chain, to_stderr
+from swapstream.pipeline.chain import Link
 from swapstream.pipeline.config import RUNNERS, ConvertConfig, write_resolved
 from swapstream.pipeline.counting import CountingSink
+from swapstream.pipeline.request import check_request, make_chain, to_stderr
 from swapstream.pipeline.runners.choice import cpu_count, gpu_count, record_rate, resolve
 from swapstream.pipeline.runners.local import run_local
 from swapstream.pipeline.runners.threads import stage_threads
@@ -53,8 +54,8 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
             progress: bool = True) -> ConvertSummary:
     """Swap the faces of input_path into output_path. Raises SwapstreamError on bad input."""
     src, dst = Path(input_path), Path(output_path)
-    meta = check_request(cfg, src, dst, say=to_stderr if progress else None)
-    chain = make_chain(cfg, meta)
+    model = check_request(cfg, src, dst, say=to_stderr if progress else None)
+    chain = make_chain(cfg, model.meta, "convert", model.reference)
     decode = DecodeStage(DecodeSettings(str(src), hwaccel=cfg.decode.hwaccel))
     settings: EncodeSettings | None = None
     t0 = time.perf_counter()
@@ -83,7 +84,7 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
     finally:
         decode.close()
     write_resolved(cfg, dst.with_name(dst.name + ".swapstream.json"),
-                   {"input": str(src), "output": str(dst), "model_sha256": meta.get("sha256")})
+                   {"input": str(src), "output": str(dst), "model_sha256": model.meta.get("sha256")})
     return ConvertSummary(dst, stats.frames, report["faces"], report["swapped"], report["no_face"],
                           time.perf_counter() - t0, stats, report["warnings"], report.get("others", 0),
                           runner=cfg.runner, runner_reason=choice.reason)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from swapstream.core.packet import FramePacket
+from swapstream.core.packet import FramePacket, Why
 from swapstream.stages.base import Sink
-from swapstream.stages.face.identify import NOT_CHOSEN
 
 
 class CountingSink(Sink):
@@ -24,7 +23,7 @@ class CountingSink(Sink):
             self.faces += len(p.faces)
             self.swapped += sum(f.swapped is not None for f in p.faces)
             self.no_face += not p.faces
-            self.others += sum(any(e.startswith(NOT_CHOSEN) for e in f.errors) for f in p.faces)
+            self.others += sum(f.skipped_for(Why.OTHER_PERSON) for f in p.faces)
         return self.inner.process(batch)
 
     def flush(self) -> list[FramePacket]:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from swapstream.core.packet import FramePacket
-from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.config import ConvertConfig, SwapSection
 from swapstream.pipeline.convert import convert
 from swapstream.pipeline.samples import make_clip
 from swapstream.stages.face.detect import DetectStage
@@ -116,7 +116,7 @@ def run_demo(out: Path, steps: int | None = None, progress: bool = True) -> dict
 
     print("[4/5] converting A's clip to B's face")
     swapped = out / "person_a_as_b.mp4"
-    summary = convert(clip_a, swapped, ConvertConfig(model=str(model)), progress=progress)
+    summary = convert(clip_a, swapped, ConvertConfig(swap=SwapSection(model=str(model))), progress=progress)
     for line in summary.lines():
         print("      " + line)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import av
 
 from swapstream.core.errors import InputError, OutputError
-from swapstream.pipeline.chain import after_temporal, link, make_chain
+from swapstream.pipeline.chain import after_temporal, link
 from swapstream.pipeline.counting import CountingSink
+from swapstream.pipeline.request import make_chain
 from swapstream.pipeline.runners.local import run_local
 from swapstream.pipeline.segment_plan import SegmentJob, SegmentResult
 from swapstream.stages.base import Stage
@@ -73,7 +74,7 @@ def run_segment(job: SegmentJob) -> SegmentResult:
         settings = EncodeSettings(job.file, cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,
                                   audio_from=None)
         sink = CountingSink(_SegmentEncoder(settings, info))
-        chain = make_chain(cfg, job.meta)
+        chain = make_chain(cfg, job.meta, "convert", job.reference)
         if seg.lead:  # after the stages that carry state from frame to frame (detect, align)
             chain.insert(after_temporal(chain), link(SkipLead, seg.start_pts))
         stats, counts = run_local(chain, decode.packets(), sink, cfg.batch_size, False, seg.frames,

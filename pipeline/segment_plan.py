@@ -52,6 +52,7 @@ class SegmentJob:
     file: str  # absolute path of the segment file to write (on a filesystem every node sees)
     cfg: ConvertConfig
     meta: dict  # the model's metadata (read_meta)
+    reference: object = None  # --only: the person's (M, 128) float32 embeddings (pipeline.request)
 
 
 @dataclass

@@ -5,7 +5,7 @@ video-only file, record finished segments in a manifest, join them without re-en
     (keyframe scan)    (in this process, or a       (after each)      (remux video, then the
                         Ray task on any node)                          source's audio, once)
 
-- A segment runs the same stage chain as `convert` (swapstream.pipeline.chain.make_chain, local runner)
+- A segment runs the same stage chain as `convert` (swapstream.pipeline.request.make_chain, local runner)
   over the frames start_pts <= pts < end_pts, and writes them with their absolute input pts, so
   the joined timestamps are the input's. Frame indices stay global (DecodeSettings.first_index).
   Before them it decodes its lead (segment_plan.CONTEXT frames, from the keyframe before them)
@@ -36,8 +36,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from swapstream.core.errors import ConfigError, InputError, OutputError, SwapstreamError
-from swapstream.pipeline.chain import check_request, to_stderr
 from swapstream.pipeline.config import ConvertConfig, write_resolved
+from swapstream.pipeline.request import check_request, to_stderr
 from swapstream.pipeline.segment_io import join_segments, run_segment
 from swapstream.pipeline.segment_plan import (
     AUTO_SEGMENT_SECONDS,
@@ -162,7 +162,8 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
     src, dst = Path(input_path).absolute(), Path(output_path).absolute()
     n = segments if segments is not None else (cfg.segments or 0)
     cfg = dataclasses.replace(cfg, segments=n)
-    meta = check_request(cfg, src, dst, say=to_stderr if progress else None)
+    model = check_request(cfg, src, dst, say=to_stderr if progress else None)
+    meta = model.meta
     info = probe(src)  # a bad input fails here, with decode's message
     EncodeStage(EncodeSettings(str(dst), cfg.encode.codec), info).validate()
     t0 = time.perf_counter()
@@ -174,7 +175,7 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
     work = Path(work_dir).absolute() if work_dir else default_work_dir(dst)
     manifest = _open_manifest(work, _identity(src, cfg, meta), plan, resume)
     entries = manifest["segments"]
-    jobs = [SegmentJob(str(src), plan[e["index"]], str(work / e["file"]), cfg, meta)
+    jobs = [SegmentJob(str(src), plan[e["index"]], str(work / e["file"]), cfg, meta, model.reference)
             for e in entries if e["status"] != "done"]
     reused = len(entries) - len(jobs)
     bar = tqdm(total=total, unit="frame", desc=src.name, disable=not progress,
@@ -244,10 +245,11 @@ def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
     from swapstream.training.cluster import init_ray
 
     started = init_ray(getattr(cfg, "address", None), getattr(cfg, "verbose", False))
-    resources = segment_resources(ray.nodes(), cfg.device)
-    if resources.get("num_gpus") and cfg.device.startswith("cuda:"):
+    resources = segment_resources(ray.nodes(), cfg.swap.device)
+    if resources.get("num_gpus") and cfg.swap.device.startswith("cuda:"):
         # a task sees only the GPU Ray assigns it (CUDA_VISIBLE_DEVICES), as cuda:0
-        jobs = [dataclasses.replace(j, cfg=dataclasses.replace(j.cfg, device="cuda")) for j in jobs]
+        jobs = [dataclasses.replace(j, cfg=dataclasses.replace(j.cfg, swap=dataclasses.replace(j.cfg.swap, device="cuda")))
+                for j in jobs]
     task = ray.remote(max_retries=2, **resources)(run_segment)
     pending = [task.remote(job) for job in jobs]
     error = None

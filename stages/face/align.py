@@ -20,7 +20,7 @@ from swapstream.core.geometry import (
     template_in_crop,
     transform_points,
 )
-from swapstream.core.packet import Face, FramePacket
+from swapstream.core.packet import Face, FramePacket, Why
 from swapstream.core.smoothing import OneEuro
 from swapstream.stages.base import Needs, Stage
 
@@ -115,7 +115,7 @@ class AlignStage(Stage):
         moved = transform_points(face.landmarks[STABLE_LANDMARKS], face.matrix)
         residual = float(np.sqrt(((moved - tpl) ** 2).sum(1).mean())) / (s.size * s.coverage)
         if residual > s.max_residual:
-            face.errors.append(f"alignment residual {residual:.2f} > {s.max_residual} "
-                               f"(profile or distorted face)")
+            face.skip(Why.ALIGNMENT, f"alignment residual {residual:.2f} > {s.max_residual} "
+                                             f"(profile or distorted face)")
             return
         face.crop = crop_face(frame, face.matrix, s.size)

@@ -19,7 +19,7 @@ import numpy as np
 from swapstream.core.color import COLOR_MODES, SHARPEN_MODES, sharpen, transfer_color
 from swapstream.core.errors import ConfigError
 from swapstream.core.geometry import FACE_OVAL, hull_mask, invert_affine, transform_points
-from swapstream.core.packet import Face, FramePacket
+from swapstream.core.packet import Face, FramePacket, Why
 from swapstream.stages.base import Needs, Stage
 
 COMPOSITE_MODES = ("alpha", "seamless")
@@ -141,7 +141,7 @@ class BlendStage(Stage):
         m = np.asarray(face.matrix, np.float64)
         det = np.linalg.det(m[:, :2])
         if not (np.isfinite(m).all() and abs(det) > 1e-9):
-            face.errors.append(f"blend: degenerate alignment matrix (det={det:.3g})")
+            face.skip(Why.DEGENERATE, f"alignment matrix det={det:.3g}")
             return None
         mask_shape = (size, size) if face.mask is None else face.mask.shape
         if face.swapped.shape != (size, size, 3) or mask_shape != (size, size):

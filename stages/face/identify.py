@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from swapstream.core.errors import ConfigError
-from swapstream.core.packet import Face, FramePacket
+from swapstream.core.packet import Face, FramePacket, Why
 from swapstream.engines.identity import SAME_PERSON, FaceEmbedder, distance, distance_to, normalise
 from swapstream.stages.base import Needs, Stage
 
-NOT_CHOSEN = "not the --only person"  # how a face of another person is marked
 MAX_HOLD = 48  # frames convert may hold back (4K: ~1.2 GB); past it the oldest is decided as is
 
 
@@ -232,11 +231,11 @@ class IdentifyStage(Stage):
                 continue
             part = self._tracks[face.track].part_at(packet.index)
             if part.decision is None:
-                face.errors.append("identity: not decided yet (a new face waits for its vote)")
+                face.skip(Why.UNDECIDED, "a new face waits for its identity vote")
             elif not part.decision:
                 near, n = part.tally
-                face.errors.append(f"{NOT_CHOSEN} (track {face.track}: {near} of {n} samples "
-                                   f"within {s.threshold})")
+                face.skip(Why.OTHER_PERSON, f"not the --only person (track {face.track}: {near} of {n} "
+                                              f"samples within {s.threshold})")
         return packet
 
     def _forget(self) -> None:

@@ -23,7 +23,7 @@ from swapstream.engines.cache import EngineCache, engine_key
 from swapstream.engines.checkpoint import save_checkpoint
 from swapstream.engines.device import HALF, cpu_has_bf16
 from swapstream.engines.model import PRESETS, SwapModel, preset
-from swapstream.engines.registry import AUTO_ORDER, ENGINES, EngineSpec, engine_class
+from swapstream.engines.registry import ENGINES, EngineSpec, auto_order, engine_class
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def test_status_lists_every_engine_with_a_reason():
     assert rows["eager"][0] and rows["onnx"][0]  # the dev install brings onnx
     assert not rows["tensorrt"][0]  # CUDA only
     assert available_engines("cpu") == [n for n, (ok, _) in rows.items() if ok]
-    assert pick_engine("cpu") == next(n for n in AUTO_ORDER["cpu"] if rows[n][0])
+    assert pick_engine("cpu") == next(n for n in auto_order("cpu") if rows[n][0])
 
 
 def test_wrong_or_missing_engines_say_what_to_do(checkpoints):
@@ -87,8 +87,9 @@ def test_wrong_or_missing_engines_say_what_to_do(checkpoints):
 def test_tensorrt_without_cuda_or_package_is_one_line_exit_2(checkpoints, tmp_path):
     with pytest.raises(ConfigError, match="tensorrt"):
         create_engine("tensorrt", checkpoints["lite64"])
-    r = subprocess.run([sys.executable, "-m", "swapstream.pipeline.cli", "-q", "compile", str(checkpoints["lite64"]),
-                        "--engine", "tensorrt"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "swapstream.pipeline.cli", "-q", "compile",
+                        str(checkpoints["lite64"]), "--engine", "tensorrt"],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr
@@ -96,12 +97,14 @@ def test_tensorrt_without_cuda_or_package_is_one_line_exit_2(checkpoints, tmp_pa
 
 
 def test_engines_are_imported_only_when_asked_for():
-    code = ("import json, sys; from engines import engine_status; engine_status('cpu'); "
+    code = ("import json, sys; from swapstream.engines.registry import engine_status, pick_engine, "
+            "resolve_engine; engine_status('cpu'); pick_engine('cpu'); resolve_engine('auto', 'cpu'); "
             "print(json.dumps(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          check=True)
     loaded = set(json.loads(out.stdout))
-    heavy = {"swapstream.engines.eager", "swapstream.engines.compiled", "swapstream.engines.onnx", "swapstream.engines.tensorrt", "onnxruntime",
+    heavy = {"swapstream.engines.eager", "swapstream.engines.compiled", "swapstream.engines.onnx",
+             "swapstream.engines.onnx_cached", "swapstream.engines.tensorrt", "torch", "onnxruntime",
              "onnxscript", "torch_tensorrt"}
     assert not loaded & heavy, loaded & heavy
     assert "swapstream.engines.registry" in loaded
@@ -225,8 +228,8 @@ def test_processes_building_one_key_at_once_build_it_once(tmp_path):
 
 def test_compile_command_builds_once_then_finds_it(checkpoints, tmp_path):
     env = {**os.environ, "SWAPSTREAM_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "swapstream.pipeline.cli", "compile", str(checkpoints["lite64"]), "--engine", "onnx",
-           "--batch", "1-16"]
+    cmd = [sys.executable, "-m", "swapstream.pipeline.cli", "compile", str(checkpoints["lite64"]),
+           "--engine", "onnx", "--batch", "1-16"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("built in") == 2  # both directions
@@ -281,22 +284,22 @@ def test_gpu_engines_agree_with_eager_fp32(checkpoints, faces, engine, tmp_path,
 def test_auto_resolves_once_for_the_precision_asked(checkpoints):
     """The driver's choice is what every worker builds: an engine that runs the precision, with
     the precision resolved; options that do not fit the engine are refused up front."""
-    from swapstream.pipeline.chain import choose_engine
-    from swapstream.pipeline.config import ConvertConfig
+    from swapstream.pipeline.config import SwapSection
+    from swapstream.pipeline.request import choose_engine
 
-    cfg = ConvertConfig(model=str(checkpoints["lite64"]), device="cpu")
-    assert "fp32 on cpu" in choose_engine(cfg)
-    assert cfg.engine == pick_engine("cpu") and cfg.precision == "fp32"
+    model = str(checkpoints["lite64"])
+    sw = SwapSection(model=model, device="cpu")
+    assert "fp32 on cpu" in choose_engine(sw)
+    assert sw.engine == pick_engine("cpu") and sw.precision == "fp32"
     if cpu_has_bf16():
-        half = ConvertConfig(model=str(checkpoints["lite64"]), device="cpu", precision="bf16")
+        half = SwapSection(model=model, device="cpu", precision="bf16")
         choose_engine(half)
         assert "bf16" in engine_class(half.engine).precisions["cpu"] and half.engine != "onnx"
     with pytest.raises(ConfigError, match="does not run fp16 on cpu"):
-        choose_engine(ConvertConfig(model=str(checkpoints["lite64"]), device="cpu", engine="onnx",
-                                    precision="fp16"))
+        choose_engine(SwapSection(model=model, device="cpu", engine="onnx", precision="fp16"))
     with pytest.raises(ConfigError, match="--providers is for the onnx engine"):
-        choose_engine(ConvertConfig(model=str(checkpoints["lite64"]), device="cpu", engine="eager",
-                                    providers="CPUExecutionProvider"))
-    listed = ConvertConfig(model=str(checkpoints["lite64"]), device="cpu", engine="onnx",
-                           providers=["CPUExecutionProvider"])  # a list, as a settings file gives it
+        choose_engine(SwapSection(model=model, device="cpu", engine="eager",
+                                  providers="CPUExecutionProvider"))
+    listed = SwapSection(model=model, device="cpu", engine="onnx",
+                         providers=["CPUExecutionProvider"])  # a list, as a settings file gives it
     choose_engine(listed)

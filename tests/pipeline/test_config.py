@@ -4,13 +4,14 @@ import pytest
 
 from swapstream.core.errors import ConfigError
 from swapstream.pipeline.cli import build_parser, main
+from swapstream.pipeline.cli import convert as convert_command
 from swapstream.pipeline.config import ConvertConfig, fill, load_yaml, merge
 
 
 def test_yaml_sections_fill_the_stage_settings(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("detect: {min_face: 48}\nblend: {color: hist, sharpen: unsharp}\nencode: {crf: 22}\n")
-    cfg = fill(ConvertConfig, merge(load_yaml(f), {"model": "m", "blend": {"color": "none"}}))
+    cfg = fill(ConvertConfig, merge(load_yaml(f), {"swap": {"model": "m"}, "blend": {"color": "none"}}))
     assert cfg.detect.min_face == 48 and cfg.encode.crf == 22
     assert cfg.blend.color == "none" and cfg.blend.sharpen == "unsharp"  # flags win over the file
     assert cfg.align.smoothing is True  # untouched defaults stay
@@ -45,4 +46,4 @@ def test_cli_help_names_every_command_and_consent(capsys):
         assert cmd in out
     assert "consent" in out
     args = build_parser().parse_args(["convert", "in.mp4", "out.mp4", "--model", "m"])
-    assert args.direction is None and args.func.__name__ == "_run_convert"
+    assert args.direction is None and args.func is convert_command.run

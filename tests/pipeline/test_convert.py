@@ -14,7 +14,7 @@ from swapstream.core.packet import FramePacket
 from swapstream.engines.checkpoint import save_checkpoint
 from swapstream.engines.model import SwapModel, preset
 from swapstream.pipeline.cli import main
-from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.config import ConvertConfig, SwapSection
 from swapstream.pipeline.convert import convert
 from swapstream.stages.face.detect import DetectStage
 from swapstream.stages.sinks.file import synthetic_tags
@@ -39,7 +39,7 @@ def audio_info(path: Path) -> tuple[float, list[bytes]]:
 @pytest.fixture(scope="module")
 def converted(clips, model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("convert") / "a_as_b.mp4"
-    summary = convert(clips["a"], out, ConvertConfig(model=str(model_dir), runner="local"), progress=False)
+    summary = convert(clips["a"], out, ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local"), progress=False)
     return out, summary
 
 
@@ -81,7 +81,7 @@ def test_face_changed_and_background_kept(clips, converted):
 
 def test_frames_without_faces_pass_through(clips, model_dir, tmp_path):
     out = tmp_path / "empty.mkv"
-    s = convert(clips["empty"], out, ConvertConfig(model=str(model_dir), runner="local"), progress=False)
+    s = convert(clips["empty"], out, ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local"), progress=False)
     assert s.frames == 10 and s.frames_without_face == 10 and s.faces_swapped == 0
     src, _ = decode_all(clips["empty"])
     dst, _ = decode_all(out)
@@ -90,7 +90,7 @@ def test_frames_without_faces_pass_through(clips, model_dir, tmp_path):
 
 def test_two_faces_both_swapped(clips, model_dir, tmp_path):
     out = tmp_path / "ab.mp4"
-    s = convert(clips["ab"], out, ConvertConfig(model=str(model_dir), runner="local"), progress=False)
+    s = convert(clips["ab"], out, ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local"), progress=False)
     assert s.faces_swapped == 2 * s.frames
 
 

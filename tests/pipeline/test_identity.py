@@ -12,15 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from swapstream.core.packet import FramePacket
-from swapstream.pipeline.chain import REFERENCE, make_chain
+from swapstream.core.packet import FramePacket, Why
 from swapstream.pipeline.cli import main
-from swapstream.pipeline.config import ConvertConfig, LiveConfig
+from swapstream.pipeline.config import ConvertConfig, LiveConfig, SwapSection
+from swapstream.pipeline.request import make_chain
 from swapstream.pipeline.runners.local import run_local
 from swapstream.pipeline.samples import render_frames, source_image
 from swapstream.stages.face.align import AlignSettings, AlignStage
 from swapstream.stages.face.detect import DetectStage
-from swapstream.stages.face.identify import NOT_CHOSEN, IdentifyStage, IdentitySettings
+from swapstream.stages.face.identify import IdentifyStage, IdentitySettings
 from swapstream.stages.sources.file import DecodeSettings, DecodeStage
 from swapstream.training.reference import load_reference
 from tests.collect import CollectSink
@@ -52,7 +52,7 @@ def aligned(frames: list[np.ndarray], start: int = 0) -> list[FramePacket]:
 
 
 def chosen(packet: FramePacket) -> list[bool]:
-    return [not any(e.startswith(NOT_CHOSEN) for e in f.errors) for f in packet.faces]
+    return [not f.skipped_for(Why.OTHER_PERSON) for f in packet.faces]
 
 
 # --- the vote -------------------------------------------------------------------------------
@@ -70,17 +70,17 @@ def test_one_misjudged_frame_does_not_flip_a_track(refs):
     stage = IdentifyStage(IdentitySettings(only=["a"]), refs["astronaut"])
     out = stage.process(packets) + stage.flush()
     assert [p.index for p in out] == list(range(12))
-    assert all(chosen(p) == [True] for p in out), [p.faces[0].errors for p in out]
+    assert all(chosen(p) == [True] for p in out), [p.faces[0].skips for p in out]
     assert stage.decided == [(0, 0, True, 7)]  # decided by the first 7 frames, that one among them
     # the other way round: the whole track, that frame included, is left alone
     stage = IdentifyStage(IdentitySettings(only=["b"]), refs["grace_hopper"])
     for p in packets:
         for f in p.faces:
-            f.errors = []
+            f.skips = []
     out = stage.process(packets) + stage.flush()
     assert all(chosen(p) == [False] for p in out)
     # that frame alone looked like her: 1 of the 7 votes, outvoted
-    assert "track 0: 1 of 7 samples within" in out[4].faces[0].errors[0], out[4].faces[0].errors
+    assert "track 0: 1 of 7 samples within" in out[4].faces[0].skips[0].detail, out[4].faces[0].skips
 
 
 def test_a_track_that_changes_person_is_split(refs):
@@ -101,14 +101,14 @@ def test_a_track_that_changes_person_is_split(refs):
 
 # --- convert --------------------------------------------------------------------------------
 
-def run_chain(clip: Path, cfg, meta: dict) -> list[tuple[np.ndarray, list]]:
+def run_chain(clip: Path, cfg, meta: dict, reference: np.ndarray) -> list[tuple[np.ndarray, list]]:
     """Convert in-process; (frame, faces) of each output frame, in order."""
     got = []
     sink = CollectSink(on_frame=lambda p: got.append((p.frame.copy(), p.faces)))
     dec = DecodeStage(DecodeSettings(str(clip)))
     dec.open()
     try:
-        run_local(make_chain(cfg, meta), dec.packets(), sink, progress=False)
+        run_local(make_chain(cfg, meta, "convert", reference), dec.packets(), sink, progress=False)
     finally:
         dec.close()
     return got
@@ -121,10 +121,9 @@ def decoded(clip: Path) -> list[np.ndarray]:
 
 def test_only_the_chosen_person_is_swapped_the_other_unchanged_pixel_for_pixel(clips, model_dir, refs):
     meta = json.loads((model_dir / "model.json").read_text())
-    cfg = ConvertConfig(model=str(model_dir), runner="local")
+    cfg = ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local")
     cfg.identity.only = ["astronaut.png"]
-    meta[REFERENCE] = refs["astronaut"]
-    out = run_chain(clips["ab"], cfg, meta)
+    out = run_chain(clips["ab"], cfg, meta, refs["astronaut"])
     src = decoded(clips["ab"])
     assert len(out) == len(src) == 30
     for (frame, faces), before in zip(out, src):
@@ -132,7 +131,7 @@ def test_only_the_chosen_person_is_swapped_the_other_unchanged_pixel_for_pixel(c
         left = min(faces, key=lambda f: f.bbox[0])  # the astronaut is on the left
         right = max(faces, key=lambda f: f.bbox[0])
         assert left.swapped is not None and left.ok
-        assert right.swapped is None and any(e.startswith(NOT_CHOSEN) for e in right.errors)
+        assert right.swapped is None and right.skipped_for(Why.OTHER_PERSON)
         # where the swap may write: the crop square of the astronaut's face, mapped back
         size = left.crop.shape[0]
         region = cv2.warpAffine(np.ones((size, size), np.uint8), cv2.invertAffineTransform(left.matrix),
@@ -208,10 +207,9 @@ def test_live_swaps_only_the_chosen_person_once_its_vote_is_in(clips, model_dir,
     from swapstream.stages.sources.camera import CameraSource, CaptureSettings
 
     meta = json.loads((model_dir / "model.json").read_text())
-    cfg = LiveConfig(model=str(model_dir))
+    cfg = LiveConfig(swap=SwapSection(model=str(model_dir)))
     cfg.identity.only = ["grace_hopper.png"]
-    meta[REFERENCE] = refs["grace_hopper"]
-    stages = [lk.build() for lk in make_chain(cfg, meta)]
+    stages = [lk.build() for lk in make_chain(cfg, meta, "live", refs["grace_hopper"])]
     seen = []
     sink = CollectSink(on_frame=lambda p: seen.append(sorted((f.bbox[0], f.swapped is not None)
                                                              for f in p.faces)))

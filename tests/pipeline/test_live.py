@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from swapstream.pipeline.cli import main
-from swapstream.pipeline.config import LiveConfig
+from swapstream.pipeline.config import LiveConfig, SwapSection
 from swapstream.pipeline.live import live
 from swapstream.pipeline.live_stats import LiveStats
 from swapstream.pipeline.runners.live import LiveOptions, LiveRunner
@@ -84,7 +84,8 @@ class UdpReceiver(threading.Thread):
 def run_live(model_dir, camera, keep=0, **kw) -> tuple[LiveStats, CollectSink, list[str]]:
     sink = CollectSink(keep_frames=keep)
     lines: list[str] = []
-    cfg = LiveConfig(model=str(model_dir), camera=str(camera), **kw)
+    outs = {k: kw.pop(k) for k in ("record", "stream", "serve", "window", "virtual_camera") if k in kw}
+    cfg = LiveConfig(swap=SwapSection(model=str(model_dir)), camera=str(camera), outputs=outs, **kw)
     stats = live(cfg, say=lines.append, extra_sinks=[sink])
     return stats, sink, lines
 
@@ -184,16 +185,16 @@ def test_newest_frame_wins_so_latency_stays_flat(clips, policy):
 
 def test_controls_turn_the_swap_off_and_draw_face_boxes(clips, model_dir):
     """The swap/boxes controls (the window's keys, the web page's buttons) change the output."""
-    from swapstream.pipeline.chain import make_chain
     from swapstream.pipeline.live import wire_controls
+    from swapstream.pipeline.request import make_chain
     from swapstream.stages.face.swap import SwapStage
     from swapstream.stages.sinks.controls import Controls
     from swapstream.stages.sinks.overlay import BoxesStage
 
-    cfg = LiveConfig(model=str(model_dir))
+    cfg = LiveConfig(swap=SwapSection(model=str(model_dir)))
     import json
 
-    stages = [lk.build() for lk in make_chain(cfg, json.loads((model_dir / "model.json").read_text()))]
+    stages = [lk.build() for lk in make_chain(cfg, json.loads((model_dir / "model.json").read_text()), "live")]
     stages.append(BoxesStage())
     controls = Controls()
     wire_controls(controls, stages)  # as live() does
@@ -343,9 +344,9 @@ def test_the_web_page_is_the_default_without_a_display(clips, model_dir, monkeyp
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     from swapstream.pipeline.live import plan_outputs
 
-    cfg = plan_outputs(LiveConfig(model=str(model_dir)))
-    assert cfg.serve == "127.0.0.1:8080" and not cfg.window
-    assert plan_outputs(LiveConfig(model=str(model_dir), record="x.mp4")).serve is None
+    cfg = plan_outputs(LiveConfig(swap=SwapSection(model=str(model_dir))))
+    assert cfg.outputs == {"serve": "127.0.0.1:8080"}
+    assert plan_outputs(LiveConfig(swap=SwapSection(model=str(model_dir)), outputs={"record": "x.mp4"})).outputs == {"record": "x.mp4"}
 
 
 def bad(capsys, *args) -> str:
@@ -404,7 +405,7 @@ def test_the_web_page_shows_the_swapped_face_and_its_controls_work(model_dir, tm
     clip = write_clip(tmp_path / "still.mp4", [still] * 30, 30, audio=False)
     sink = CollectSink(keep_frames=1)
     lines: list[str] = []
-    cfg = LiveConfig(model=str(model_dir), camera=str(clip), loop=True, serve="127.0.0.1:0", duration=25)
+    cfg = LiveConfig(swap=SwapSection(model=str(model_dir)), camera=str(clip), loop=True, outputs={"serve": "127.0.0.1:0"}, duration=25)
     run = threading.Thread(target=live, args=(cfg, lines.append, [sink]), daemon=True)
     run.start()
     deadline = time.monotonic() + 20

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.config import ConvertConfig, SwapSection
 from swapstream.pipeline.convert import convert
 from swapstream.pipeline.samples import make_clip
 from tests.pipeline.test_convert import audio_info, decode_all
@@ -48,11 +48,11 @@ def longer_clip(tmp_path_factory) -> Path:
 
 
 def _ray_cfg(model_dir, **kw) -> ConvertConfig:
-    return ConvertConfig(model=str(model_dir), runner="ray", batch_size=4, **kw)
+    return ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="ray", batch_size=4, **kw)
 
 
 def test_same_output_as_the_local_runner(ray_local, clips, model_dir, tmp_path):
-    local = convert(clips["ab"], tmp_path / "local.mp4", ConvertConfig(model=str(model_dir), runner="local"),
+    local = convert(clips["ab"], tmp_path / "local.mp4", ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local"),
                     progress=False)
     ray_ = convert(clips["ab"], tmp_path / "ray.mp4", _ray_cfg(model_dir, detect_actors=2), progress=False)
     assert ray_.frames == local.frames == 30

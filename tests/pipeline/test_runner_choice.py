@@ -14,7 +14,7 @@ import pytest
 import swapstream.pipeline.convert as convert_mod
 import swapstream.pipeline.runners.choice as rc
 from swapstream.core.video import StreamInfo
-from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.config import ConvertConfig, SwapSection
 from swapstream.pipeline.runners.choice import (
     DEFAULT_RATES,
     LONG_S,
@@ -95,7 +95,7 @@ def test_segments_mean_ray():
 def test_a_gpu_means_ray_unless_the_device_is_cpu():
     c = small_machine(ConvertConfig(), stream(30), gpus=1)
     assert c.runner == "ray" and "1 GPU" in c.reason
-    c = small_machine(ConvertConfig(device="cpu"), stream(30), gpus=1)
+    c = small_machine(ConvertConfig(swap=SwapSection(device="cpu")), stream(30), gpus=1)
     assert c.runner == "local" and "GPU unused" in c.reason
 
 

@@ -19,7 +19,7 @@ import pytest
 import swapstream.pipeline.segments as segments
 from swapstream.core.errors import ConfigError, OutputError
 from swapstream.pipeline.cli import main
-from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.config import ConvertConfig, SwapSection
 from swapstream.pipeline.convert import convert
 from swapstream.pipeline.samples import render_frames
 from swapstream.pipeline.segment_plan import segments_at
@@ -92,7 +92,7 @@ def clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cfg(model_dir) -> ConvertConfig:
-    return ConvertConfig(model=str(model_dir), runner="local")
+    return ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local")
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def test_other_config_starts_afresh_and_resume_says_why(clip, cfg, tmp_path, mon
     monkeypatch.setattr(segments, "run_segment", Counter(fail_on=1))
     with pytest.raises(RuntimeError):
         convert_segmented(clip, out, cfg, 3, progress=False)
-    other = ConvertConfig(model=cfg.model, runner="local", encode=type(cfg.encode)(crf=30))
+    other = ConvertConfig(swap=SwapSection(model=cfg.swap.model), runner="local", encode=type(cfg.encode)(crf=30))
     with pytest.raises(ConfigError, match="another input, config or model"):
         convert_segmented(clip, out, other, 3, progress=False, resume=True)
     monkeypatch.setattr(segments, "run_segment", counter := Counter())
@@ -252,7 +252,7 @@ def test_other_config_starts_afresh_and_resume_says_why(clip, cfg, tmp_path, mon
     assert_complete(out, clip)
     # --resume with nothing to resume: one line, exit 2, nothing written
     again = tmp_path / "again.mp4"
-    rc = main(["-q", "convert", str(clip), str(again), "--model", cfg.model, "--runner", "local",
+    rc = main(["-q", "convert", str(clip), str(again), "--model", cfg.swap.model, "--runner", "local",
                "--segments", "3", "--resume"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "nothing to resume" in err and len(err.splitlines()) == 1
@@ -263,9 +263,9 @@ def test_other_config_starts_afresh_and_resume_says_why(clip, cfg, tmp_path, mon
 def test_killed_driver_resumes_without_redoing_finished_segments(clip, cfg, tmp_path, monkeypatch):
     out = tmp_path / "killed.mp4"
     work = default_work_dir(out)
-    code = ("from swapstream.pipeline.config import ConvertConfig\n"
+    code = ("from swapstream.pipeline.config import ConvertConfig, SwapSection\n"
             "from swapstream.pipeline.segments import convert_segmented\n"
-            f"convert_segmented({str(clip)!r}, {str(out)!r}, ConvertConfig(model={cfg.model!r}, "
+            f"convert_segmented({str(clip)!r}, {str(out)!r}, ConvertConfig(swap=SwapSection(model={cfg.swap.model!r}), "
             "runner='local'), 6, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
     try:
@@ -332,7 +332,7 @@ def test_segments_load_the_engine_the_first_one_built(clip, model_dir, tmp_path,
     real = OnnxEngine.export
     monkeypatch.setattr(OnnxEngine, "export", lambda self, identity, path: (exports.append(identity),
                                                                              real(self, identity, path)))
-    cfg = ConvertConfig(model=str(model_dir), runner="local", engine="onnx")
+    cfg = ConvertConfig(swap=SwapSection(model=str(model_dir), engine="onnx"), runner="local")
     s = convert_segmented(clip, tmp_path / "out.mp4", cfg, 3, progress=False)
     assert s.frames > 0 and s.faces_swapped > 0
     assert exports == ["b"]  # one export for three segments (a2b: B's decoder)

@@ -11,7 +11,7 @@ import pytest
 from swapstream.core.color import hist_match, reinhard, rgb_to_lab, sharpen
 from swapstream.core.errors import ConfigError
 from swapstream.core.geometry import FACE_OVAL, alignment_matrix, hull_mask
-from swapstream.core.packet import Face, FramePacket
+from swapstream.core.packet import Face, FramePacket, Why
 from swapstream.pipeline.samples import head, render_frames
 from swapstream.stages.face.blend import BlendSettings, BlendStage, face_masks
 
@@ -243,13 +243,13 @@ def test_small_and_off_frame_faces(real):
 def test_faces_not_ready_are_untouched(real):
     frame, lm, grace = real
     bad = make_face(frame, lm, swapped=grace)
-    bad.errors.append("landmarks jumped")
+    bad.skip(Why.ALIGNMENT, "landmarks jumped")
     unswapped = make_face(frame, lm)
     unswapped.swapped = None
     degenerate = make_face(frame, lm, swapped=grace)
     degenerate.matrix = np.zeros((2, 3))
     assert np.array_equal(run(BlendSettings(), frame, [bad, unswapped, degenerate]), frame)
-    assert degenerate.errors and "degenerate" in degenerate.errors[0]
+    assert degenerate.skipped_for(Why.DEGENERATE)
     assert np.array_equal(run(BlendSettings(), frame, []), frame)
 
 

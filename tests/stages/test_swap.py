@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from swapstream.core.errors import ConfigError, ModelError
-from swapstream.core.packet import Face, FramePacket
+from swapstream.core.packet import Face, FramePacket, Why
 from swapstream.engines.checkpoint import save_checkpoint
 from swapstream.engines.model import SwapModel, preset
 from swapstream.stages.face.swap import SwapSettings, SwapStage
@@ -26,7 +26,7 @@ def _packet(i, n_faces, rng, error=False):
         f = Face(rng.uniform(0, 100, (478, 2)))
         f.crop = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
         if error:
-            f.errors.append("alignment residual too high")
+            f.skip(Why.ALIGNMENT, "residual too high")
         faces.append(f)
     return FramePacket(i, i, Fraction(1, 30), np.zeros((120, 160, 3), np.uint8), faces)
 
