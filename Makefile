@@ -22,6 +22,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	# the layer rule (pyproject.toml, [tool.importlinter]): a stair that runs up names its import
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
@@ -43,6 +45,7 @@ gpu-check: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -40,7 +40,6 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 import av  # noqa: E402
@@ -136,7 +135,8 @@ def cli_convert(src: Path, dst: Path, model: str, runner: str | None, extra: lis
     """Run `swapstream convert` as a user does; returns its --stats JSON with the whole run's
     seconds (process start to exit) and peak memory added."""
     stats = dst.with_suffix(".stats.json")
-    cmd = [sys.executable, "-m", "swapstream.pipeline.cli", "-q", "convert", str(src), str(dst), "--model", model,
+    cmd = [sys.executable, "-m", "swapstream.pipeline.cli", "-q", "convert", str(src), str(dst),
+           "--model", model,
            "--stats", str(stats), *extra] + (["--runner", runner] if runner else [])
     marker = str(dst)
     with PeakMemory(marker) as mem:

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["SWAPSTREAM_CACHE"] = tempfile.mkdtemp(prefix="bench-engines-cache-")  # cold builds
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(os.environ["SWAPSTREAM_CACHE"], "inductor")
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from swapstream.engines.checkpoint import save_checkpoint  # noqa: E402
@@ -44,7 +42,7 @@ from swapstream.engines.model import SwapModel, preset  # noqa: E402
 from swapstream.pipeline.config import LiveConfig, SwapSection  # noqa: E402
 from swapstream.pipeline.live import live  # noqa: E402
 from swapstream.pipeline.samples import make_clip  # noqa: E402
-from tests.collect import CollectSink  # noqa: E402
+from swapstream.stages.base import Sink  # noqa: E402
 
 BITS, CELL, X0, Y0 = 16, 12, 8, 8  # two rows of 8 cells, 12 px each, at (8, 8)
 
@@ -136,6 +134,22 @@ class UdpReceiver(threading.Thread):
             self.error = e
 
 
+class BarcodeSink(Sink):
+    """The in-process output: reads each delivered frame's barcode as it arrives, keeping
+    (frame index, code read, time.monotonic())."""
+
+    name = "memory"
+    keeps_every_frame = False
+
+    def __init__(self) -> None:
+        self.read: list[tuple[int, int, float]] = []
+
+    def process(self, batch):
+        for p in batch:
+            self.read.append((p.index, read_code(p.frame), time.monotonic()))
+        return batch
+
+
 def latencies(pairs, clock: Clock, wall: bool = False) -> list[tuple[float, float]]:
     """(time out, latency ms) for (index, time out) pairs whose index was captured."""
     out = []
@@ -165,8 +179,9 @@ def figures(lat: list[tuple[float, float]], captured: int, dropped: int, seconds
 def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: int) -> dict:
     """One live run with the in-process sink, plus `output` ("udp" or "browser") if given."""
     clock = Clock()
-    sink = CollectSink(on_frame=lambda p: None)
-    cfg = LiveConfig(swap=SwapSection(model=model, engine=engine), camera=str(clip), loop=True, duration=seconds)
+    sink = BarcodeSink()
+    cfg = LiveConfig(swap=SwapSection(model=model, engine=engine), camera=str(clip), loop=True,
+                     duration=seconds)
     recv = browser = None
     if output == "udp":
         cfg.outputs["stream"] = f"udp://127.0.0.1:{port}"
@@ -175,14 +190,13 @@ def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: 
     elif output == "browser":
         cfg.outputs["serve"] = f"127.0.0.1:{port + 1}"
         browser = BrowserViewer(f"http://127.0.0.1:{port + 1}/")
-    read: list[tuple[int, float]] = []
-    sink.on_frame = lambda p: read.append((read_code(p.frame), time.monotonic()))
     if browser is not None:
         threading.Timer(4.0, browser.start).start()  # the page connects once the server is up
     stats = live(cfg, say=lambda line: None, extra_sinks=[sink], on_capture=clock.on_capture)
     summary = stats.summary()
     captured, dropped = summary["frames_captured"], summary["dropped"]["capture"]
-    wrong = sum(1 for (code, _), d in zip(read, sink.deliveries) if code != (d.index & 0xFFFF))
+    read = [(code, t) for _, code, t in sink.read]
+    wrong = sum(1 for index, code, _ in sink.read if code != (index & 0xFFFF))
     res = {"in-process": figures(latencies(read, clock), captured, dropped, seconds),
            "codes_misread": wrong, "summary": summary}
     if recv is not None:

@@ -56,7 +56,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 import av  # noqa: E402
@@ -73,7 +72,8 @@ from swapstream.pipeline.convert import file_sink  # noqa: E402
 from swapstream.pipeline.counting import CountingSink  # noqa: E402
 from swapstream.pipeline.demo import DEMO_LR, DEMO_SECONDS, DEMO_STEPS, SECONDS  # noqa: E402
 from swapstream.pipeline.request import check_request, make_chain  # noqa: E402
-from swapstream.pipeline.runners.local import run_local  # noqa: E402
+from swapstream.pipeline.runners.base import built  # noqa: E402
+from swapstream.pipeline.runners.local import LocalRunner  # noqa: E402
 from swapstream.pipeline.samples import make_clip, render_frames, write_clip  # noqa: E402
 from swapstream.stages.face.blend import BlendSettings, face_masks  # noqa: E402
 from swapstream.stages.face.detect import DetectSettings, DetectStage  # noqa: E402
@@ -210,7 +210,8 @@ def convert_recorded(src: Path, dst: Path, cfg: ConvertConfig) -> tuple[dict[int
                                   audio_from=str(src))
         EncodeStage(settings, info).validate()
         sink = RecordingSink(file_sink(settings, info).build().inner, cfg.blend)
-        stats, report = run_local(chain, decode.packets(), sink, cfg.batch_size, False, info.frames)
+        run = LocalRunner(cfg.batch_size, False, info.frames).run(chain, decode, [built(sink)], "block")
+        stats, report = run.stats, run.sinks
     finally:
         decode.close()
     return sink.records, {"frames": stats.frames, "faces": report["faces"], "swapped": report["swapped"],

@@ -63,3 +63,32 @@ def passable(frame: av.VideoFrame, quarter_turns: int = 0) -> bool:
 def quarter_turns(frame: av.VideoFrame) -> int:
     """Quarter turns counter-clockwise that make the frame upright (its display matrix)."""
     return int(round(frame.rotation / 90.0)) % 4
+
+
+@dataclass
+class Planes:
+    """A decoded frame that an encoder may write as it is (FramePacket.source, see passable), as
+    plain arrays, so that it can cross a process boundary (an av.VideoFrame cannot be pickled):
+    y (H, W), u and v (H/2, W/2) uint8; colorspace and color_range: its FFmpeg tags."""
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    colorspace: int
+    color_range: int
+
+    @classmethod
+    def of(cls, frame: av.VideoFrame) -> Planes:
+        """The planes of an 8-bit yuv420p frame (copies, without the rows' padding)."""
+        y, u, v = (np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width].copy()
+                   for p in frame.planes)
+        return cls(y, u, v, int(frame.colorspace or 2), int(frame.color_range or 0))
+
+    def frame(self) -> av.VideoFrame:
+        """The yuv420p av.VideoFrame these planes came from (same pixels and tags)."""
+        h, w = self.y.shape
+        out = av.VideoFrame(w, h, "yuv420p")
+        for plane, src in zip(out.planes, (self.y, self.u, self.v)):
+            np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width] = src
+        out.colorspace, out.color_range = self.colorspace, self.color_range
+        return out

@@ -1,5 +1,6 @@
 """The swap network, its checkpoints, and the engines that run it (eager, compile, onnx,
-tensorrt), created by name through the registry."""
+tensorrt), each declared in swapstream.engines.backends and created by name through the
+registry."""
 
 from swapstream.engines.registry import (
     available_engines,

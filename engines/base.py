@@ -41,7 +41,8 @@ class Direction(nn.Module):
 
 class SwapEngine(SwapCore):
     """Base of the engines. Subclasses set `name` and `precisions` (those it can run on each
-    device class) and implement build(identity) -> forward.
+    device class; the engines here take both from their SPEC in swapstream.engines.backends) and
+    implement build(identity) -> forward.
 
     checkpoint: a checkpoint folder; device: auto | cpu | cuda[:N]; precision: auto | fp32 |
     fp16 | bf16 (auto: fp16 on CUDA, fp32 on CPU); batch_size: the largest batch one forward

@@ -155,6 +155,16 @@ def live_values(values: dict) -> dict:
     return {k: v for k, v in swap_section(values).items() if k not in convert_only}
 
 
+def convert_values(values: dict) -> dict:
+    """A settings file for convert: what only live knows (outputs, camera, ...) is left out, so one
+    file can serve both."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a settings file must be a mapping of sections, got {type(values).__name__}")
+    convert = {f.name for f in dataclasses.fields(ConvertConfig)}
+    live_only = {f.name for f in dataclasses.fields(LiveConfig)} - convert
+    return {k: v for k, v in swap_section(values).items() if k not in live_only}
+
+
 def swap_section(values: dict) -> dict:
     """A settings file's values with the swap keys written at the top level (model: ..., engine:
     ..., as files written before the `swap:` section have them) moved into that section."""

@@ -23,8 +23,9 @@ from swapstream.pipeline.chain import Link
 from swapstream.pipeline.config import RUNNERS, ConvertConfig, write_resolved
 from swapstream.pipeline.counting import CountingSink
 from swapstream.pipeline.request import check_request, make_chain, to_stderr
+from swapstream.pipeline.runners.base import Runner
 from swapstream.pipeline.runners.choice import cpu_count, gpu_count, record_rate, resolve
-from swapstream.pipeline.runners.local import run_local
+from swapstream.pipeline.runners.local import LocalRunner
 from swapstream.pipeline.runners.threads import stage_threads
 from swapstream.pipeline.stats import ConvertSummary, RunStats
 from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
@@ -50,13 +51,30 @@ def ray_options(cfg: ConvertConfig, policy: str = "block"):
                       max_in_flight=cfg.max_in_flight, policy=policy)
 
 
+def local_runner(cfg: ConvertConfig, info: StreamInfo, progress: bool, desc: str) -> Runner:
+    """The local runner of a conversion: its batches, half the CPUs for the stages' libraries."""
+    return LocalRunner(cfg.batch_size, progress, info.frames, desc, threads=stage_threads())
+
+
+def ray_runner(cfg: ConvertConfig, info: StreamInfo, progress: bool, desc: str) -> Runner:
+    """The Ray runner of a conversion (Ray is imported when it starts)."""
+    from swapstream.pipeline.runners.ray import RayRunner
+
+    return RayRunner(ray_options(cfg), progress, info.frames, desc, frame_bytes=info.width * info.height * 3)
+
+
+# cfg.runner (after `auto` is resolved) -> the runner that runs the conversion
+RUNNER_MAKERS = {"local": local_runner, "ray": ray_runner}
+
+
 def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
             progress: bool = True) -> ConvertSummary:
     """Swap the faces of input_path into output_path. Raises SwapstreamError on bad input."""
     src, dst = Path(input_path), Path(output_path)
     model = check_request(cfg, src, dst, say=to_stderr if progress else None)
     chain = make_chain(cfg, model.meta, "convert", model.reference)
-    decode = DecodeStage(DecodeSettings(str(src), hwaccel=cfg.decode.hwaccel))
+    # the decoded frames ride along: the encoder writes them as they are, outside the faces
+    decode = DecodeStage(DecodeSettings(str(src), hwaccel=cfg.decode.hwaccel, keep_source=True))
     settings: EncodeSettings | None = None
     t0 = time.perf_counter()
     try:
@@ -67,15 +85,8 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
         sink = file_sink(settings, info)
         cfg, choice = resolve(cfg, info, say=to_stderr if progress else None)  # auto -> ray | local
         t_run = time.perf_counter()
-        if cfg.runner == "ray":
-            from swapstream.pipeline.runners.ray import run_ray
-
-            stats, report = run_ray(chain, decode.packets(), sink, ray_options(cfg), progress, info.frames,
-                                    src.name, frame_bytes=info.width * info.height * 3)
-        else:
-            decode.settings.keep_source = True  # the encoder in this process writes them as decoded
-            stats, report = run_local(chain, decode.packets(), sink.build(), cfg.batch_size, progress,
-                                      info.frames, src.name, threads=stage_threads())
+        run = RUNNER_MAKERS[cfg.runner](cfg, info, progress, src.name).run(chain, decode, [sink], "block")
+        stats, report = run.stats, run.sinks
         _record(cfg, info, stats, time.perf_counter() - t_run)
     except BaseException:
         if settings is not None:  # the sink removes it; this covers a sink whose process died

@@ -20,6 +20,7 @@ from swapstream.pipeline.config import LiveConfig
 from swapstream.pipeline.live_stats import LiveStats
 from swapstream.pipeline.outputs import OutputContext, outputs
 from swapstream.pipeline.request import check_model, make_chain
+from swapstream.pipeline.runners.base import built
 from swapstream.pipeline.runners.live import AudioGate, LiveOptions, LiveRunner
 from swapstream.stages.base import Sink
 from swapstream.stages.face.swap import SwapStage
@@ -138,11 +139,11 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print,
             if outputs()[name].hint:
                 say(f"live: {outputs()[name].hint}")
 
-    options = LiveOptions(cfg.policy, cfg.delay_ms, cfg.duration, on_capture=on_capture, on_ready=ready)
-    runner = LiveRunner(source, stages, sinks, stats, controls, options,
+    options = LiveOptions(cfg.delay_ms, cfg.duration, on_capture=on_capture, on_ready=ready)
+    runner = LiveRunner(stats, controls, options,
                         audio_source=audio_src.chunks() if audio_src is not None else None, audio_gate=gate)
     try:
-        runner.run()
+        runner.run([built(s) for s in stages], source, [built(s) for s in sinks], cfg.policy)
     finally:
         if audio_src is not None:
             audio_src.close()

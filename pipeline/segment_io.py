@@ -15,7 +15,8 @@ from swapstream.core.errors import InputError, OutputError
 from swapstream.pipeline.chain import after_temporal, link
 from swapstream.pipeline.counting import CountingSink
 from swapstream.pipeline.request import make_chain
-from swapstream.pipeline.runners.local import run_local
+from swapstream.pipeline.runners.base import built
+from swapstream.pipeline.runners.local import LocalRunner
 from swapstream.pipeline.segment_plan import SegmentJob, SegmentResult
 from swapstream.stages.base import Stage
 from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
@@ -77,8 +78,9 @@ def run_segment(job: SegmentJob) -> SegmentResult:
         chain = make_chain(cfg, job.meta, "convert", job.reference)
         if seg.lead:  # after the stages that carry state from frame to frame (detect, align)
             chain.insert(after_temporal(chain), link(SkipLead, seg.start_pts))
-        stats, counts = run_local(chain, decode.packets(), sink, cfg.batch_size, False, seg.frames,
-                                  f"segment {seg.index}")
+        run = LocalRunner(cfg.batch_size, False, seg.frames, f"segment {seg.index}")
+        report = run.run(chain, decode, [built(sink)], "block")
+        stats, counts = report.stats, report.sinks
     finally:
         decode.close()
     stats.stages = [s for s in stats.stages if s.name != "skip"]

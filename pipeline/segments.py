@@ -248,8 +248,8 @@ def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
     resources = segment_resources(ray.nodes(), cfg.swap.device)
     if resources.get("num_gpus") and cfg.swap.device.startswith("cuda:"):
         # a task sees only the GPU Ray assigns it (CUDA_VISIBLE_DEVICES), as cuda:0
-        jobs = [dataclasses.replace(j, cfg=dataclasses.replace(j.cfg, swap=dataclasses.replace(j.cfg.swap, device="cuda")))
-                for j in jobs]
+        cuda = [dataclasses.replace(j.cfg, swap=dataclasses.replace(j.cfg.swap, device="cuda")) for j in jobs]
+        jobs = [dataclasses.replace(j, cfg=c) for j, c in zip(jobs, cuda)]
     task = ray.remote(max_retries=2, **resources)(run_segment)
     pending = [task.remote(job) for job in jobs]
     error = None

@@ -20,40 +20,22 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
 
-from tqdm import tqdm
-
 from swapstream.core.errors import ConfigError, SwapstreamError, TrainingError
 from swapstream.core.faceset import SIDECAR
 from swapstream.engines.checkpoint import install_checkpoint, read_meta
+from swapstream.training.checkpointing import check_out, check_resume
+from swapstream.training.config import TrainConfig, TrainResult
 from swapstream.training.logs import CURVE, plot_history, read_history
-from swapstream.training.loop import TrainConfig, TrainResult, check_out, check_resume, run
+from swapstream.training.loop import run
+from swapstream.training.progress import Progress, fit_with_bar
 from swapstream.training.runstore import is_remote, latest_registered, prune, run_name, storage_of
 
 SEED_FILES = ("model.safetensors", "model.json", "optimizer.safetensors", "history.jsonl")
-
-
-class Progress:
-    """A tiny actor rank 0 reports to; the driver polls it for its progress bar."""
-
-    def __init__(self) -> None:
-        self.step, self.row, self.pid = 0, {}, None
-        self.error: tuple[str, str] | None = None
-
-    def update(self, step: int, row: dict, pid: int) -> None:
-        self.step, self.row, self.pid = step, row, pid
-
-    def fail(self, kind: str, message: str) -> None:
-        """A worker hit a user's error (SwapstreamError): retrying cannot help, the driver stops."""
-        self.error = self.error or (kind, message)
-
-    def get(self) -> tuple[int, dict, int | None, tuple[str, str] | None]:
-        return self.step, self.row, self.pid, self.error
 
 
 def _worker(config: dict) -> None:
@@ -148,8 +130,7 @@ def _resources(cfg: TrainConfig, started: bool) -> tuple[float, int]:
 def train_job(cfg: TrainConfig, progress: bool = True, verbose: bool = False) -> TrainResult:
     """Run training as a Ray Train job; returns the result once -o holds the final checkpoint."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    import ray.train.torch  # noqa: F401  (without Ray Train, fail before any check)
 
     from swapstream.training.cluster import init_ray
 
@@ -157,41 +138,13 @@ def train_job(cfg: TrainConfig, progress: bool = True, verbose: bool = False) ->
     explicit_storage = cfg.storage is not None
     cfg = _resolved(cfg)
     out, storage, name = Path(cfg.out), cfg.storage, run_name(cfg.out)
-    has_out = check_out(out, resume=False)
-    _check_facesets(cfg)
-    run_ckpt = latest_registered(storage, name)
-    out_meta = read_meta(out) if has_out else None
-    if cfg.resume and not (out_meta or run_ckpt):
-        raise ConfigError(f"--resume given but neither {out} nor {storage} holds a checkpoint; drop "
-                          f"--resume to start a new model there")
-    # continue from the newer of -o and the run in storage (-o may have been trained further
-    # with --runner local); the checks a worker would make, made here, where they stop at once
-    use_out = out_meta is not None and (run_ckpt is None or out_meta["step"] > run_ckpt.step)
-    if use_out:
-        check_resume(cfg, out_meta, out)
-    elif run_ckpt is not None:
-        check_resume(cfg, run_ckpt.meta, run_ckpt.path)
+    seed_step, start = _resume_point(cfg, out, storage, name)
     started = init_ray(cfg.address, verbose)
     t0 = time.perf_counter()
     try:
         _check_storage(cfg, explicit_storage)
-        per_worker, threads = _resources(cfg, started)
-        seed = None
-        if use_out:  # the workers may be on other machines: send them -o's files
-            seed = ray.put({f: (out / f).read_bytes() for f in SEED_FILES if (out / f).exists()})
-        bar_name = f"swapstream-train-{uuid.uuid4().hex}"
-        bar_actor = ray.remote(Progress).options(num_cpus=0, name=bar_name).remote()
-        config = {"cfg": asdict(cfg), "seed": seed, "seed_step": out_meta["step"] if use_out else None,
-                  "threads": threads, "driver_node": ray.get_runtime_context().get_node_id(),
-                  "progress": bar_name}
-        trainer = TorchTrainer(
-            _worker, train_loop_config=config,
-            scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu,
-                                         resources_per_worker={"CPU": per_worker}),
-            run_config=RunConfig(name=name, storage_path=storage,
-                                 failure_config=FailureConfig(max_failures=cfg.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep)))
-        result = _fit_with_bar(trainer, bar_actor, cfg, progress)
+        trainer, bar_actor = _trainer(cfg, started, name, seed_step)
+        result = fit_with_bar(trainer, bar_actor, cfg.steps, progress)
         if result.error is not None:
             raise _first_error(result.error)
         if result.checkpoint is None:
@@ -212,10 +165,64 @@ def train_job(cfg: TrainConfig, progress: bool = True, verbose: bool = False) ->
     finally:
         if started:
             ray.shutdown()
+    return _job_result(out, start, t0)
+
+
+def _resume_point(cfg: TrainConfig, out: Path, storage: str, name: str) -> tuple[int | None, int]:
+    """(the step of the -o checkpoint the workers are to continue, None when they continue the run
+    in storage or start afresh; the step training starts from). Makes the checks a worker would
+    make here, where they stop at once."""
+    has_out = check_out(out, resume=False)
+    _check_facesets(cfg)
+    run_ckpt = latest_registered(storage, name)
+    out_meta = read_meta(out) if has_out else None
+    if cfg.resume and not (out_meta or run_ckpt):
+        raise ConfigError(f"--resume given but neither {out} nor {storage} holds a checkpoint; drop "
+                          f"--resume to start a new model there")
+    # continue from the newer of -o and the run in storage (-o may have been trained further
+    # with --runner local)
+    use_out = out_meta is not None and (run_ckpt is None or out_meta["step"] > run_ckpt.step)
+    if use_out:
+        check_resume(cfg, out_meta, out)
+        return out_meta["step"], out_meta["step"]
+    if run_ckpt is not None:
+        check_resume(cfg, run_ckpt.meta, run_ckpt.path)
+        return None, run_ckpt.step
+    return None, 0
+
+
+def _trainer(cfg: TrainConfig, started: bool, name: str, seed_step: int | None):
+    """(the job's TorchTrainer, the Progress actor its rank 0 reports to). seed_step not None: the
+    workers start from the files of -o (at that step)."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    per_worker, threads = _resources(cfg, started)
+    seed = None
+    if seed_step is not None:  # the workers may be on other machines: send them -o's files
+        out = Path(cfg.out)
+        seed = ray.put({f: (out / f).read_bytes() for f in SEED_FILES if (out / f).exists()})
+    bar_name = f"swapstream-train-{uuid.uuid4().hex}"
+    bar_actor = ray.remote(Progress).options(num_cpus=0, name=bar_name).remote()
+    config = {"cfg": asdict(cfg), "seed": seed, "seed_step": seed_step,
+              "threads": threads, "driver_node": ray.get_runtime_context().get_node_id(),
+              "progress": bar_name}
+    trainer = TorchTrainer(
+        _worker, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpu,
+                                     resources_per_worker={"CPU": per_worker}),
+        run_config=RunConfig(name=name, storage_path=cfg.storage,
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep)))
+    return trainer, bar_actor
+
+
+def _job_result(out: Path, start: int, t0: float) -> TrainResult:
+    """The result, read back from the final checkpoint in -o (which draws loss_curve.png too)."""
     rows = read_history(out)
     plot_history(rows, out / CURVE)
     meta = read_meta(out)
-    start = out_meta["step"] if use_out else (run_ckpt.step if run_ckpt else 0)
     res = TrainResult(step=meta["step"], history=rows, checkpoint=out,
                       preview=out / "preview.png" if (out / "preview.png").exists() else None)
     res.seconds_per_step = (time.perf_counter() - t0) / max(1, meta["step"] - start)
@@ -231,57 +238,3 @@ def _keep_newest(storage: str, name: str, out: Path) -> None:
     have = read_meta(out)["step"] if (out / "model.json").exists() else -1
     if newest.step > have:
         install_checkpoint(newest.path, out)
-
-
-def _fit_with_bar(trainer, bar_actor, cfg: TrainConfig, progress: bool):
-    """trainer.fit() in a thread while this thread draws the progress bar from rank 0's reports."""
-    import ray
-
-    box: dict = {}
-
-    def fit() -> None:
-        try:
-            box["result"] = trainer.fit()
-        except BaseException as e:  # handed to the caller's thread
-            box["error"] = e
-
-    th = threading.Thread(target=fit, daemon=True)
-    th.start()
-    bar = tqdm(total=cfg.steps, unit="step", disable=not progress, dynamic_ncols=True)
-    last_pid, last_row_step = None, -1
-    try:
-        while th.is_alive():
-            th.join(0.5)
-            try:
-                step, row, pid, error = ray.get(bar_actor.get.remote(), timeout=5)
-            except Exception:
-                continue
-            if error is not None:
-                raise _error_from(*error)
-            if pid is not None and last_pid is not None and pid != last_pid:
-                bar.write(f"a training worker failed; the job restarted from its last checkpoint "
-                          f"(step {step}) and goes on")
-            if row.get("skipped") and step != last_row_step:
-                bar.write(f"{row['skipped']} step(s) up to step {step} had a NaN/inf loss or gradient "
-                          f"and were skipped")
-            if pid is not None:
-                last_pid, last_row_step = pid, step
-                bar.n = step
-                bar.set_postfix(loss_a=f"{row.get('loss_a', 0):.4f}", loss_b=f"{row.get('loss_b', 0):.4f}",
-                                samples_s=f"{row.get('samples_per_s', 0):.0f}", refresh=False)
-                bar.refresh()
-    finally:
-        bar.close()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
-def _error_from(kind: str, message: str) -> SwapstreamError:
-    """Rebuild a worker's SwapstreamError (by class name) for the one-line CLI message."""
-    from swapstream.core import errors
-
-    cls = getattr(errors, kind, SwapstreamError)
-    if not (isinstance(cls, type) and issubclass(cls, SwapstreamError)):
-        cls = SwapstreamError
-    return cls(message)

@@ -50,11 +50,12 @@ def add(sub) -> None:
 
 
 def run(a) -> int:
-    from swapstream.pipeline.config import ConvertConfig, fill, merge
+    from swapstream.pipeline.config import ConvertConfig, convert_values, fill, merge
     from swapstream.pipeline.convert import convert
 
-    values = settings_file(a.config)
-    flags = {"swap": swap_values(a), "runner": a.runner, "address": a.address, "detect_actors": a.detect_actors,
+    values = convert_values(settings_file(a.config))
+    flags = {"swap": swap_values(a), "runner": a.runner, "address": a.address,
+             "detect_actors": a.detect_actors,
              "blend_actors": a.blend_actors, "fuse": a.fuse, "verbose": a.verbose or None,
              "blend": {"color": a.color, "sharpen": a.sharpen, "sharpen_amount": a.sharpen_amount,
                        "composite": a.composite},

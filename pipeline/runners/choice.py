@@ -16,7 +16,7 @@ A runner's speed is stored as frame megapixels converted per second once started
 one figure gives the frames per second of any frame size, and its start-up in seconds
 (`startup_s`). Built-in figures (DEFAULT_RATES) are replaced by this machine's own, measured on
 every conversion (record_rate) and kept in `rates.json` in the swapstream cache folder
-(swapstream.engines.cache.cache_root(): $SWAPSTREAM_CACHE, else ~/.cache/swapstream), per runner and CPU count.
+(engines.cache.cache_root(): $SWAPSTREAM_CACHE, else ~/.cache/swapstream), per runner and CPU count.
 """
 
 from __future__ import annotations

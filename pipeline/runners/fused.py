@@ -14,6 +14,7 @@ from functools import partial, reduce
 
 from swapstream.core.packet import FramePacket
 from swapstream.pipeline.chain import Chain, Link, stage_name
+from swapstream.pipeline.runners.base import cascade
 from swapstream.stages.base import Stage
 
 
@@ -47,9 +48,7 @@ class FusedStage(Stage):
 
     def flush(self) -> list[FramePacket]:
         out: list[FramePacket] = []
-        for i, s in enumerate(self.stages):
-            if rest := s.flush():
-                out += self._through(rest, i + 1)
+        cascade(enumerate(s.flush for s in self.stages), lambda rest, i: out.extend(self._through(rest, i)))
         return out
 
     def close(self) -> None:

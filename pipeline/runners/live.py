@@ -33,11 +33,14 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from swapstream.core.packet import FramePacket
+from swapstream.pipeline.chain import Chain, Link
 from swapstream.pipeline.live_stats import LiveStats
 from swapstream.pipeline.runners.backpressure import Closed, Continuity, Handoff, check_policy
+from swapstream.pipeline.runners.base import Report, Runner, cascade, merge_reports
 from swapstream.stages.base import Sink, Source, Stage
 from swapstream.stages.sinks.controls import Controls
 
@@ -48,7 +51,6 @@ AUDIO_MAX_WAIT_S = 1.0  # audio waits at most this long for its video
 
 @dataclass
 class LiveOptions:
-    policy: str = "newest"
     delay_ms: float = 0.0
     duration: float | None = None  # seconds; None: until the source ends or the user quits
     sink_queue: int = 8  # frames a keep-every-frame sink may fall behind before it loses the oldest
@@ -115,18 +117,17 @@ class _Feed:
         self.audio.close()
 
 
-class LiveRunner:
-    """Runs `stages` over `source` into `sinks`; see the module docstring. `audio_source`, if
-    given, is an iterable of AudioChunks read in its own thread (a microphone)."""
+class LiveRunner(Runner):
+    """Runs a chain over a live source into sinks, over threads; see the module docstring.
+    stats: the session's LiveStats (outputs read it while it runs); `audio_source`, if given, is
+    an iterable of AudioChunks read in its own thread (a microphone)."""
 
-    def __init__(self, source: Source, stages: list[Stage], sinks: list[Sink], stats: LiveStats,
-                 controls: Controls | None = None, options: LiveOptions | None = None,
+    def __init__(self, stats: LiveStats, controls: Controls | None = None, options: LiveOptions | None = None,
                  audio_source=None, audio_gate: AudioGate | None = None) -> None:
-        self.source, self.stages, self.sinks = source, stages, sinks
         self.stats = stats
         self.controls = controls or Controls()
         self.opt = options or LiveOptions()
-        check_policy(self.opt.policy)
+        self.policy = "newest"
         self.audio_source = audio_source
         self.audio = audio_gate or AudioGate()  # a source's own audio is pushed into it
         self._stop = threading.Event()
@@ -278,11 +279,15 @@ class LiveRunner:
             self._deliver(k, p, feed)
 
     # ---------------------------------------------------------------------------------- run
-    def run(self) -> LiveStats:
+    def run(self, chain: Chain, source: Source, sinks: Sequence[Link], policy: str = "newest") -> Report:
         """Run until the end (see the module docstring). Sinks are flushed, so outputs are
         complete, except a sink that failed, which aborts; then the first error is raised
-        (SourceLost: exit 1 in the CLI)."""
+        (SourceLost: exit 1 in the CLI). The report's stats are the LiveStats."""
+        self.policy = check_policy(policy)
+        self.source, self.stages, self.sinks = source, [], []
         try:
+            self.stages = [lk.build() for lk in chain]
+            self.sinks = [lk.build() for lk in sinks]
             for st in [*self.stages, *self.sinks]:
                 st.setup()
         except BaseException:
@@ -296,12 +301,13 @@ class LiveRunner:
         switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_S)
         try:
-            return self._run()
+            self._run()
         finally:
             sys.setswitchinterval(switch)
+        return Report(self.stats, merge_reports(s.report() for s in self.sinks))
 
-    def _run(self) -> LiveStats:
-        slot = Handoff(self.opt.policy, 1)
+    def _run(self) -> None:
+        slot = Handoff(self.policy, 1)
         feeds = [_Feed(s, self.opt.sink_queue if s.keeps_every_frame else 1,
                        lambda _p, name=s.name: self.stats.drop(f"sink:{name}")) for s in self.sinks]
         self._spawn("capture", self._capture, slot)
@@ -329,7 +335,6 @@ class LiveRunner:
         self._close_all(abort=False)
         if self._errors:
             raise self._errors[0]
-        return self.stats
 
     def _main_loop(self, main: list, workers: list[threading.Thread], duration: float | None) -> None:
         """Wait for the end; `duration` counts from the first frame captured (after set-up)."""
@@ -353,6 +358,21 @@ class LiveRunner:
                                                               for _, f in main):
                 return  # the source ended and every frame went out
 
+    def _cascade(self) -> None:
+        """What the stages held back at the end (live stages hold nothing today), through the
+        stages after the one that held it and straight to every sink still working."""
+        def through(rest: list[FramePacket], start: int) -> None:
+            for st in self.stages[start:]:
+                rest = st.process(rest)
+            for k, s in enumerate(self.sinks):
+                if k not in self._failed_sinks:
+                    s.process(rest)
+
+        try:
+            cascade(enumerate(st.flush for st in self.stages), through)
+        except Exception as e:  # noqa: BLE001 - the outputs are still completed
+            self._errors.append(e)
+
     def _pump(self, k: int, feed: _Feed) -> None:
         """Drive a main-thread sink: deliver what waits for it, else let it idle (draw, keys)."""
         try:
@@ -363,8 +383,11 @@ class LiveRunner:
         self._deliver(k, p, feed)
 
     def _close_all(self, abort: bool) -> None:
-        """Flush every sink (complete its output) or abort it, then close stages, sinks, source."""
+        """The end-of-stream cascade (frames a stage held back, through the rest, to every sink),
+        then flush every sink (complete its output) or abort it; then close stages, sinks, source."""
         try:
+            if not abort:
+                self._cascade()
             for k, s in enumerate(self.sinks):
                 try:
                     if abort or k in self._failed_sinks:

@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
 from tqdm import tqdm
 
 from swapstream.core.packet import FramePacket
-from swapstream.pipeline.chain import Chain, stage_name
+from swapstream.pipeline.chain import Chain, Link, stage_name
 from swapstream.pipeline.runners.backpressure import Closed, Continuity, Handoff, check_policy
+from swapstream.pipeline.runners.base import Report, Runner, cascade, one_sink
 from swapstream.pipeline.stats import RunStats, StageStats
-from swapstream.stages.base import Sink, Stage
+from swapstream.stages.base import Sink, Source, Stage
 
 AHEAD = 2  # batches decoded ahead of the stages; at least as many wait for the sink
 SINK_AHEAD = 4  # batches that may wait for the sink, while they fit in:
@@ -81,14 +82,14 @@ def newest_first(packets: Iterable[FramePacket], stats: RunStats) -> Iterator[Fr
         slot.close()
 
 
-class LocalRunner:
-    """Runs `stages` (built Stage objects) then `sink` over a source's packets."""
+class _LocalRun:
+    """One run of built `stages` then `sink` over a source's packets (LocalRunner.run)."""
 
     def __init__(self, stages: list[Stage], sink: Sink, batch_size: int = 8, progress: bool = True,
                  total: int | None = None, desc: str = "convert", policy: str = "block",
                  threads: int = 0) -> None:
         self.stages, self.sink = stages, sink
-        self.threads = threads  # > 0: each library thread pool's size during the run (swapstream.pipeline.runners.threads)
+        self.threads = threads  # > 0: each library thread pool's size during the run (runners.threads)
         self.batch_size = batch_size
         self.progress, self.total, self.desc = progress, total, desc
         self.policy = check_policy(policy)
@@ -133,7 +134,7 @@ class LocalRunner:
                     self.stats.frames += len(self._through(rest, i))
                     bar.update(len(rest))
 
-                self._flush_stages(through)
+                cascade(self._flushes(), through)
                 self.sink.flush()
             else:
                 self._run_threaded(packets, size, bar)
@@ -142,12 +143,15 @@ class LocalRunner:
         self.stats.seconds = time.perf_counter() - t0
         return self.stats
 
-    def _flush_stages(self, through) -> None:
-        """Each stage's held-back frames, through the stages after it (`through(rest, i)`)."""
-        for i, st in enumerate(self.stages):
-            if rest := st.flush():
-                self.stats.stages[i].frames += len(rest)  # held back by it, out now
-                through(rest, i + 1)
+    def _flushes(self):
+        """(i, flush) of each stage for the end-of-stream cascade; a stage's held-back frames
+        count as its own when they come out."""
+        def flush(i: int, st: Stage) -> list[FramePacket]:
+            rest = st.flush()
+            self.stats.stages[i].frames += len(rest)
+            return rest
+
+        return [(i, lambda i=i, st=st: flush(i, st)) for i, st in enumerate(self.stages)]
 
     def _run_threaded(self, packets: Iterable[FramePacket], size: int, bar) -> None:
         """Reader thread -> stages here -> writer thread -> sink (see the module's docstring)."""
@@ -172,7 +176,7 @@ class LocalRunner:
         try:
             for batch in reader:
                 through(batch, 0)
-            self._flush_stages(through)
+            cascade(self._flushes(), through)
             writer.finish()
         finally:
             reader.stop()
@@ -269,23 +273,30 @@ class _Writer(threading.Thread):
         self.join()
 
 
-def run_local(chain: Chain, packets: Iterable[FramePacket], sink: Sink, batch_size: int = 8,
-              progress: bool = True, total: int | None = None, desc: str = "convert",
-              policy: str = "block", threads: int = 0) -> tuple[RunStats, dict]:
-    """Build the chain's stages here and run them into `sink`; returns the run's statistics and
-    the sink's report. threads > 0: the size of each library's thread pool during the run
-    (swapstream.pipeline.runners.threads; convert gives half the CPUs). On an error the sink aborts (no output under
-    the final name); the stages and the sink are closed whatever happens."""
-    stages: list[Stage] = []
-    try:
-        stages = [lk.build() for lk in chain]
-        runner = LocalRunner(stages, sink, batch_size, progress, total, desc=desc, policy=policy,
-                             threads=threads)
-        stats = runner.run(packets)
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        for st in [*stages, sink]:
-            st.close()
-    return stats, sink.report()
+class LocalRunner(Runner):
+    """Every stage object in this process (see the module docstring): the reference runner.
+    batch_size: frames a batch; threads > 0: each library's thread pool size during the run
+    (pipeline.runners.threads; convert gives half the CPUs); total, desc: the progress bar's."""
+
+    def __init__(self, batch_size: int = 8, progress: bool = True, total: int | None = None,
+                 desc: str = "convert", threads: int = 0) -> None:
+        self.batch_size, self.progress, self.total, self.desc = batch_size, progress, total, desc
+        self.threads = threads
+
+    def run(self, chain: Chain, source: Source, sinks: Sequence[Link], policy: str = "block") -> Report:
+        """Build the chain's stages and the sinks here and run them; on an error every sink aborts
+        (no output under the final name); stages and sinks are closed whatever happens."""
+        stages: list[Stage] = []
+        sink = one_sink(sinks).build()
+        try:
+            stages = [lk.build() for lk in chain]
+            run = _LocalRun(stages, sink, self.batch_size, self.progress, self.total, desc=self.desc,
+                            policy=policy, threads=self.threads)
+            stats = run.run(source.packets())
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            for st in [*stages, sink]:
+                st.close()
+        return Report(stats, sink.report())

@@ -26,21 +26,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
 from swapstream.core.errors import ConfigError, SwapstreamError
+from swapstream.core.video import Planes
 from swapstream.pipeline.chain import Chain, Link
 from swapstream.pipeline.runners.backpressure import Continuity, check_policy
+from swapstream.pipeline.runners.base import Report, Runner, cascade, one_sink
 from swapstream.pipeline.runners.fused import fuse_chain
 from swapstream.pipeline.runners.local import batches
 from swapstream.pipeline.stats import RunStats, StageStats
+from swapstream.stages.base import Source
 from swapstream.training.cluster import init_ray
 
 RETRIES = 3
@@ -104,9 +108,23 @@ class StageWorker:
 
 
 class SinkWorker(StageWorker):
-    """The sink end: returns only a frame count, so no frame travels back to the driver."""
+    """The sink end: returns only a frame count, so no frame travels back to the driver.
 
-    def process(self, batch: list, frames: list | None = None) -> int:  # type: ignore[override]
+    The decoded frames an encoder may write as they are (FramePacket.source) come beside each
+    submitted batch, as core.video.Planes keyed by frame index, and are kept until their packet
+    arrives (a stage that holds frames back delivers them batches later): the encoder then writes
+    the same pixels as in the local runner."""
+
+    def __init__(self, factory, keep_frames: bool = False, threads: int = 0) -> None:
+        super().__init__(factory, keep_frames, threads)
+        self.sources: dict[int, Planes] = {}
+
+    def process(self, batch: list, frames: list | None = None,  # type: ignore[override]
+                sources: list | None = None) -> int:
+        self.sources.update(sources or ())
+        for p in batch:
+            planes = self.sources.pop(p.index, None)
+            p.source = planes.frame() if planes is not None else None
         return len(super().process(batch, frames))
 
     def abort(self) -> None:
@@ -210,14 +228,18 @@ class _Pipeline:
         import ray
 
         frames = ray.put([p.frame for p in batch])  # the one copy of these frames
+        # the decoded frames, for the encoder alone (SinkWorker)
+        sources = [(p.index, Planes.of(p.source)) for p in batch if p.source is not None]
         for p in batch:
-            p.frame = NO_FRAME
+            p.frame, p.source = NO_FRAME, None
         ref, refs = batch, []
         for k, pool in enumerate(self.pools):
             # the sink encodes the frames the last stage returns, and the stages after a holding
             # one get theirs with the packets; the others read the originals
-            own = k == len(self.pools) - 1 or k > self.holder
-            ref = pool[batch_no % len(pool)].process.remote(ref, None if own else frames)
+            last = k == len(self.pools) - 1
+            own = last or k > self.holder
+            args = (ref, None if own else frames) + ((sources,) if last else ())
+            ref = pool[batch_no % len(pool)].process.remote(*args)
             refs.append(ref)
         self.inflight.append((len(batch), refs))
 
@@ -248,24 +270,27 @@ class _Pipeline:
         return n
 
     def flush(self) -> int:
-        """Flush every stage in order, pushing what each returns through the stages after it."""
+        """The end-of-stream cascade (runners.base.cascade) over every actor of every stage, then
+        the sink's flush (its output completed)."""
         import ray
 
         done = 0
-        for k, pool in enumerate(self.pools[:-1]):
-            for actor in pool:
-                rest = ray.get(actor.flush.remote())
-                if rest:  # held-back packets: through the later stages, as submit() sends them
-                    frames = None
-                    if k < self.holder:  # the stages up to the holder read frames beside packets
-                        frames = ray.put([p.frame for p in rest])
-                        for p in rest:
-                            p.frame = NO_FRAME
-                    ref = rest
-                    for j in range(k + 1, len(self.pools)):
-                        own = j == len(self.pools) - 1 or j > self.holder
-                        ref = self.pools[j][0].process.remote(ref, None if own else frames)
-                    done += ray.get(ref)
+
+        def through(rest: list, start: int) -> None:  # held-back packets, as submit() sends them
+            nonlocal done
+            frames = None
+            if start - 1 < self.holder:  # the stages up to the holder read frames beside packets
+                frames = ray.put([p.frame for p in rest])
+                for p in rest:
+                    p.frame = NO_FRAME
+            ref = rest
+            for j in range(start, len(self.pools)):
+                own = j == len(self.pools) - 1 or j > self.holder
+                ref = self.pools[j][0].process.remote(ref, None if own else frames)
+            done += ray.get(ref)
+
+        cascade([(k, lambda a=actor: ray.get(a.flush.remote()))
+                 for k, pool in enumerate(self.pools[:-1]) for actor in pool], through)
         ray.get(self.sink.flush.remote())
         return done
 
@@ -288,8 +313,27 @@ class _Pipeline:
             ray.kill(actor, no_restart=True)
 
 
-def run_ray(chain: Chain, packets: Iterable, sink: Link, opts: RayOptions, progress: bool = True,
-            total: int | None = None, desc: str = "convert", frame_bytes: int = 0) -> tuple[RunStats, dict]:
+class RayRunner(Runner):
+    """The stages as Ray actors (see the module docstring). opts: pipeline.runners.ray.RayOptions
+    (its policy is the one run() is given); frame_bytes: one frame's size, for sizing a local
+    Ray's object store; total, desc: the progress bar's."""
+
+    def __init__(self, opts: RayOptions | None = None, progress: bool = True, total: int | None = None,
+                 desc: str = "convert", frame_bytes: int = 0) -> None:
+        self.opts = opts or RayOptions()
+        self.progress, self.total, self.desc, self.frame_bytes = progress, total, desc, frame_bytes
+
+    def run(self, chain: Chain, source: Source, sinks: Sequence[Link], policy: str = "block") -> Report:
+        """Run `chain` on Ray into the sinks (built together in one actor, on this node). On an
+        error the sinks abort their output."""
+        opts = dataclasses.replace(self.opts, policy=check_policy(policy))
+        stats, report = _run(chain, source.packets(), one_sink(sinks), opts, self.progress, self.total,
+                             self.desc, self.frame_bytes)
+        return Report(stats, report)
+
+
+def _run(chain: Chain, packets: Iterable, sink: Link, opts: RayOptions, progress: bool = True,
+         total: int | None = None, desc: str = "convert", frame_bytes: int = 0) -> tuple[RunStats, dict]:
     """Run `chain` on Ray from `packets` into the sink `sink` builds (in its own actor); returns the
     run's statistics and the sink's report. On an error the sink aborts its output."""
     import ray

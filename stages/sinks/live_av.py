@@ -1,7 +1,7 @@
 """What a file or network output needs when its frames come from a live source: timestamps from
 capture times, and audio (AudioChunks) encoded to AAC on the same clock.
 
-`LiveAV` is mixed into EncodeStage subclasses (swapstream.stages.sinks.record, swapstream.stages.sinks.stream). The first frame
+`LiveAV` is mixed into EncodeStage subclasses (stages.sinks.record, stages.sinks.stream). The first frame
 delivered sets the time origin: a frame's pts is its capture time since then, an audio chunk's
 pts its first sample's capture time since then (chunks captured before the first frame are
 dropped). Audio and video therefore line up by capture time in the output, whatever the latency.

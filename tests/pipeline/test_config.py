@@ -47,3 +47,20 @@ def test_cli_help_names_every_command_and_consent(capsys):
     assert "consent" in out
     args = build_parser().parse_args(["convert", "in.mp4", "out.mp4", "--model", "m"])
     assert args.direction is None and args.func is convert_command.run
+
+
+def test_the_swap_section_is_shared_and_flat_swap_keys_still_load(tmp_path):
+    from swapstream.pipeline.config import LiveConfig, convert_values, live_values
+
+    f = tmp_path / "both.yaml"
+    f.write_text("swap: {model: m, engine: onnx}\nblend: {color: hist}\noutputs: {record: r.mp4}\n"
+                 "encode: {crf: 20}\n")
+    conv = fill(ConvertConfig, convert_values(load_yaml(f)))  # live's outputs left out
+    live = fill(LiveConfig, live_values(load_yaml(f)))  # convert's encode left out
+    assert conv.swap == live.swap and conv.swap.model == "m" and conv.swap.engine == "onnx"
+    assert live.outputs == {"record": "r.mp4"} and conv.encode.crf == 20
+    old = tmp_path / "flat.yaml"  # swap keys at the top level, as before the swap section
+    old.write_text("model: m\ndirection: b2a\n")
+    assert fill(ConvertConfig, load_yaml(old)).swap.direction == "b2a"
+    with pytest.raises(ConfigError, match="unknown setting config.swap.colour"):
+        fill(ConvertConfig, {"swap": {"colour": "x"}})

@@ -20,6 +20,10 @@ from swapstream.stages.face.detect import DetectStage
 from swapstream.stages.sinks.file import synthetic_tags
 
 
+def local_cfg(model_dir) -> ConvertConfig:
+    return ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local")
+
+
 def decode_all(path: Path) -> tuple[list[np.ndarray], list[float]]:
     frames, times = [], []
     with av.open(str(path)) as c:
@@ -39,7 +43,7 @@ def audio_info(path: Path) -> tuple[float, list[bytes]]:
 @pytest.fixture(scope="module")
 def converted(clips, model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("convert") / "a_as_b.mp4"
-    summary = convert(clips["a"], out, ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local"), progress=False)
+    summary = convert(clips["a"], out, local_cfg(model_dir), progress=False)
     return out, summary
 
 
@@ -81,7 +85,7 @@ def test_face_changed_and_background_kept(clips, converted):
 
 def test_frames_without_faces_pass_through(clips, model_dir, tmp_path):
     out = tmp_path / "empty.mkv"
-    s = convert(clips["empty"], out, ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local"), progress=False)
+    s = convert(clips["empty"], out, local_cfg(model_dir), progress=False)
     assert s.frames == 10 and s.frames_without_face == 10 and s.faces_swapped == 0
     src, _ = decode_all(clips["empty"])
     dst, _ = decode_all(out)
@@ -90,7 +94,7 @@ def test_frames_without_faces_pass_through(clips, model_dir, tmp_path):
 
 def test_two_faces_both_swapped(clips, model_dir, tmp_path):
     out = tmp_path / "ab.mp4"
-    s = convert(clips["ab"], out, ConvertConfig(swap=SwapSection(model=str(model_dir)), runner="local"), progress=False)
+    s = convert(clips["ab"], out, local_cfg(model_dir), progress=False)
     assert s.faces_swapped == 2 * s.frames
 
 

@@ -16,7 +16,8 @@ from swapstream.core.packet import FramePacket, Why
 from swapstream.pipeline.cli import main
 from swapstream.pipeline.config import ConvertConfig, LiveConfig, SwapSection
 from swapstream.pipeline.request import make_chain
-from swapstream.pipeline.runners.local import run_local
+from swapstream.pipeline.runners.base import built
+from swapstream.pipeline.runners.local import LocalRunner
 from swapstream.pipeline.samples import render_frames, source_image
 from swapstream.stages.face.align import AlignSettings, AlignStage
 from swapstream.stages.face.detect import DetectStage
@@ -108,7 +109,7 @@ def run_chain(clip: Path, cfg, meta: dict, reference: np.ndarray) -> list[tuple[
     dec = DecodeStage(DecodeSettings(str(clip)))
     dec.open()
     try:
-        run_local(make_chain(cfg, meta, "convert", reference), dec.packets(), sink, progress=False)
+        LocalRunner(progress=False).run(make_chain(cfg, meta, "convert", reference), dec, [built(sink)])
     finally:
         dec.close()
     return got
@@ -215,7 +216,8 @@ def test_live_swaps_only_the_chosen_person_once_its_vote_is_in(clips, model_dir,
                                                              for f in p.faces)))
     src = CameraSource(CaptureSettings(str(clips["ab"]), audio=False))
     src.open()
-    LiveRunner(src, stages, [sink], LiveStats([s.name for s in stages], [sink.name])).run()
+    stats = LiveStats([s.name for s in stages], [sink.name])
+    LiveRunner(stats).run([built(s) for s in stages], src, [built(sink)])
     two = [s for s in seen if len(s) == 2]
     assert len(two) > 10
     # after the vote (3 frames of the track): the astronaut (left) never, Grace Hopper (right) always

@@ -22,6 +22,7 @@ from swapstream.pipeline.cli import main
 from swapstream.pipeline.config import LiveConfig, SwapSection
 from swapstream.pipeline.live import live
 from swapstream.pipeline.live_stats import LiveStats
+from swapstream.pipeline.runners.base import built
 from swapstream.pipeline.runners.live import LiveOptions, LiveRunner
 from swapstream.pipeline.samples import render_frames, write_clip
 from swapstream.stages.base import Stage
@@ -170,7 +171,8 @@ def test_newest_frame_wins_so_latency_stays_flat(clips, policy):
     src.open()
     sink = CollectSink()
     stats = LiveStats(["slow"], [sink.name])
-    LiveRunner(src, [SlowStage(66)], [sink], stats, options=LiveOptions(policy, duration=4.0)).run()
+    runner = LiveRunner(stats, options=LiveOptions(duration=4.0))
+    runner.run([built(SlowStage(66))], src, [built(sink)], policy)
     lat = [d.latency_ms for d in sink.deliveries]
     t = np.array([d.delivered for d in sink.deliveries])
     early, late = np.median(np.array(lat)[t < t[0] + 1]), np.median(np.array(lat)[t > t[-1] - 1])
@@ -194,7 +196,8 @@ def test_controls_turn_the_swap_off_and_draw_face_boxes(clips, model_dir):
     cfg = LiveConfig(swap=SwapSection(model=str(model_dir)))
     import json
 
-    stages = [lk.build() for lk in make_chain(cfg, json.loads((model_dir / "model.json").read_text()), "live")]
+    meta = json.loads((model_dir / "model.json").read_text())
+    stages = [lk.build() for lk in make_chain(cfg, meta, "live")]
     stages.append(BoxesStage())
     controls = Controls()
     wire_controls(controls, stages)  # as live() does
@@ -215,7 +218,8 @@ def test_controls_turn_the_swap_off_and_draw_face_boxes(clips, model_dir):
     src = CameraSource(CaptureSettings(str(clips["a"]), audio=False))
     src.open()
     sink = CollectSink(on_frame=on_frame)
-    LiveRunner(src, stages, [sink], LiveStats([s.name for s in stages], [sink.name]), controls).run()
+    stats = LiveStats([s.name for s in stages], [sink.name])
+    LiveRunner(stats, controls).run([built(s) for s in stages], src, [built(sink)])
     frames, _ = decode_all(clips["a"])
     box = face_box(frames[10])
     on = [np.abs(inner(f, box) - inner(frames[i], box)).mean() for i, f in seen[(True, False)][3:12]]
@@ -318,7 +322,8 @@ def test_a_lost_stream_ends_with_one_line_exit_1_and_a_playable_recording(model_
 def test_ctrl_c_ends_cleanly_and_keeps_the_recording(clips, model_dir, tmp_path):
     rec = tmp_path / "rec.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", "live", "--model", str(model_dir), "--camera",
+    p = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", "live", "--model", str(model_dir),
+                          "--camera",
                           str(clips["a"]), "--loop", "--record", str(rec)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env, preexec_fn=ctrl_c_default)
     assert p.stdout.readline().startswith("engine: ")  # which engine --engine auto picked
@@ -346,7 +351,8 @@ def test_the_web_page_is_the_default_without_a_display(clips, model_dir, monkeyp
 
     cfg = plan_outputs(LiveConfig(swap=SwapSection(model=str(model_dir))))
     assert cfg.outputs == {"serve": "127.0.0.1:8080"}
-    assert plan_outputs(LiveConfig(swap=SwapSection(model=str(model_dir)), outputs={"record": "x.mp4"})).outputs == {"record": "x.mp4"}
+    recording = LiveConfig(swap=SwapSection(model=str(model_dir)), outputs={"record": "x.mp4"})
+    assert plan_outputs(recording).outputs == {"record": "x.mp4"}
 
 
 def bad(capsys, *args) -> str:
@@ -405,7 +411,8 @@ def test_the_web_page_shows_the_swapped_face_and_its_controls_work(model_dir, tm
     clip = write_clip(tmp_path / "still.mp4", [still] * 30, 30, audio=False)
     sink = CollectSink(keep_frames=1)
     lines: list[str] = []
-    cfg = LiveConfig(swap=SwapSection(model=str(model_dir)), camera=str(clip), loop=True, outputs={"serve": "127.0.0.1:0"}, duration=25)
+    cfg = LiveConfig(swap=SwapSection(model=str(model_dir)), camera=str(clip), loop=True,
+                     outputs={"serve": "127.0.0.1:0"}, duration=25)
     run = threading.Thread(target=live, args=(cfg, lines.append, [sink]), daemon=True)
     run.start()
     deadline = time.monotonic() + 20

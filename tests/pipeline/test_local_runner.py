@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from swapstream.pipeline.chain import Link
-from swapstream.pipeline.runners.local import run_local
+from swapstream.pipeline.runners.base import built
+from swapstream.pipeline.runners.local import LocalRunner
 from swapstream.stages.base import Needs, Stage
 from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
 from swapstream.stages.sources.file import DecodeSettings, DecodeStage
@@ -38,8 +39,9 @@ def _run(src, dst, stage: Stage):
     info = dec.open()
     sink = EncodeStage(EncodeSettings(str(dst), audio_from=str(src)), info)
     try:
-        return run_local([Link("darken", lambda: stage, stage.needs)], dec.packets(), sink, 4,
-                         progress=False)
+        report = LocalRunner(4, progress=False).run([Link("darken", lambda: stage, stage.needs)], dec,
+                                                    [built(sink)])
+        return report.stats, report.sinks
     finally:
         dec.close()
 

@@ -243,7 +243,8 @@ def test_other_config_starts_afresh_and_resume_says_why(clip, cfg, tmp_path, mon
     monkeypatch.setattr(segments, "run_segment", Counter(fail_on=1))
     with pytest.raises(RuntimeError):
         convert_segmented(clip, out, cfg, 3, progress=False)
-    other = ConvertConfig(swap=SwapSection(model=cfg.swap.model), runner="local", encode=type(cfg.encode)(crf=30))
+    other = ConvertConfig(swap=SwapSection(model=cfg.swap.model), runner="local",
+                          encode=type(cfg.encode)(crf=30))
     with pytest.raises(ConfigError, match="another input, config or model"):
         convert_segmented(clip, out, other, 3, progress=False, resume=True)
     monkeypatch.setattr(segments, "run_segment", counter := Counter())
@@ -265,7 +266,8 @@ def test_killed_driver_resumes_without_redoing_finished_segments(clip, cfg, tmp_
     work = default_work_dir(out)
     code = ("from swapstream.pipeline.config import ConvertConfig, SwapSection\n"
             "from swapstream.pipeline.segments import convert_segmented\n"
-            f"convert_segmented({str(clip)!r}, {str(out)!r}, ConvertConfig(swap=SwapSection(model={cfg.swap.model!r}), "
+            f"convert_segmented({str(clip)!r}, {str(out)!r}, "
+            f"ConvertConfig(swap=SwapSection(model={cfg.swap.model!r}), "
             "runner='local'), 6, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
     try:

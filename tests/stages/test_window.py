@@ -56,7 +56,8 @@ def test_the_window_shows_the_live_frames(clips, model_dir, display, tmp_path):
     """`swapstream live --window` as a user runs it (the window on the main thread), beside a
     recording of the same frames: a screenshot of the display holds the recorded frames."""
     rec = tmp_path / "rec.mp4"
-    p = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", "live", "--model", str(model_dir), "--camera",
+    p = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", "live", "--model", str(model_dir),
+                          "--camera",
                           str(clips["a"]), "--loop", "--window", "--record", str(rec), "--duration", "6"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
