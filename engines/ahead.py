@@ -31,19 +31,27 @@ def parse_batch(text: str) -> int:
     return int(m.group(1))
 
 
+def buildable_engines() -> list[str]:
+    """The engines that build something ahead of time (their SPEC says `builds`)."""
+    from swapstream.engines.registry import ENGINES
+
+    return [name for name, spec in ENGINES.items() if spec.builds]
+
+
 def compile_ahead(model: str, engine: str, precision: str = "auto", batch: int = 32, device: str = "auto",
                   identities: list[str] | None = None, say: Callable[[str], None] = print) -> list[Built]:
     """Build engine `engine` for each direction (decoder identity) of checkpoint `model`."""
     from swapstream.engines.cache import cache_root
-    from swapstream.engines.registry import create_engine
+    from swapstream.engines.registry import ENGINES, create_engine
 
-    if engine in ("auto", "eager"):
-        raise ConfigError("choose the engine to build: --engine onnx, compile or tensorrt (eager "
-                          "needs no building)")
+    buildable = buildable_engines()
+    if engine not in buildable:
+        raise ConfigError(f"choose the engine to build: --engine {' or '.join(buildable)} ({engine!r} "
+                          f"needs no building)")
     eng = create_engine(engine, model, device=device, batch_size=batch, precision=precision)
-    # torch.compile builds live's one-face-per-call variant apart from the batched one
+    # an engine of static shapes (torch.compile) builds live's one-face calls apart from the batches
     single = create_engine(engine, model, device=device, batch_size=1, precision=precision) \
-        if engine == "compile" and batch > 1 else None
+        if ENGINES[engine].single_shape and batch > 1 else None
     out = []
     for identity in identities or eng.identities:
         say(f"building {engine} ({eng.precision}, {eng.device}, batch 1-{batch}) for decoder "

@@ -73,10 +73,20 @@ SWAP_KEYS = tuple(f.name for f in dataclasses.fields(SwapSection))
 
 
 @dataclass
-class ConvertConfig:
-    """Everything `swapstream convert` needs besides input and output."""
+class SharedSections:
+    """The sections convert and live share: the swap, and the face stages' settings (detect is
+    each one's own: live's defaults differ)."""
 
     swap: SwapSection = field(default_factory=SwapSection)
+    align: AlignOptions = field(default_factory=AlignOptions)
+    blend: BlendSettings = field(default_factory=BlendSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+
+
+@dataclass
+class ConvertConfig(SharedSections):
+    """Everything `swapstream convert` needs besides input and output."""
+
     runner: str = "auto"  # auto (pipeline.runners.choice) | ray | local (the reference: all in one process)
     batch_size: int = 16  # frames a batch; convert's face search runs at each batch's last frame
     address: str | None = None  # Ray cluster to join; None: RAY_ADDRESS or a local Ray
@@ -88,10 +98,7 @@ class ConvertConfig:
     segments: int | None = None  # crash-safe keyframe segments (pipeline.segments); 0: ~1/min; None: off
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     detect: DetectSettings = field(default_factory=DetectSettings)
-    align: AlignOptions = field(default_factory=AlignOptions)
-    blend: BlendSettings = field(default_factory=BlendSettings)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
-    identity: IdentitySettings = field(default_factory=IdentitySettings)
 
     def __post_init__(self) -> None:
         if self.runner not in RUNNERS:
@@ -113,12 +120,11 @@ def live_detect_defaults() -> DetectSettings:
 
 
 @dataclass
-class LiveConfig:
+class LiveConfig(SharedSections):
     """Everything `swapstream live` needs. outputs: output name -> its value, any number of the
     outputs in pipeline.outputs (window: true, virtual_camera: DEVICE or "", stream: URL,
     serve: [HOST:]PORT, record: FILE); none given: a window where there is a display, else serve."""
 
-    swap: SwapSection = field(default_factory=SwapSection)
     camera: str = "0"
     size: str = ""  # WxH asked of the camera (and frames scaled to it); "": the camera's default
     fps: float = 0.0  # asked of the camera; 0: its default
@@ -131,9 +137,6 @@ class LiveConfig:
     policy: str = "newest"  # back-pressure: newest (drop stale frames) | block (keep every frame)
     stats: str | None = None  # write the statistics JSON here at the end
     detect: DetectSettings = field(default_factory=live_detect_defaults)
-    align: AlignOptions = field(default_factory=AlignOptions)
-    blend: BlendSettings = field(default_factory=BlendSettings)
-    identity: IdentitySettings = field(default_factory=IdentitySettings)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -144,25 +147,25 @@ class LiveConfig:
             raise ConfigError(f"--duration {self.duration} must be more than 0 seconds")
 
 
-
 def live_values(values: dict) -> dict:
-    """A settings file for live: a convert settings file works as it is (its detect, align and
-    blend sections apply; what only convert knows, such as encode or runner, is left out)."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"a settings file must be a mapping of sections, got {type(values).__name__}")
-    live = {f.name for f in dataclasses.fields(LiveConfig)}
-    convert_only = {f.name for f in dataclasses.fields(ConvertConfig)} - live
-    return {k: v for k, v in swap_section(values).items() if k not in convert_only}
+    """A settings file for live: a convert settings file works as it is (its swap, detect, align,
+    blend and identity sections apply; what only convert knows, such as encode or runner, is left
+    out)."""
+    return _for(LiveConfig, ConvertConfig, values)
 
 
 def convert_values(values: dict) -> dict:
     """A settings file for convert: what only live knows (outputs, camera, ...) is left out, so one
     file can serve both."""
+    return _for(ConvertConfig, LiveConfig, values)
+
+
+def _for(own: type, other: type, values: dict) -> dict:
+    """`values` without the keys that only `other` has (flat swap keys moved into `swap`)."""
     if not isinstance(values, dict):
         raise ConfigError(f"a settings file must be a mapping of sections, got {type(values).__name__}")
-    convert = {f.name for f in dataclasses.fields(ConvertConfig)}
-    live_only = {f.name for f in dataclasses.fields(LiveConfig)} - convert
-    return {k: v for k, v in swap_section(values).items() if k not in live_only}
+    only_other = {f.name for f in dataclasses.fields(other)} - {f.name for f in dataclasses.fields(own)}
+    return {k: v for k, v in swap_section(values).items() if k not in only_other}
 
 
 def swap_section(values: dict) -> dict:

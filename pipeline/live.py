@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from swapstream.core.errors import ConfigError, OutputError
@@ -86,6 +87,25 @@ def wire_controls(controls: Controls, stages: list) -> None:
     controls.on_change(apply)
 
 
+@dataclass
+class _Session:
+    """What a live session runs: the opened camera (and microphone), the stages, the controls, the
+    sinks and the statistics they read."""
+
+    source: CameraSource
+    info: object  # stages.sources.camera.CaptureInfo
+    audio: object  # an opened MicrophoneSource, or None
+    gate: AudioGate
+    stages: list
+    controls: Controls
+    sinks: list[Sink]
+    stats: LiveStats
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None or self.info.has_audio
+
+
 def live(cfg: LiveConfig, say: Callable[[str], None] = print,
          extra_sinks: list[Sink] | None = None, on_capture: Callable | None = None) -> LiveStats:
     """Run a live session (see the module docstring); returns its statistics. SwapstreamError
@@ -95,61 +115,70 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print,
     cfg = plan_outputs(cfg) if not extra_sinks else cfg
     model = check_model(cfg, say)
     check_outputs(cfg)
+    s = _open(cfg, model, extra_sinks or [])
+    options = LiveOptions(cfg.delay_ms, cfg.duration, on_capture=on_capture,
+                          on_ready=lambda: _say_ready(cfg, s, say))
+    runner = LiveRunner(s.stats, s.controls, options, audio_gate=s.gate,
+                        audio_source=s.audio.chunks() if s.audio is not None else None)
+    try:
+        runner.run([built(st) for st in s.stages], s.source, [built(sk) for sk in s.sinks], cfg.policy)
+    finally:
+        if s.audio is not None:
+            s.audio.close()
+        say(f"live: ended ({runner.ended_by or 'error'})")
+        for line in s.stats.lines():
+            say(line)
+        if cfg.stats:
+            Path(cfg.stats).write_text(json.dumps(s.stats.summary(), indent=2))
+    return s.stats
+
+
+def _open(cfg: LiveConfig, model, extra_sinks: list[Sink]) -> _Session:
+    """Open the camera (and microphone) and build the stages, controls and sinks; on an error
+    whatever was opened is closed again."""
     w, h = parse_size(cfg.size) if cfg.size else (0, 0)
-    audio_src = None
+    audio = None
     if cfg.audio:
         from swapstream.stages.sources.microphone import MicrophoneSource
 
-        audio_src = MicrophoneSource(cfg.audio)
+        audio = MicrophoneSource(cfg.audio)
     gate = AudioGate()
     wants_audio = (any(outputs()[name].audio for name in cfg.outputs)
-                   or any(s.wants_audio for s in extra_sinks or []))
+                   or any(s.wants_audio for s in extra_sinks))
     capture = CaptureSettings(cfg.camera, w, h, cfg.fps, cfg.loop, audio=wants_audio and not cfg.audio)
     source = CameraSource(capture, on_audio=gate.push)
     info = source.open()
     sinks: list[Sink] = []
-    stages = []
     try:
-        if audio_src is not None:
-            audio_src.open()
-        has_audio = audio_src is not None or info.has_audio
+        if audio is not None:
+            audio.open()
+        has_audio = audio is not None or info.has_audio
         _one_torch_thread(cfg.swap.device)
         stages = [lk.build() for lk in make_chain(cfg, model.meta, "live", model.reference)] + [BoxesStage()]
         controls = Controls(direction=cfg.swap.direction)
         wire_controls(controls, stages)
         # the window and the page read the statistics, which are made once the sinks are known
-        sinks = build_sinks(cfg, info, controls, lambda: stats.snapshot(), has_audio)
-        sinks += extra_sinks or []
-        stats = LiveStats([s.name for s in stages], [s.name for s in sinks])
+        stats: list[LiveStats] = []
+        sinks = build_sinks(cfg, info, controls, lambda: stats[0].snapshot(), has_audio) + extra_sinks
+        stats.append(LiveStats([s.name for s in stages], [s.name for s in sinks]))
     except BaseException:
         source.close()
-        if audio_src is not None:
-            audio_src.close()
+        if audio is not None:
+            audio.close()
         for s in sinks:
             s.close()
         raise
+    return _Session(source, info, audio, gate, stages, controls, sinks, stats[0])
 
-    def ready() -> None:  # after set-up: a server's URL has its real port now
-        say(f"live: {info.label} ({info.kind}), {info.width}x{info.height} at {info.fps:g} fps"
-            f"{', with audio' if has_audio else ''}; model {cfg.swap.model} ({cfg.swap.direction})")
-        for s in sinks:
-            if getattr(s, "url", None):
-                say(f"live: {s.name} at {s.url}")
-        for name in cfg.outputs:
-            if outputs()[name].hint:
-                say(f"live: {outputs()[name].hint}")
 
-    options = LiveOptions(cfg.delay_ms, cfg.duration, on_capture=on_capture, on_ready=ready)
-    runner = LiveRunner(stats, controls, options,
-                        audio_source=audio_src.chunks() if audio_src is not None else None, audio_gate=gate)
-    try:
-        runner.run([built(s) for s in stages], source, [built(s) for s in sinks], cfg.policy)
-    finally:
-        if audio_src is not None:
-            audio_src.close()
-        say(f"live: ended ({runner.ended_by or 'error'})")
-        for line in stats.lines():
-            say(line)
-        if cfg.stats:
-            Path(cfg.stats).write_text(json.dumps(stats.summary(), indent=2))
-    return stats
+def _say_ready(cfg: LiveConfig, s: _Session, say: Callable[[str], None]) -> None:
+    """The session's lines once everything is set up (a server's URL has its real port now)."""
+    info = s.info
+    say(f"live: {info.label} ({info.kind}), {info.width}x{info.height} at {info.fps:g} fps"
+        f"{', with audio' if s.has_audio else ''}; model {cfg.swap.model} ({cfg.swap.direction})")
+    for sink in s.sinks:
+        if getattr(sink, "url", None):
+            say(f"live: {sink.name} at {sink.url}")
+    for name in cfg.outputs:
+        if outputs()[name].hint:
+            say(f"live: {outputs()[name].hint}")

@@ -120,9 +120,10 @@ def choose_engine(sw) -> str:
 
     asked = sw.engine
     sw.engine, sw.precision = resolve_engine(sw.engine, sw.device, sw.precision)
-    if providers_of(sw) and sw.engine != "onnx":
-        raise ConfigError(f"--providers is for the onnx engine; this run uses {sw.engine!r}. Drop "
-                          f"--providers or pass --engine onnx")
+    if providers_of(sw) and "providers" not in ENGINES[sw.engine].options:
+        takes = [n for n, spec in ENGINES.items() if "providers" in spec.options]
+        raise ConfigError(f"--providers is for the {' and '.join(takes)} engine; this run uses "
+                          f"{sw.engine!r}. Drop --providers or pass --engine {takes[0]}")
     kind, precision = device_kind(sw.device), sw.precision
     dev = kind if kind == "cpu" else resolve_device(sw.device)  # no torch import for the CPU
     how = "the fastest available here; --engine to choose" if asked == "auto" else "as asked"

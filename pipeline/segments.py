@@ -162,16 +162,9 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
     src, dst = Path(input_path).absolute(), Path(output_path).absolute()
     n = segments if segments is not None else (cfg.segments or 0)
     cfg = dataclasses.replace(cfg, segments=n)
-    model = check_request(cfg, src, dst, say=to_stderr if progress else None)
-    meta = model.meta
-    info = probe(src)  # a bad input fails here, with decode's message
-    EncodeStage(EncodeSettings(str(dst), cfg.encode.codec), info).validate()
+    model, plan = _checked_plan(src, dst, cfg, progress)
+    meta, total = model.meta, sum(s.frames for s in plan)
     t0 = time.perf_counter()
-    plan = plan_segments(src, n)
-    total = sum(s.frames for s in plan)
-    if info.frames_exact and short_beyond_tolerance(info.frames, total):
-        raise InputError(f"{src}: video ends early: {total} of {info.frames} frames are in the file, it is "
-                         "truncated; re-download or re-export it completely")
     work = Path(work_dir).absolute() if work_dir else default_work_dir(dst)
     manifest = _open_manifest(work, _identity(src, cfg, meta), plan, resume)
     entries = manifest["segments"]
@@ -211,6 +204,25 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
                                      for e in entries]})
     _clear(work, remove_dir=True)
     stats.seconds = time.perf_counter() - t0
+    return _summary(dst, total, entries, stats, warnings, reused)
+
+
+def _checked_plan(src: Path, dst: Path, cfg: ConvertConfig, progress: bool):
+    """(the checked model, the segments' plan): everything a user can get wrong, before any work."""
+    model = check_request(cfg, src, dst, say=to_stderr if progress else None)
+    info = probe(src)  # a bad input fails here, with decode's message
+    EncodeStage(EncodeSettings(str(dst), cfg.encode.codec), info).validate()
+    plan = plan_segments(src, cfg.segments)
+    total = sum(s.frames for s in plan)
+    if info.frames_exact and short_beyond_tolerance(info.frames, total):
+        raise InputError(f"{src}: video ends early: {total} of {info.frames} frames are in the file, it is "
+                         "truncated; re-download or re-export it completely")
+    return model, plan
+
+
+def _summary(dst: Path, total: int, entries: list[dict], stats: RunStats, warnings: list[str],
+             reused: int) -> ConvertSummary:
+    """The conversion's summary from the manifest's segment entries (their counts)."""
     counts = [e["counts"] for e in entries]
     warnings = [w for c in counts for w in c["warnings"]] + warnings
     if reused:

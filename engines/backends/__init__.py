@@ -32,7 +32,9 @@ class EngineSpec:
     `targets`, a "module:Class" per device class where that class differs from `target`; `rank`,
     per device class its place in --engine auto's preference (lower first; not picked by auto on
     a class without one); `reference`, the engine the others are checked against (listed first,
-    and auto's last resort)."""
+    and auto's last resort); `builds`, whether it builds something worth building ahead of time
+    (`swapstream compile`); `single_shape`, whether live's one-face calls need a build of their own
+    (static shapes); `options`, the engine's own options it takes (e.g. "providers")."""
 
     name: str
     target: str
@@ -45,6 +47,9 @@ class EngineSpec:
     targets: Mapping[str, str] = field(default_factory=dict)
     rank: Mapping[str, int] = field(default_factory=dict)
     reference: bool = False
+    builds: bool = False
+    single_shape: bool = False
+    options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precisions is None:

@@ -19,5 +19,5 @@ def probe(kind: str) -> str | None:
 
 SPEC = EngineSpec(
     "compile", "swapstream.engines.compiled:CompileEngine", "torch.compile (Inductor kernels)",
-    precisions=TORCH_PRECISIONS, probe=probe, rank={"cpu": 20, "cuda": 20},
+    precisions=TORCH_PRECISIONS, probe=probe, rank={"cpu": 20, "cuda": 20}, builds=True, single_shape=True,
 )

@@ -20,4 +20,5 @@ SPEC = EngineSpec(
     modules=("onnxruntime", "onnx", "onnxscript"), extra="onnx",
     precisions={"cpu": ("fp32",), "cuda": ("fp32", "fp16")}, probe=probe,
     targets={"cpu": "swapstream.engines.onnx_cached:CachedOnnxEngine"}, rank={"cpu": 10, "cuda": 30},
+    builds=True, options=("providers",),
 )

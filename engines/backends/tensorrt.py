@@ -20,5 +20,5 @@ def probe(kind: str) -> str | None:
 SPEC = EngineSpec(
     "tensorrt", "swapstream.engines.tensorrt:TensorRTEngine", "TensorRT via torch-tensorrt (cached)",
     modules=("torch_tensorrt", "tensorrt"), extra="tensorrt", devices=("cuda",),
-    precisions={"cuda": ("fp16", "fp32")}, probe=probe, rank={"cuda": 10},
+    precisions={"cuda": ("fp16", "fp32")}, probe=probe, rank={"cuda": 10}, builds=True,
 )

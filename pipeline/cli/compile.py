@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from swapstream.engines.ahead import buildable_engines
+
 
 def add(sub) -> None:
     p = sub.add_parser("compile", help="build a model's swap engine ahead of time",
@@ -9,7 +11,7 @@ def add(sub) -> None:
                                    "(shared by convert, live and every worker on this machine), so the "
                                    "first run does not wait for it. A valid cached engine is not rebuilt.")
     p.add_argument("model", help="checkpoint directory from `swapstream train`")
-    p.add_argument("--engine", required=True, choices=["onnx", "compile", "tensorrt"], help="engine to build")
+    p.add_argument("--engine", required=True, choices=buildable_engines(), help="engine to build")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto (default): fp16 on CUDA, fp32 on CPU")
     p.add_argument("--batch", default="32", metavar="[1-]N", help="largest batch the engine takes (32)")

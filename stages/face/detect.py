@@ -229,12 +229,32 @@ class DetectStage(Stage):
         """The faces of one frame ((landmarks, score) each) and, of those, the ones a search found
         that no track followed into this frame. sweep: search the whole pyramid now."""
         frame = packet.frame
-        h, w = frame.shape[:2]
         consecutive = packet.follows is not None and packet.follows == self._last_index
         if not consecutive:  # tracks and a sweep in progress saw other frames
             self._drop_tracks(self._tracks)
             self._tracks, self._sweep = [], []
             self._seen = {}
+        found, kept = self._follow(frame)
+        regions = self._regions(frame, found, consecutive, sweep)
+        new: list[np.ndarray] = []
+        if regions:
+            for box, score in self._search(frame, regions):
+                if len(found) >= self.settings.max_faces:
+                    break
+                if any(_contained(box, _bbox(lm)) > 0.5 for lm, _ in found):
+                    continue
+                lm = self._mesh_around(frame, box, 2.0)
+                if lm is not None and not any(iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
+                    found.append((lm, score))
+                    kept.append(_Track(lm))
+                    new.append(lm)
+        self._tracks = kept
+        self._last_index = packet.index
+        return found, new
+
+    def _follow(self, frame: np.ndarray) -> tuple[list[tuple[np.ndarray, float]], list[_Track]]:
+        """Each track followed into this frame: ((landmarks, 1.0) found, the tracks kept); a track
+        lost, or one that met another on the same face, is dropped."""
         found: list[tuple[np.ndarray, float]] = []
         kept: list[_Track] = []
         for track in self._tracks:
@@ -255,7 +275,14 @@ class DetectStage(Stage):
             track.landmarks = lm
             found.append((lm, 1.0))
             kept.append(track)
+        return found, kept
+
+    def _regions(self, frame: np.ndarray, found: list, consecutive: bool, sweep: bool
+                 ) -> list[tuple[int, int, int]]:
+        """The (x, y, side) regions to search in this frame: the sweep's share of it (a new sweep
+        when one is due), less the unchanged tiles, and the whole frame while no face is in view."""
         s = self.settings
+        h, w = frame.shape[:2]
         self._since_search += 1
         due = not consecutive or self._lost or self._since_search >= s.detect_every
         if sweep and not due:  # convert's sweep at a batch's end: whatever remains, at once
@@ -279,21 +306,7 @@ class DetectStage(Stage):
             # finds a face after a cut at once); the tile pyramid (~70 calls on a 4K frame) only
             # when a sweep is due.
             regions = [whole, *regions]
-        new: list[np.ndarray] = []
-        if regions:
-            for box, score in self._search(frame, regions):
-                if len(found) >= s.max_faces:
-                    break
-                if any(_contained(box, _bbox(lm)) > 0.5 for lm, _ in found):
-                    continue
-                lm = self._mesh_around(frame, box, 2.0)
-                if lm is not None and not any(iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
-                    found.append((lm, score))
-                    kept.append(_Track(lm))
-                    new.append(lm)
-        self._tracks = kept
-        self._last_index = packet.index
-        return found, new
+        return regions
 
     def _changed(self, frame: np.ndarray, regions: list[tuple[int, int, int]],
                  found: list[tuple[np.ndarray, float]]) -> list[tuple[int, int, int]]:
