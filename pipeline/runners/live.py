@@ -134,6 +134,8 @@ class LiveRunner(Runner):
         # Admission: while the chain holds in_flight frames, new ones wait in the newest slot
         # (and are replaced there): frames never queue inside the chain, whichever stage is slow.
         self._room = threading.Semaphore(max(1, self.opt.in_flight))
+        self._room_lock = threading.Lock()
+        self._held: dict[int, FramePacket] = {}  # frames a stage holds back, by id (kept alive here)
         self._errors: list[BaseException] = []
         self._failed_sinks: set[int] = set()
         self._threads: list[threading.Thread] = []
@@ -197,6 +199,21 @@ class LiveRunner(Runner):
                 return False
         return True
 
+    def _hold(self, p: FramePacket) -> None:
+        """A stage holds frame `p` back: it no longer counts against in_flight (nor again when
+        the stage lets it go)."""
+        with self._room_lock:
+            self._held[id(p)] = p
+        self._room.release()
+
+    def _left_chain(self, p: FramePacket) -> None:
+        """Frame `p` went out of the chain: room for the next one, unless it was held (counted then)."""
+        with self._room_lock:
+            if self._held.get(id(p)) is p:
+                del self._held[id(p)]
+                return
+        self._room.release()
+
     def _stage(self, stage: Stage, inq: Handoff, outq: Handoff, first: bool) -> None:
         cont = Continuity()
         try:
@@ -205,10 +222,13 @@ class LiveRunner(Runner):
                     cont.admit(p)  # frames dropped before the chain: continue the last one in
                     self.stats.frame_taken()
                 t = time.perf_counter()
-                [p] = stage.process([p])
+                out = stage.process([p])
                 self.stats.stage_time(stage.name, 1000 * (time.perf_counter() - t))
-                if not self._put(outq, p):
-                    return
+                if not any(q is p for q in out):  # held back: it no longer takes room in the chain
+                    self._hold(p)
+                for q in out:
+                    if not self._put(outq, q):
+                        return
         finally:
             outq.close()
 
@@ -226,7 +246,7 @@ class LiveRunner(Runner):
                     continue
                 except Closed:
                     break
-                self._room.release()  # it left the chain: the first stage may take the next frame
+                self._left_chain(p)  # the first stage may take the next frame
                 if delay and p.capture_time is not None:
                     wait = p.capture_time + delay - time.monotonic()
                     if wait > 0:
