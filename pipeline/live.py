@@ -16,6 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# OpenCV before PyAV: both wheels bundle libxcb-shm under the same file name, and with PyAV's loaded
+# first a window's Qt plugin hangs connecting to the display (cv2.namedWindow).
+import cv2  # noqa: F401
+
 from swapstream.core.errors import ConfigError, OutputError
 from swapstream.pipeline.config import LiveConfig
 from swapstream.pipeline.live_stats import LiveStats

@@ -43,6 +43,10 @@ def add(sub) -> None:
 
 
 def run(a) -> int:
+    # OpenCV before PyAV: both wheels bundle libxcb-shm under the same file name, and with PyAV's
+    # loaded first the window's Qt plugin hangs connecting to the display (in cv2.namedWindow).
+    import cv2  # noqa: F401
+
     from swapstream.core.errors import ConfigError
     from swapstream.pipeline.config import LiveConfig, fill, live_values, merge
 

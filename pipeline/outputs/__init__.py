@@ -15,11 +15,12 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from swapstream.core.video import StreamInfo
-from swapstream.stages.base import Sink
-from swapstream.stages.sinks.controls import Controls
+if TYPE_CHECKING:  # the declarations load with the CLI: no codec or GUI library at import
+    from swapstream.core.video import StreamInfo
+    from swapstream.stages.base import Sink
+    from swapstream.stages.sinks.controls import Controls
 
 
 @dataclass

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from swapstream.pipeline.outputs import LiveOutput
-from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
 
 
-def settings(value, cfg) -> EncodeSettings:
+def settings(value, cfg):
+    """The recording's EncodeSettings (stages.sinks.file)."""
+    from swapstream.stages.sinks.file import EncodeSettings
+
     return EncodeSettings(value, cfg.codec, crf=20, preset="veryfast")
 
 
 def check(value, cfg) -> None:
+    from swapstream.stages.sinks.file import EncodeStage
+
     EncodeStage(settings(value, cfg), None).validate()  # codec, folder, extension
 
 

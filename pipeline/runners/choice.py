@@ -120,7 +120,7 @@ def choose_runner(cfg, info, *, cpus: int | None = None, gpus: int | None = None
         return Choice("ray", "crash-safe segments spread over Ray workers")
     cpus = cpu_count() if cpus is None else cpus
     gpus = gpu_count() if gpus is None else gpus
-    used_gpus = 0 if str(getattr(cfg, "device", "auto")) == "cpu" else gpus
+    used_gpus = 0 if str(cfg.swap.device) == "cpu" else gpus
     if used_gpus > 0:
         return Choice("ray", f"{cpus} CPUs and {used_gpus} GPU{'s' if used_gpus > 1 else ''}: "
                              f"the stages spread over them")

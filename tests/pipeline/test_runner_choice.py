@@ -229,7 +229,7 @@ def test_convert_records_its_wall_time_but_not_a_clusters(cache, monkeypatch):
 # --- through the command line ---------------------------------------------------------------
 
 def test_segments_dispatch_follows_the_choice(short_clip, capsys):
-    from swapstream.pipeline.cli import _segments_runner
+    from swapstream.pipeline.cli.convert import _segments_runner
 
     args = argparse.Namespace(input=str(short_clip), quiet=False)
     cfg, choice = _segments_runner(args, ConvertConfig(segments=0))

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -61,12 +62,15 @@ def test_the_window_shows_the_live_frames(clips, model_dir, display, tmp_path):
                           str(clips["a"]), "--loop", "--window", "--record", str(rec), "--duration", "6"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    watchdog = threading.Timer(120, p.kill)  # a hung window fails this test, not the whole suite
+    watchdog.start()
     assert p.stdout.readline().startswith("engine: ")  # which engine --engine auto picked
     assert p.stdout.readline().startswith("live: ")  # set up, frames flowing
     assert "keys: s swap" in p.stdout.readline()
     time.sleep(3.0)
     screen = grab(display, tmp_path)
     out, err = p.communicate(timeout=30)
+    watchdog.cancel()
     assert p.returncode == 0 and "ended (duration)" in out and "Traceback" not in err, (out, err)
     frames, _ = decode_all(rec)
     # the lower half of a recorded frame (the overlay is at the top) is on the screen, where the
