@@ -214,7 +214,7 @@ def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: 
 
 
 class BrowserViewer:
-    """Headless Chromium on the web page, reading codes from a canvas (tests/browser.py)."""
+    """Headless Chromium on the web page, reading codes from a canvas (benchmarks/browser.py)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -226,7 +226,7 @@ class BrowserViewer:
         self._thread.start()
 
     def _run(self) -> None:
-        from tests.browser import chromium
+        from browser import chromium  # benchmarks/browser.py
 
         with chromium() as browser:
             page = browser.new_page()

@@ -1,7 +1,5 @@
-"""A headless Chromium for tests and benchmarks, driven by playwright's sync API.
-
-The system's Chromium is used (Debian/Ubuntu: `sudo apt-get install chromium`); playwright never
-downloads a browser here.
+"""A headless Chromium for tests (benchmarks/browser.py launches it), skipping a test when playwright
+or Chromium is missing.
 
     from tests.browser import chromium, require_chromium
 
@@ -14,26 +12,12 @@ downloads a browser here.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--autoplay-policy=no-user-gesture-required", "--disable-features=WebRtcHideLocalIpsWithMdns",
-        "--use-fake-ui-for-media-stream"]
-CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-
-def chromium_path() -> str | None:
-    """The Chromium to drive: $SWAPSTREAM_CHROMIUM, else the first of CANDIDATES found; None if none."""
-    for name in (os.environ.get("SWAPSTREAM_CHROMIUM"), *CANDIDATES):
-        if name and (path := shutil.which(name)):
-            return path
-    return None
+from benchmarks.browser import chromium_path, launch
 
 
 def require_chromium() -> str:
@@ -51,12 +35,5 @@ def require_chromium() -> str:
 @contextmanager
 def chromium(extra_args: tuple[str, ...] = ()) -> Iterator:
     """A launched headless playwright Browser (sync API); closed on exit."""
-    from playwright.sync_api import sync_playwright
-
-    path = require_chromium()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, headless=True, args=[*ARGS, *extra_args])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch(require_chromium(), extra_args) as browser:
+        yield browser
