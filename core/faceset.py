@@ -104,6 +104,14 @@ class Faceset:
         return len(self.names)
 
 
+def read_landmarks(directory: str | Path) -> dict[str, np.ndarray]:
+    """The sidecar's landmarks of the faces whose PNG is still there: name -> (478, 2) float32,
+    pixels in the aligned image. FacesetError when the sidecar is missing or unreadable."""
+    d = Path(directory)
+    faces = _read_sidecar(d)["faces"]
+    return {n: np.asarray(f["landmarks"], np.float32) for n, f in faces.items() if (d / n).is_file()}
+
+
 def _read_sidecar(directory: Path) -> dict:
     sidecar = directory / SIDECAR
     try:

@@ -89,6 +89,20 @@ class SortReport:
     skipped: list[str] = field(default_factory=list)  # unreadable PNGs, left where they were
     dry_run: bool = False
 
+    def coverage_lines(self) -> list[str]:
+        """Each person's expression and pose coverage (training.coverage), and what a model
+        trained on that folder will be unable to draw."""
+        from swapstream.training.coverage import faceset_coverage
+
+        out = []
+        for g in self.groups:
+            if g.folder == OUTLIERS:
+                continue
+            cov = faceset_coverage(self.faceset if self.dry_run else self.faceset / g.folder, g.names)
+            out.append(f"{g.folder}/ {cov.line()}")
+            out += [f"  note: {w}" for w in cov.warnings()]
+        return out
+
     def lines(self) -> list[str]:
         """The summary table and what happened, for the terminal."""
         people = [g for g in self.groups if g.folder != OUTLIERS]

@@ -34,6 +34,12 @@ def run(a) -> int:
     dropped = f", {r.not_like} not the --like person" if a.like else ""
     print(f"wrote {r.faces} faces from {r.frames} frames to {a.output} "
           f"({r.too_small} too small, {r.too_blurry} too blurry{dropped}); contact sheet: {r.contact_sheet}")
+    from swapstream.training.coverage import faceset_coverage
+
+    cov = faceset_coverage(a.output)  # the whole faceset, when this run extended one
+    print(cov.line())
+    for w in cov.warnings():
+        print(f"note: {w}")
     for s in r.sources_without_faces:
         print(f"note: no faces {'of the --like person ' if a.like else ''}found in {s}")
     if not a.like and r.identities > 1:

@@ -26,6 +26,6 @@ def run(a) -> int:
 
     given = {k: v for k, v in (("threshold", a.threshold), ("outlier", a.outlier)) if v is not None}
     report = sort_faceset(a.faceset, SortSettings(dry_run=a.dry_run, **given), progress=not a.quiet)
-    for line in report.lines():
+    for line in report.lines() + report.coverage_lines():
         print(line)
     return 0
