@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# The layer rule (pyproject.toml, [tool.importlinter]): one line when every contract is kept; a
+# failing contract prints lint-imports' whole report, with the import that breaks it, and fails.
+LINT_IMPORTS = out=$$($(BIN)/lint-imports --no-logo 2>&1) || { echo "$$out"; exit 1; }; \
+	echo "layer contracts (lint-imports): $$(echo "$$out" | grep -c ' KEPT$$') of $$(echo "$$out" | grep -c -E ' (KEPT|BROKEN)$$') kept"
+
 .PHONY: setup demo test bench bench-live bench-engines bench-quality gpu-check lint clean
 
 $(STAMP): pyproject.toml
@@ -22,8 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	# the layer rule (pyproject.toml, [tool.importlinter]): a stair that runs up names its import
-	$(BIN)/lint-imports
+	@$(LINT_IMPORTS)
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
@@ -45,7 +49,7 @@ gpu-check: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+	@$(LINT_IMPORTS)
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

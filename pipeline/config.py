@@ -161,11 +161,11 @@ def convert_values(values: dict) -> dict:
 
 
 def _for(own: type, other: type, values: dict) -> dict:
-    """`values` without the keys that only `other` has (flat swap keys moved into `swap`)."""
+    """`values` (a settings file's, from load_yaml) without the keys that only `other` has."""
     if not isinstance(values, dict):
         raise ConfigError(f"a settings file must be a mapping of sections, got {type(values).__name__}")
     only_other = {f.name for f in dataclasses.fields(other)} - {f.name for f in dataclasses.fields(own)}
-    return {k: v for k, v in swap_section(values).items() if k not in only_other}
+    return {k: v for k, v in values.items() if k not in only_other}
 
 
 def swap_section(values: dict) -> dict:

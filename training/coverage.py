@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from swapstream.core.faceset import read_landmarks
+
 MOUTH_OPEN = 0.04  # inner-lip gap / face height above which a mouth counts as open
 EYES_CLOSED = 0.15  # lid gap / eye width below which an eye counts as closed
 MIN_SHARE = 0.05  # an expression on fewer faces than this is one the model will hardly learn
@@ -85,8 +87,6 @@ def coverage(landmarks: np.ndarray) -> Coverage:
 
 def faceset_coverage(directory: str | Path, names: list[str] | None = None) -> Coverage:
     """Coverage of a faceset's faces (of `names` only, when given), from its sidecar alone."""
-    from swapstream.core.faceset import read_landmarks
-
     found = read_landmarks(directory)
     keep = [found[n] for n in (names if names is not None else found) if n in found]
     return coverage(np.array(keep, np.float32).reshape(-1, 478, 2))
