@@ -5,10 +5,13 @@ Builds two small facesets from the sample faces (or takes --a/--b), then for eac
 worker count runs `swapstream train`'s job for --warmup + --steps steps and reports samples/s
 (both identities, all workers) over the timed steps, read from the run's history.jsonl. Checkpoint
 and preview cost are kept out of the timed steps. On a CUDA machine, --gpu also times the
-single-process loop (no Ray needed) in fp32 and bf16 (and with --compile, torch.compile).
+single-process loop (no Ray needed) in fp32 and bf16 (and with --compile, torch.compile), with
+steps/s and the peak GPU memory (torch.cuda.max_memory_allocated over the whole run, preview and
+checkpoint included).
 
     python benchmarks/bench_train.py                               # CPU: lite64, original64 x 1, 2 workers
     python benchmarks/bench_train.py --gpu --presets original64 hd128 --batch-size 64
+    python benchmarks/bench_train.py --gpu --presets hd256 --batch-size 8 --face whole   # 256 px
 """
 
 from __future__ import annotations
@@ -45,15 +48,20 @@ def make_facesets(work: Path) -> tuple[str, str]:
 def timed(rows: list[dict], warmup: int, batch: int, workers: int) -> dict:
     rows = [r for r in rows if r["step"] > warmup]
     step_s = sum(r["step_s"] for r in rows) / max(len(rows), 1)
-    return {"steps": len(rows), "step_ms": round(step_s * 1000, 1),
+    return {"steps": len(rows), "step_ms": round(step_s * 1000, 1), "steps_per_s": round(1 / step_s, 2),
             "samples_per_s": round(2 * batch * workers / step_s, 1)}
 
 
 def run_one(a: str, b: str, out: Path, preset: str, workers: int, args, **kw) -> dict:
     total = args.warmup + args.steps
     cfg = TrainConfig(a=a, b=b, out=str(out), preset=preset, steps=total, batch_size=args.batch_size,
-                      save_every=total, preview_every=total, log_every=1, workers=workers, **kw)
+                      face=args.face, save_every=total, preview_every=total, log_every=1, workers=workers,
+                      **kw)
     t = time.perf_counter()
+    cuda = kw.get("device") == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     if kw.get("device"):
         train(cfg, progress=False)
     else:
@@ -62,6 +70,8 @@ def run_one(a: str, b: str, out: Path, preset: str, workers: int, args, **kw) ->
         train_job(cfg, progress=False)
     res = timed(read_history(out), args.warmup, args.batch_size, workers)
     res["wall_s"] = round(time.perf_counter() - t, 1)
+    if cuda:
+        res["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return res
 
 
@@ -71,6 +81,7 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["lite64", "original64"])
     ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--batch-size", type=int, default=16, help="per identity, per worker (16)")
+    ap.add_argument("--face", choices=["face", "whole"], default="face", help="the crop (train --face)")
     ap.add_argument("--steps", type=int, default=8, help="timed steps (8)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (3)")
     ap.add_argument("--gpu", action="store_true", help="also time one CUDA process: fp32, bf16")
@@ -82,7 +93,7 @@ def main() -> None:
     results: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
                                  "cores": os.cpu_count(), "cuda": torch.cuda.is_available(),
                                  "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-                     "batch_size": args.batch_size, "cpu": {}, "gpu": {}}
+                     "batch_size": args.batch_size, "face": args.face, "cpu": {}, "gpu": {}}
     if not args.gpu:
         for preset in args.presets:
             per = {}
@@ -105,7 +116,8 @@ def main() -> None:
                 r = run_one(a, b, work / f"{preset}-{mode}", preset, 1, args, device="cuda", **kw)
                 results["gpu"][f"{preset}/{mode}"] = r
                 print(f"{preset:<11} {mode:<13} {r['samples_per_s']:>9.1f} samples/s "
-                      f"({r['step_ms']} ms/step)", flush=True)
+                      f"({r['steps_per_s']} steps/s, {r['step_ms']} ms/step), peak GPU memory "
+                      f"{r['peak_gpu_gib']} GiB", flush=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"figures written to {args.json}")
 

@@ -22,6 +22,10 @@ RIGHT_BROW = [46, 53, 52, 65, 55, 70, 63, 105, 66, 107]
 LEFT_BROW = [276, 283, 282, 295, 285, 300, 293, 334, 296, 336]
 NOSE = [1, 2, 4, 5, 6, 168, 197, 195, 98, 327, 129, 358]
 LIPS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409]
+# The inner edge of the lips, in order around the mouth's opening (upper lip from the right
+# corner 78 to the left corner 308, then the lower lip back): what shows between them is the
+# mouth's interior (teeth, tongue, dark).
+INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
 # Points that move with the skull, not the jaw: what alignment fits (the jaw line would make the
 # crop swing every time the mouth opens).
 STABLE_LANDMARKS = RIGHT_EYE + LEFT_EYE + RIGHT_BROW + LEFT_BROW + NOSE + LIPS
@@ -57,18 +61,36 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def template_in_crop(size: int, coverage: float) -> np.ndarray:
+# What a crop frames (training's --face, kept in the checkpoint, used by align at conversion):
+# (share of `coverage` the stable square keeps, template y at the crop's centre). "face": the
+# stable square centred (brows to lower lip, the 2017 crop). "whole": the square smaller and
+# lower, so the forehead above MediaPipe's top points (10, 109, 338: template y -0.15) and the
+# chin (152: y 1.22) fit, as faceswap's "face" centering and DeepFaceLab's whole_face; at
+# coverage 0.7, point 10 lies 19% of the side below the top and the chin 4% above the bottom.
+FACE_TYPES: dict[str, tuple[float, float]] = {"face": (1.0, 0.5), "whole": (0.8, 0.4)}
+
+
+def face_type(face: str) -> tuple[float, float]:
+    """(coverage share, template y at the crop's centre) of a face type; ValueError if unknown."""
+    if face not in FACE_TYPES:
+        raise ValueError(f"face type {face!r} is not one of {', '.join(FACE_TYPES)}")
+    return FACE_TYPES[face]
+
+
+def template_in_crop(size: int, coverage: float, face: str = "face") -> np.ndarray:
     """(478, 2) float64 template placed in a size x size crop.
 
     coverage in (0, 1]: the share of the crop's side taken by the stable-landmark square
     (brows to lower lip). 1.0 is the tight 2017 crop; 0.6 leaves room for the chin and cheeks.
+    face: a FACE_TYPES key ("whole" shrinks the square and moves it down for the forehead).
     """
-    return (face_template().astype(np.float64) - 0.5) * (size * coverage) + size / 2
+    share, centre_y = face_type(face)
+    return (face_template().astype(np.float64) - (0.5, centre_y)) * (size * coverage * share) + size / 2
 
 
-def alignment_matrix(landmarks: np.ndarray, size: int, coverage: float) -> np.ndarray:
+def alignment_matrix(landmarks: np.ndarray, size: int, coverage: float, face: str = "face") -> np.ndarray:
     """(2, 3) float64 matrix taking frame pixels to crop pixels for a face with these landmarks."""
-    tpl = template_in_crop(size, coverage)
+    tpl = template_in_crop(size, coverage, face)
     return umeyama(landmarks[STABLE_LANDMARKS], tpl[STABLE_LANDMARKS])
 
 
@@ -88,6 +110,23 @@ def hull_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     hull = cv2.convexHull(np.round(points).astype(np.int32))
     cv2.fillConvexPoly(mask, hull, 1)
     return mask.astype(np.float32)
+
+
+def polygon_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 mask in [0, 1]: 1 inside the polygon of (N, 2) points taken in order
+    (need not be convex), 0 outside."""
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(np.asarray(points) * 16).astype(np.int32)], 1, shift=4)  # 1/16 px
+    return mask.astype(np.float32)
+
+
+def mouth_gap(landmarks: np.ndarray) -> float:
+    """How open a mouth is: the inner lips' gap (points 13 and 14) over the face's height (10 to
+    152), from (478, 2) landmarks in any pixels. Closed lips 0-0.02; a smile with parted lips
+    0.06-0.09; a wide-open mouth 0.2 and more."""
+    lm = np.asarray(landmarks, np.float64)
+    height = float(np.linalg.norm(lm[10] - lm[152]))
+    return float(np.linalg.norm(lm[13] - lm[14])) / max(height, 1e-6)
 
 
 def crop_face(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:

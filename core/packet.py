@@ -21,7 +21,7 @@ class Why(enum.Enum):
 
     ALIGNMENT = "alignment"  # align: the landmarks do not fit the template (profile, distortion)
     UNDECIDED = "undecided"  # identify (live): the track's identity vote is not in yet
-    OTHER_PERSON = "other person"  # identify: not the --only person
+    OTHER_PERSON = "other person"  # identify: nobody in the --map (or not the --only person)
     DEGENERATE = "degenerate"  # blend: the alignment matrix cannot be inverted
 
 
@@ -46,7 +46,13 @@ class Face:
     crop: (S, S, 3) uint8 RGB aligned face (set by align), S = model input size.
     swapped: (S, S, 3) uint8 RGB face from the engine (set by swap).
     mask: (S, S) float32 in [0, 1], the decoder's learned mask (set by swap).
+    occlusion: (S, S) float32 in [0, 1], in the crop: 1 where something found in front of the
+        face covers it (a hand; set by the hands stage), None when nothing was looked for.
     track: id linking a face to the same person in neighbouring frames (set by align).
+    person: which person of the swap's map the face is (set by identify): the index of the map
+        entry (--map REF=MODEL in order; --only REF is a map of one) whose model swaps it.
+        -1 where no identify stage runs (the one model swaps every face) or where the face
+        is nobody in the map (it then also has a Why.OTHER_PERSON skip).
     skips: why this face was not swapped (Skip records), if it was not; the frame still flows.
     """
 
@@ -56,7 +62,9 @@ class Face:
     crop: np.ndarray | None = None
     swapped: np.ndarray | None = None
     mask: np.ndarray | None = None
+    occlusion: np.ndarray | None = None
     track: int = -1
+    person: int = -1
     skips: list[Skip] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -83,7 +91,8 @@ class Face:
 
     def __repr__(self) -> str:
         x0, y0, x1, y1 = self.bbox
-        return (f"Face(track={self.track}, box=({x0:.0f},{y0:.0f},{x1:.0f},{y1:.0f}), "
+        return (f"Face(track={self.track}, person={self.person}, "
+                f"box=({x0:.0f},{y0:.0f},{x1:.0f},{y1:.0f}), "
                 f"score={self.score:.2f}, crop={_shape(self.crop)}, swapped={_shape(self.swapped)}, "
                 f"mask={_shape(self.mask)}, skips={[str(s) for s in self.skips]})")
 

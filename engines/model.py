@@ -2,6 +2,8 @@
 
 Input: (N, 3, S, S) float32 RGB in [0, 1]. Each decoder outputs (N, 4, S, S): RGB through a
 sigmoid (channels 0-2, in [0, 1]) and a mask logit turned into [0, 1] by a sigmoid (channel 3).
+Larger presets keep the shape and add residual blocks after each decoder upscale, as the 2018-2020
+successors did (DeepFaceLab's SAEHD, faceswap's dfl-sae and villain).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from swapstream.core.errors import ConfigError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture. size / 2**len(enc_channels) must be 4 (the dense bottleneck is 4x4)."""
+    """Architecture. size / 2**len(enc_channels) must be 4 (the dense bottleneck is 4x4).
+    res_blocks: residual blocks after each decoder upscale (0: the 2017 decoder)."""
 
     size: int
     enc_channels: tuple[int, ...]
@@ -24,9 +27,13 @@ class ModelConfig:
     dense_channels: int
     upscale_channels: int
     dec_channels: tuple[int, ...]
+    res_blocks: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.res_blocks:  # model.json of the 2017-shaped presets stays as older versions wrote it
+            del d["res_blocks"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -42,6 +49,11 @@ PRESETS: dict[str, ModelConfig] = {
     "lite64": ModelConfig(64, (32, 64, 128, 256), 256, 256, 128, (64, 32, 16)),
     # 128 px for GPUs: one more stride-2 conv and one more decoder upscale.
     "hd128": ModelConfig(128, (128, 256, 512, 1024, 1024), 1024, 1024, 512, (512, 256, 128, 64)),
+    # 256 px for GPUs: six stride-2 convs, narrow where the maps are large; a 512 latent; a residual
+    # block after each of the five decoder upscales. 113.5M parameters (encoder 69.5M, each
+    # decoder 22.0M).
+    "hd256": ModelConfig(256, (64, 128, 256, 512, 768, 1024), 512, 1024, 512, (512, 256, 128, 64, 32),
+                         res_blocks=1),
 }
 
 
@@ -67,6 +79,19 @@ class Upscale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.act(self.conv(x)))
+
+
+class ResBlock(nn.Module):
+    """x + conv3x3(LeakyReLU(0.2)(conv3x3(x))), then LeakyReLU(0.2): (N, C, H, W) -> same shape."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.conv2(self.act(self.conv1(x))))
 
 
 class Encoder(nn.Module):
@@ -96,10 +121,19 @@ class Decoder(nn.Module):
         super().__init__()
         chans = (cfg.upscale_channels, *cfg.dec_channels)
         self.ups = nn.Sequential(*[Upscale(a, b) for a, b in zip(chans, chans[1:])])
+        # a module only when there are blocks: the 2017 presets keep their state_dict keys
+        self.res = nn.ModuleList(nn.Sequential(*[ResBlock(c) for _ in range(cfg.res_blocks)])
+                                 for c in cfg.dec_channels) if cfg.res_blocks else None
         self.out = nn.Conv2d(cfg.dec_channels[-1], 4, 5, padding=2)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.out(self.ups(z)))
+        if self.res is None:
+            x = self.ups(z)
+        else:
+            x = z
+            for up, res in zip(self.ups, self.res):
+                x = res(up(x))  # (N, c, 2H, 2W)
+        return torch.sigmoid(self.out(x))
 
 
 class SwapModel(nn.Module):
@@ -112,6 +146,8 @@ class SwapModel(nn.Module):
                               f"but {len(cfg.enc_channels)} encoder convs give {2 ** len(cfg.enc_channels)}x")
         if len(cfg.dec_channels) != len(cfg.enc_channels) - 1:
             raise ConfigError("dec_channels must have one entry fewer than enc_channels")
+        if cfg.res_blocks < 0:
+            raise ConfigError(f"res_blocks = {cfg.res_blocks} must be 0 or more")
         self.cfg = cfg
         self.identities = list(identities)
         self.encoder = Encoder(cfg)

@@ -10,6 +10,12 @@ section convert and live share:
     encode: {crf: 20, preset: medium}       # codec: libx264 (default) | h264_nvenc | hevc_nvenc
     decode: {hwaccel: none}                 # cuda: decode on an NVIDIA GPU
     identity: {only: [ref.jpg], threshold: 0.41, vote: 7}   # swap only this person
+    map: {people/alice: models/alice_to_carol, people/bob.jpg: models/bob_to_dave}
+
+`map:` (REF: MODEL, a person's photo, folder of photos or faceset: the model that swaps them,
+both relative to the file) swaps several people in one pass, each with their own model; faces
+of anyone else are left as they are (swapstream.pipeline.people). It takes the place of
+swap.model and identity.only.
 """
 
 from __future__ import annotations
@@ -75,12 +81,15 @@ SWAP_KEYS = tuple(f.name for f in dataclasses.fields(SwapSection))
 @dataclass
 class SharedSections:
     """The sections convert and live share: the swap, and the face stages' settings (detect is
-    each one's own: live's defaults differ)."""
+    each one's own: live's defaults differ). map: person (REF: photos, a folder, a faceset) ->
+    the model that swaps them (--map REF=MODEL); empty: swap.model swaps every face (or the
+    identity.only person's)."""
 
     swap: SwapSection = field(default_factory=SwapSection)
     align: AlignOptions = field(default_factory=AlignOptions)
     blend: BlendSettings = field(default_factory=BlendSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    map: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -72,7 +72,7 @@ def convert(input_path: str | Path, output_path: str | Path, cfg: ConvertConfig,
     """Swap the faces of input_path into output_path. Raises SwapstreamError on bad input."""
     src, dst = Path(input_path), Path(output_path)
     model = check_request(cfg, src, dst, say=to_stderr if progress else None)
-    chain = make_chain(cfg, model.meta, "convert", model.reference)
+    chain = make_chain(cfg, model.meta, "convert", model.reference, model.people)
     # the decoded frames ride along: the encoder writes them as they are, outside the faces
     decode = DecodeStage(DecodeSettings(str(src), hwaccel=cfg.decode.hwaccel, keep_source=True))
     settings: EncodeSettings | None = None

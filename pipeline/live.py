@@ -158,7 +158,8 @@ def _open(cfg: LiveConfig, model, extra_sinks: list[Sink]) -> _Session:
             audio.open()
         has_audio = audio is not None or info.has_audio
         _one_torch_thread(cfg.swap.device)
-        stages = [lk.build() for lk in make_chain(cfg, model.meta, "live", model.reference)] + [BoxesStage()]
+        chain = make_chain(cfg, model.meta, "live", model.reference, model.people)
+        stages = [lk.build() for lk in chain] + [BoxesStage()]
         controls = Controls(direction=cfg.swap.direction)
         wire_controls(controls, stages)
         # the window and the page read the statistics, which are made once the sinks are known
@@ -179,7 +180,9 @@ def _say_ready(cfg: LiveConfig, s: _Session, say: Callable[[str], None]) -> None
     """The session's lines once everything is set up (a server's URL has its real port now)."""
     info = s.info
     say(f"live: {info.label} ({info.kind}), {info.width}x{info.height} at {info.fps:g} fps"
-        f"{', with audio' if s.has_audio else ''}; model {cfg.swap.model} ({cfg.swap.direction})")
+        f"{', with audio' if s.has_audio else ''}; "
+        f"{'model ' + cfg.swap.model if cfg.swap.model else 'models ' + ', '.join(cfg.map.values())} "
+        f"({cfg.swap.direction})")
     for sink in s.sinks:
         if getattr(sink, "url", None):
             say(f"live: {sink.name} at {sink.url}")

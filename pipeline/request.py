@@ -1,9 +1,10 @@
 """A swap request, checked and turned into a chain: what convert, segments and live share.
 
 `check_model` (and `check_request`, for a conversion) checks everything a user can get wrong
-before any work: the model, its direction, an engine that runs here, the --only person's
-reference faces. `make_chain` then builds detect -> align [-> identify] -> swap -> blend for the
-mode the caller names: "convert" (every frame; identify holds frames until a track is decided;
+before any work: the model (each model of a --map), its direction, an engine that runs here, the
+reference faces of each person of the map (--only: a map of one; swapstream.pipeline.people).
+`make_chain` then builds detect -> align [-> identify] -> swap -> blend for the mode the caller
+names: "convert" (every frame; identify holds frames until a track is decided;
 swap batches up to 32 faces) or "live" (identify never holds; one face per swap call, every
 direction built at set-up so that a toggle never stalls the stream).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,11 @@ import numpy as np
 from swapstream.core.errors import ConfigError, ModelError, OutputError
 from swapstream.engines.checkpoint import verify_checkpoint
 from swapstream.pipeline.chain import Chain, link
+from swapstream.pipeline.people import Person, load_people, map_entries
 from swapstream.stages.face.align import AlignSettings, AlignStage
 from swapstream.stages.face.blend import BlendStage
 from swapstream.stages.face.detect import DetectStage
+from swapstream.stages.face.hands import HandSettings, HandsStage
 from swapstream.stages.face.identify import IdentifyStage
 from swapstream.stages.face.swap import SwapSettings, SwapStage
 
@@ -32,71 +35,100 @@ MODES = ("convert", "live")
 
 @dataclass(frozen=True)
 class CheckedModel:
-    """A model that passed check_model. meta: its model.json; reference: the --only person's
-    reference embeddings, (M, 128) float32 unit vectors, or None without --only."""
+    """A request's models, passed by check_model. meta: the model.json of --model (with --map,
+    of the first entry's model); people: the map's entries with their models and reference
+    embeddings (--only: one; empty: --model swaps every face); reference: the --only person's
+    (M, 128) float32 unit embeddings (people[0]'s when the map has one entry), else None."""
 
     meta: dict
     reference: np.ndarray | None = None
+    people: tuple[Person, ...] = ()
 
 
-def make_chain(cfg, meta: dict, mode: str, reference: np.ndarray | None = None) -> Chain:
-    """detect -> align [-> identify] -> swap -> blend for a checked request (cfg: ConvertConfig or
+def make_chain(cfg, meta: dict, mode: str, reference: np.ndarray | None = None,
+               people: Sequence[Person] = ()) -> Chain:
+    """detect -> align [-> identify] -> swap [-> hands] -> blend for a checked request (cfg: ConvertConfig or
     LiveConfig; meta: the model's model.json; mode: "convert" | "live"; reference: the --only
-    person's (M, 128) float32 embeddings, needed when cfg.identity.only is set)."""
+    person's (M, 128) float32 embeddings, needed when cfg.identity.only is set and `people` is not
+    given; people: CheckedModel.people, needed with a --map). With people, identify decides each
+    face's entry and swap runs it through that entry's model; align cuts the first model's crop
+    (swap cuts again for a model that takes another)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    align = AlignSettings(size=int(meta["model"]["size"]),
-                          coverage=float(meta.get("training", {}).get("coverage", 0.7)),
-                          **dataclasses.asdict(cfg.align))
+    people = tuple(people) or _one_person(cfg, meta, reference)
+    meta = people[0].meta if people else meta
+    align = align_settings(cfg, meta)
     identify = []
-    if cfg.identity.only:
-        if reference is None:
-            raise ValueError("--only needs the reference embeddings (check_model loads them)")
-        identify = [link(IdentifyStage, cfg.identity, reference, hold=mode == "convert")]
-    return [link(DetectStage, cfg.detect), link(AlignStage, align), *identify,
-            link(SwapStage, swap_settings(cfg.swap, mode)), link(BlendStage, cfg.blend)]
+    if people:
+        identify = [link(IdentifyStage, cfg.identity, [p.embeddings for p in people],
+                         hold=mode == "convert")]
+    swap = swap_settings(cfg.swap, mode, [(p.model, align_settings(cfg, p.meta)) for p in people])
+    hands = []
+    if cfg.blend.occlusion in ("hands", "both"):  # live searches for a new hand every 3rd frame
+        hands = [link(HandsStage, HandSettings(search_every=3 if mode == "live" else 1))]
+    return [link(DetectStage, cfg.detect), link(AlignStage, align), *identify, link(SwapStage, swap),
+            *hands, link(BlendStage, cfg.blend, mouth_reach(meta, swap.to_identity),
+                         tuple(mouth_reach(p.meta, swap.to_identity) for p in people))]
 
 
-def load_reference(cfg, say: Callable[[str], None] | None = None) -> np.ndarray | None:
-    """The --only person's reference embeddings, (M, 128) float32 (once, in the driver; every
-    worker gets them with the chain), or None without --only. ReferenceError (exit 2) for a
-    reference without a face."""
+def _one_person(cfg, meta: dict, reference: np.ndarray | None) -> tuple[Person, ...]:
+    """--only's person when the caller gives the reference embeddings instead of people."""
+    if cfg.map:
+        raise ValueError("--map needs the people with their models (check_model loads them)")
     if not cfg.identity.only:
-        return None
-    from swapstream.training.reference import load_reference as load
+        return ()
+    if reference is None:
+        raise ValueError("--only needs the reference embeddings (check_model loads them)")
+    return (Person(tuple(cfg.identity.only), cfg.swap.model, meta, reference),)
 
-    ref = load(cfg.identity.only)
-    if say is not None:
-        say(f"only: {len(ref)} reference face(s) of the person from {', '.join(ref.sources)}; "
-            f"other people are left as they are")
-        for note in ref.notes:
-            say(f"note: {note}")
-    return ref.embeddings
+
+def align_settings(cfg, meta: dict) -> AlignSettings:
+    """The crop a model takes (size, coverage and face type from its model.json) with the user's
+    align options."""
+    trained = meta.get("training", {})  # the crop the model was trained on (before --face: "face")
+    return AlignSettings(size=int(meta["model"]["size"]), coverage=float(trained.get("coverage", 0.7)),
+                         face=str(trained.get("face", "face")), **dataclasses.asdict(cfg.align))
+
+
+def mouth_reach(meta: dict, identity: str) -> float | None:
+    """The widest mouth (core.geometry.mouth_gap, 95th percentile) the faceset of the identity a
+    model draws showed in training, from its model.json; None for a model trained before this
+    was recorded."""
+    reach = meta.get("training", {}).get("expression", {}).get(identity, {}).get("mouth_reach")
+    return None if reach is None else float(reach)
 
 
 def check_model(cfg, say: Callable[[str], None] | None = None) -> CheckedModel:
-    """The model a request names: present, sound, and able to swap in its direction, and an
-    engine that runs here (cfg.swap.engine "auto" is resolved in place; `say` gets the line
-    naming it), with the --only reference loaded. ModelError / ConfigError name the problem and
-    the fix."""
+    """The models a request names (--model, or each of the --map's): present, sound, and able to
+    swap in its direction, and an engine that runs here (cfg.swap.engine "auto" is resolved in
+    place; `say` gets the line naming it), with each person's references loaded (--only, --map).
+    ModelError / ConfigError / ReferenceError name the problem and the fix."""
     sw = cfg.swap
-    if not sw.model:
-        raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`)")
-    meta = verify_checkpoint(sw.model)  # corrupt weights fail here, not in a worker
-    swap_settings(sw, "convert").check_identities(meta["identities"])
+    entries = map_entries(cfg)
+    models = list(dict.fromkeys(m for _, m in entries)) or [sw.model]
+    if not models[0]:
+        raise ModelError("no model given; pass --model DIR (a checkpoint from `swapstream train`), "
+                         "or --map REF=MODEL for each person to swap")
+    metas = {}
+    for model in models:
+        metas[model] = verify_checkpoint(model)  # corrupt weights fail here, not in a worker
+        SwapSettings(model, sw.direction).check_identities(metas[model]["identities"])
     line = choose_engine(sw)
     if say is not None:
         say(line)
-    return CheckedModel(meta, load_reference(cfg, say))
+    people = load_people(cfg, entries, metas, say) if entries else ()
+    return CheckedModel(metas[models[0]], people[0].embeddings if len(people) == 1 else None, people)
 
 
-def swap_settings(sw, mode: str) -> SwapSettings:
+def swap_settings(sw, mode: str, models: Sequence[tuple[str, AlignSettings]] = ()) -> SwapSettings:
     """The swap stage's settings for the swap section `sw` (pipeline.config.SwapSection) in a
-    mode. Convert: batches of up to 32 faces. Live: one face per call (static shapes: CUDA graphs
-    for the compile engine), every direction built in setup."""
+    mode; models: (checkpoint, the crop it takes) per person of the map (SwapSettings.models).
+    Convert: batches of up to 32 faces. Live: one face per call (static shapes: CUDA graphs for
+    the compile engine), every direction built in setup."""
     live = mode == "live"
-    return SwapSettings(sw.model, sw.direction, sw.engine, sw.device, 1 if live else 32,
-                        sw.precision, providers_of(sw), warm_all=live)
+    models = tuple(models)
+    return SwapSettings(sw.model or (models[0][0] if models else ""), sw.direction, sw.engine, sw.device,
+                        1 if live else 32, sw.precision, providers_of(sw), warm_all=live, models=models)
 
 
 def providers_of(sw) -> tuple[str, ...]:

@@ -1,6 +1,8 @@
 """Sample media built from public-domain faces that ship in packages; nothing is downloaded.
 
-`astronaut` is scikit-image's astronaut (Eileen Collins), `grace_hopper` matplotlib's sample photo.
+`astronaut` is scikit-image's astronaut (Eileen Collins), `grace_hopper` matplotlib's sample photo,
+`cameraman` scikit-image's camera (grey, turned towards his camera: a third person for scenes of
+several people; align's default max_residual leaves his near-profile face unswapped).
 A clip renders one or more of them as heads that move, turn and change scale over a textured
 background, with a sine-tone audio track. Used by the demo and by the tests' fixtures.
 """
@@ -18,7 +20,8 @@ import cv2
 import numpy as np
 
 # Landmark boxes (x0, y0, x1, y1) of the face in each source image, measured with FaceMesh.
-_FACE_BOX = {"astronaut": (179, 71, 271, 177), "grace_hopper": (173, 132, 356, 334)}
+_FACE_BOX = {"astronaut": (179, 71, 271, 177), "grace_hopper": (173, 132, 356, 334),
+             "cameraman": (197, 128, 256, 193)}
 FACES = tuple(_FACE_BOX)
 
 
@@ -35,6 +38,10 @@ def source_image(name: str) -> np.ndarray:
 
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
             return np.asarray(Image.open(f).convert("RGB"))
+    if name == "cameraman":
+        from skimage import data
+
+        return np.ascontiguousarray(np.repeat(data.camera()[..., None], 3, axis=2))
     raise ValueError(f"unknown sample face {name!r}; choose from {', '.join(FACES)}")
 
 

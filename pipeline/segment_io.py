@@ -75,7 +75,7 @@ def run_segment(job: SegmentJob) -> SegmentResult:
         settings = EncodeSettings(job.file, cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,
                                   audio_from=None)
         sink = CountingSink(_SegmentEncoder(settings, info))
-        chain = make_chain(cfg, job.meta, "convert", job.reference)
+        chain = make_chain(cfg, job.meta, "convert", job.reference, job.people)
         if seg.lead:  # after the stages that carry state from frame to frame (detect, align)
             chain.insert(after_temporal(chain), link(SkipLead, seg.start_pts))
         run = LocalRunner(cfg.batch_size, False, seg.frames, f"segment {seg.index}")

@@ -53,6 +53,7 @@ class SegmentJob:
     cfg: ConvertConfig
     meta: dict  # the model's metadata (read_meta)
     reference: object = None  # --only: the person's (M, 128) float32 embeddings (pipeline.request)
+    people: tuple = ()  # --map (and --only): pipeline.people.Person per person, with their models
 
 
 @dataclass

@@ -67,10 +67,11 @@ def default_work_dir(output: str | os.PathLike) -> Path:
     return dst.parent / f".{dst.name}.swapstream-work"
 
 
-def _identity(src: Path, cfg: ConvertConfig, meta: dict) -> dict:
-    """What a segment file depends on: the input file, the resolved config, the model."""
+def _identity(src: Path, cfg: ConvertConfig, meta: dict, models: list[str] | None = None) -> dict:
+    """What a segment file depends on: the input file, the resolved config, the model (models:
+    the weights' sha256 of each model of a --map, when there are several)."""
     conf = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUN_ONLY}
-    blob = json.dumps(conf, sort_keys=True, default=str) + str(meta.get("sha256"))
+    blob = json.dumps(conf, sort_keys=True, default=str) + str(meta.get("sha256")) + "".join(models or [])
     st = src.stat()
     return {"input": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "config_sha256": hashlib.sha256(blob.encode()).hexdigest(), "model_sha256": meta.get("sha256")}
@@ -166,10 +167,11 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
     meta, total = model.meta, sum(s.frames for s in plan)
     t0 = time.perf_counter()
     work = Path(work_dir).absolute() if work_dir else default_work_dir(dst)
-    manifest = _open_manifest(work, _identity(src, cfg, meta), plan, resume)
+    several = [p.meta.get("sha256", "") for p in model.people] if len(model.people) > 1 else None
+    manifest = _open_manifest(work, _identity(src, cfg, meta, several), plan, resume)
     entries = manifest["segments"]
-    jobs = [SegmentJob(str(src), plan[e["index"]], str(work / e["file"]), cfg, meta, model.reference)
-            for e in entries if e["status"] != "done"]
+    jobs = [SegmentJob(str(src), plan[e["index"]], str(work / e["file"]), cfg, meta, model.reference,
+                       model.people) for e in entries if e["status"] != "done"]
     reused = len(entries) - len(jobs)
     bar = tqdm(total=total, unit="frame", desc=src.name, disable=not progress,
                dynamic_ncols=True, initial=sum(e["frames"] for e in entries if e["status"] == "done"))

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from swapstream.core.faceset import Faceset, feature_masks, hull_masks
-from swapstream.core.geometry import template_in_crop, umeyama
+from swapstream.core.geometry import face_type, template_in_crop, umeyama
+from swapstream.training.occluders import random_occluder
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class AugmentConfig:
     # Jitter std as a share of the crop side. The 2017 code jitters by 5 px a grid spanning the
     # 160 px that become the 64 px crop: 5/160 of the side, ~2 px at 64.
     warp_std: float = 5 / 160
+    # Share of the faces given an occluder over the input (training.occluders), whose region is
+    # taken out of the target mask: the decoder's mask learns to leave occluders out.
+    occluders: float = 0.0
 
     @classmethod
     def off(cls) -> AugmentConfig:
@@ -50,16 +54,19 @@ def _to_norm(n: int) -> np.ndarray:
     return np.array([[2 / n, 0, 1 / n - 1], [0, 2 / n, 1 / n - 1], [0, 0, 1]])
 
 
-def crop_to_faceset(size: int, coverage: float, faceset_size: int, faceset_coverage: float) -> np.ndarray:
-    """(3, 3) float64: normalised crop coordinates -> normalised faceset coordinates."""
-    m = umeyama(template_in_crop(faceset_size, faceset_coverage), template_in_crop(size, coverage))
+def crop_to_faceset(size: int, coverage: float, faceset_size: int, faceset_coverage: float,
+                    face: str = "face") -> np.ndarray:
+    """(3, 3) float64: normalised crop coordinates -> normalised faceset coordinates (the crop of
+    face type `face`, core.geometry.FACE_TYPES; facesets are aligned as "face")."""
+    m = umeyama(template_in_crop(faceset_size, faceset_coverage), template_in_crop(size, coverage, face))
     faceset_to_crop = np.vstack([m, [0, 0, 1]])  # pixels -> pixels
     return _to_norm(faceset_size) @ np.linalg.inv(faceset_to_crop) @ np.linalg.inv(_to_norm(size))
 
 
-def working_size(size: int, coverage: float, faceset_size: int, faceset_coverage: float) -> int:
+def working_size(size: int, coverage: float, faceset_size: int, faceset_coverage: float,
+                 face: str = "face") -> int:
     """Side to pre-shrink faceset images to so the crop samples them at about 1:1."""
-    ratio = size * coverage / (faceset_size * faceset_coverage)
+    ratio = size * coverage * face_type(face)[0] / (faceset_size * faceset_coverage)
     return min(faceset_size, math.ceil(faceset_size * ratio))
 
 
@@ -117,7 +124,8 @@ def random_flow(n: int, size: int, cfg: AugmentConfig, generator: torch.Generato
 
 def augment(faces: torch.Tensor, size: int, coverage: float, cfg: AugmentConfig | None = None,
             generator: torch.Generator | None = None, faceset_size: int = 256,
-            faceset_coverage: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            faceset_coverage: float = 0.5,
+            face: str = "face") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Augment a batch of faceset faces into training crops.
 
     faces: (N, 3 + C, H, W) uint8 - RGB + C masks (0..255) of faceset images at any resolution
@@ -130,7 +138,7 @@ def augment(faces: torch.Tensor, size: int, coverage: float, cfg: AugmentConfig 
     """
     cfg = cfg or AugmentConfig()
     n, c, dev = faces.shape[0], faces.shape[1], faces.device
-    base = torch.as_tensor(crop_to_faceset(size, coverage, faceset_size, faceset_coverage), device=dev)
+    base = torch.as_tensor(crop_to_faceset(size, coverage, faceset_size, faceset_coverage, face), device=dev)
     theta = (base @ random_affine(n, cfg, generator, dev))[:, :2].float()  # (N, 2, 3)
     x = faces.float().div_(255)  # (N, 3 + C, H, W)
     grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)  # (N, S, S, 2)
@@ -147,6 +155,37 @@ def augment(faces: torch.Tensor, size: int, coverage: float, cfg: AugmentConfig 
     return warped, target[:, :3], target[:, 3:]
 
 
+def occlude(warped: torch.Tensor, mask: torch.Tensor, share: float,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste a random occluder (training.occluders.random_occluder) over `share` of the inputs
+    and take its region out of their face mask.
+
+    warped (N, 3, S, S) and mask (N, C, S, S) float32 in [0, 1], as augment() gives them; returns
+    new tensors (the inputs are not written to). The occluder sits at the same crop pixels in the
+    input and the mask (the warp moves the input by ~2 px at most; the mask follows the target).
+    The target is left clean: behind an occluder the decoder learns the face, and the mask learns
+    that the occluder is not face.
+    """
+    n, _, side, _ = warped.shape
+    dev = warped.device
+    chosen = torch.rand(n, generator=generator, device=dev) < share
+    if not bool(chosen.any()):
+        return warped, mask
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=dev))
+    rng = np.random.default_rng(seed)
+    idx = torch.nonzero(chosen).flatten().tolist()
+    others = warped[[(i + 1) % n for i in idx]].permute(0, 2, 3, 1).cpu().numpy()  # (k, S, S, 3)
+    alpha = np.zeros((n, 1, side, side), np.float32)
+    colour = np.zeros((n, 3, side, side), np.float32)
+    for i, other in zip(idx, others):
+        a, c = random_occluder(rng, side, other)
+        alpha[i, 0], colour[i] = a, c.transpose(2, 0, 1)
+    a = torch.from_numpy(alpha).to(dev)
+    warped = torch.lerp(warped, torch.from_numpy(colour).to(dev), a)  # new tensors: inputs untouched
+    mask = torch.cat([mask[:, :1] * (1 - a), mask[:, 1:]], 1)
+    return warped, mask
+
+
 class TrainingFaces:
     """One faceset made ready for training: faces + masks pre-shrunk, on the device.
 
@@ -157,10 +196,12 @@ class TrainingFaces:
     """
 
     def __init__(self, faceset: Faceset, size: int, coverage: float,
-                 device: torch.device | str = "cpu", cfg: AugmentConfig | None = None) -> None:
+                 device: torch.device | str = "cpu", cfg: AugmentConfig | None = None,
+                 face: str = "face") -> None:  # face: the crop's face type (core.geometry.FACE_TYPES)
         self.size, self.coverage, self.cfg = size, coverage, cfg or AugmentConfig()
         self.faceset_size, self.faceset_coverage = faceset.size, faceset.coverage
-        side = working_size(size, coverage, faceset.size, faceset.coverage)
+        self.face = face
+        side = working_size(size, coverage, faceset.size, faceset.coverage, face)
         chunks = []
         for i in range(0, len(faceset.images), 256):  # full-size masks for a chunk at a time
             lm, f = faceset.landmarks[i:i + 256], faceset.size
@@ -173,7 +214,7 @@ class TrainingFaces:
 
     def _crop(self, faces: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None):
         return augment(faces, self.size, self.coverage, cfg, generator, self.faceset_size,
-                       self.faceset_coverage)
+                       self.faceset_coverage, self.face)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None):
         """(warped, target, mask) for batch_size random faces; see augment().
@@ -182,7 +223,10 @@ class TrainingFaces:
         hull, mask[:, 1] the eyes + mouth.
         """
         idx = torch.randint(len(self), (batch_size,), generator=generator, device=self.faces.device)
-        return self._crop(self.faces[idx], self.cfg, generator)
+        warped, target, mask = self._crop(self.faces[idx], self.cfg, generator)
+        if self.cfg.occluders > 0:
+            warped, mask = occlude(warped, mask, self.cfg.occluders, generator)
+        return warped, target, mask
 
     def fixed(self, n: int) -> torch.Tensor:
         """(min(n, N), 3, S, S) float32 unaugmented crops of faces spread over the set."""

@@ -50,6 +50,10 @@ def check_resume(cfg: TrainConfig, meta: dict, where: str | Path) -> None:
     if old_cov != cfg.coverage:
         raise ConfigError(f"checkpoint {where} was trained at coverage {old_cov}, not "
                           f"{cfg.coverage}; pass --coverage {old_cov} to resume it")
+    old_face = meta.get("training", {}).get("face", "face")  # checkpoints from before --face
+    if old_face != cfg.face:
+        raise ConfigError(f"checkpoint {where} was trained with --face {old_face}, not {cfg.face}; "
+                          f"pass --face {old_face} to resume it")
     if meta["step"] >= cfg.steps:
         raise ConfigError(f"checkpoint {where} is at step {meta['step']} already; pass --steps above "
                           f"{meta['step']} to train further")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swapstream.core.errors import ConfigError
+from swapstream.core.geometry import FACE_TYPES
 from swapstream.engines.model import preset
 from swapstream.training.losses import LossConfig
 
@@ -26,6 +27,7 @@ class TrainConfig:
     lr: float = 5e-5
     betas: tuple[float, float] = (0.5, 0.999)
     coverage: float = 0.7  # share of the crop side spanned by the stable-landmark square
+    face: str = "face"  # what the crop frames: "face" | "whole" (forehead too; core.geometry.FACE_TYPES)
     save_every: int = 250
     preview_every: int = 250
     log_every: int = 10  # history.jsonl / TensorBoard row every N steps
@@ -36,7 +38,11 @@ class TrainConfig:
     mask_loss: str = "l1"  # "l1" or "bce"
     gan_weight: float = 0.0  # > 0: train a patch discriminator; its adversarial term's weight
     gan_lr: float = 1e-4
+    # dlib's face recogniser as a frozen loss network (training/faceloss.py); 0 turns each off
+    perceptual_weight: float = 0.0  # its early features on reconstructions vs targets
+    identity_weight: float = 0.0  # its embedding of A's face drawn by B's decoder, pulled to B's
     warp: bool = True  # the 2017 random warp of the input
+    occluders: float = 0.3  # share of input faces with a pasted occluder, cut from the mask target
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"  # CUDA: auto = bf16 where supported, else fp16 + grad scaler; CPU: fp32
@@ -62,8 +68,12 @@ class TrainConfig:
         for name in ("steps", "batch_size", "save_every", "preview_every", "log_every", "workers", "keep"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} = {getattr(self, name)} must be at least 1")
+        if not 0 <= self.occluders <= 1:
+            raise ConfigError(f"occluders = {self.occluders} must be a share, 0-1 (0 turns them off)")
         if not 0 < self.coverage <= 1:
             raise ConfigError(f"coverage = {self.coverage} must be in (0, 1]; 0.7 is a good start")
+        if self.face not in FACE_TYPES:
+            raise ConfigError(f"face {self.face!r} is not one of {', '.join(FACE_TYPES)}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError(f"max_seconds = {self.max_seconds} must be positive")
         if not self.lr > 0:
@@ -72,12 +82,14 @@ class TrainConfig:
             raise ConfigError(f"mask_loss {self.mask_loss!r} is not one of 'l1', 'bce'")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp {self.amp!r} is not one of {', '.join(AMP_MODES)}")
-        for name in ("gan_weight", "ssim_weight", "mask_weight", "face_boost", "feature_boost", "clip"):
+        for name in ("gan_weight", "ssim_weight", "mask_weight", "face_boost", "feature_boost", "clip",
+                     "perceptual_weight", "identity_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} = {getattr(self, name)} must not be negative")
 
     def loss_config(self) -> LossConfig:
-        return LossConfig({"face": 1.0, "ssim": self.ssim_weight, "mask": self.mask_weight},
+        extra = {"perceptual": self.perceptual_weight} if self.perceptual_weight > 0 else {}
+        return LossConfig({"face": 1.0, "ssim": self.ssim_weight, "mask": self.mask_weight, **extra},
                           face_boost=self.face_boost, feature_boost=self.feature_boost,
                           mask_loss=self.mask_loss)
 

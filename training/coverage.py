@@ -40,6 +40,9 @@ class Coverage:
     eyes_closed: float
     yaw_min: float
     yaw_max: float
+    # how wide a mouth the faces show: the 95th percentile of the inner-lip gap over the face's
+    # height (core.geometry.mouth_gap); what the blend's `mouth: auto` compares a face's gap with
+    mouth_reach: float = 0.0
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -75,14 +78,16 @@ def coverage(landmarks: np.ndarray) -> Coverage:
         return np.linalg.norm(lm[:, a] - lm[:, b], axis=1)
 
     height = np.maximum(dist(10, 152), 1e-6)
-    mouth = dist(13, 14) / height > MOUTH_OPEN
+    gap = dist(13, 14) / height
+    mouth = gap > MOUTH_OPEN
     right = dist(159, 145) / np.maximum(dist(33, 133), 1e-6)
     left = dist(386, 374) / np.maximum(dist(362, 263), 1e-6)
     closed = (right < EYES_CLOSED) & (left < EYES_CLOSED)
     across = lm[:, 454, 0] - lm[:, 234, 0]
     where = (lm[:, 1, 0] - lm[:, 234, 0]) / np.where(np.abs(across) > 1e-6, across, 1e-6)
     yaw = np.degrees(np.arcsin(np.clip(2 * where - 1, -1, 1)))
-    return Coverage(len(lm), float(mouth.mean()), float(closed.mean()), float(yaw.min()), float(yaw.max()))
+    return Coverage(len(lm), float(mouth.mean()), float(closed.mean()), float(yaw.min()), float(yaw.max()),
+                    float(np.percentile(gap, 95)))
 
 
 def faceset_coverage(directory: str | Path, names: list[str] | None = None) -> Coverage:

@@ -100,7 +100,7 @@ def plot_history(rows: list[dict], path: str | Path) -> Path | None:
 
     steps = [r["step"] for r in rows]
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=[3, 1])
-    for key in ("loss_a", "loss_b", "gan/g", "gan/d"):
+    for key in ("loss_a", "loss_b", "swap/identity", "gan/g", "gan/d"):
         ys = [r.get(key, np.nan) for r in rows]
         if not all(np.isnan(ys)):
             ax.plot(steps, ys, label=key)

@@ -34,8 +34,11 @@ from swapstream.engines.model import SwapModel, preset
 from swapstream.training.augment import AugmentConfig, TrainingFaces
 from swapstream.training.checkpointing import PREVIEW, check_out, load_resume
 from swapstream.training.config import TrainConfig, TrainResult
+from swapstream.training.coverage import coverage
+from swapstream.training.faceloss import FaceLossNet
 from swapstream.training.gan import PatchDiscriminator
 from swapstream.training.logs import CURVE, TrainLog, plot_history, read_history, write_history
+from swapstream.training.losses import LossNets
 from swapstream.training.preview import preview_grid, save_png
 from swapstream.training.session import LocalSession
 from swapstream.training.state import (
@@ -46,10 +49,11 @@ from swapstream.training.state import (
     rng_state,
     rng_tensors,
 )
-from swapstream.training.step import IDS, Batch, Gan, PairNet, Stepper, train_step
+from swapstream.training.step import IDS, Batch, Gan, IdentityPull, PairNet, Stepper, train_step
 
 PREVIEW_ROWS = 4
 MAX_NAN_STREAK = 25  # this many skipped steps in a row: training has diverged, stop
+REFERENCE_FACES = 64  # B's faces (spread over the set) whose mean embedding the identity term pulls to
 
 
 @dataclass
@@ -154,18 +158,35 @@ def _build(cfg: TrainConfig, ckpt, facesets: list[Faceset], session) -> _Parts:
     model = ckpt.model if ckpt else SwapModel(preset(cfg.preset), list(IDS))
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format).train()
-    aug = AugmentConfig(warp=cfg.warp)
-    data = [TrainingFaces(fs, model.cfg.size, cfg.coverage, device, aug) for fs in facesets]
+    aug = AugmentConfig(warp=cfg.warp, occluders=cfg.occluders)
+    data = [TrainingFaces(fs, model.cfg.size, cfg.coverage, device, aug, cfg.face) for fs in facesets]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     amp_dtype, scaler = _amp(cfg, device)
     saved_state = _restore_optimizer(cfg, ckpt, opt, scaler)
     gan = _gan(cfg, model.cfg.size, saved_state, session) if cfg.gan_weight > 0 else None
-    net = session.wrap(PairNet(model))  # DistributedDataParallel across the workers
+    nets, identity = _face_losses(cfg, model.cfg.size, data, device)
+    # DistributedDataParallel across the workers
+    net = session.wrap(PairNet(model, swap=identity is not None))
     if cfg.compile:
         net = torch.compile(net)
     stepper = Stepper(net, opt, cfg.loss_config(), amp_dtype, scaler, gan,
-                      cfg.clip if cfg.clip > 0 else math.inf, channels_last)
+                      cfg.clip if cfg.clip > 0 else math.inf, channels_last, nets=nets, identity=identity)
     return _Parts(model, opt, scaler, gan, stepper, data, aug, saved_state)
+
+
+def _face_losses(cfg: TrainConfig, size: int, data: list[TrainingFaces],
+                 device: torch.device) -> tuple[LossNets, IdentityPull | None]:
+    """dlib's recogniser, frozen, on the training device, once per run, when the perceptual or the
+    identity term is on; for the identity term, B's mean embedding over REFERENCE_FACES of its
+    unaugmented crops (the same crops, hence the same blur, as the swapped faces it is compared
+    with)."""
+    if cfg.perceptual_weight <= 0 and cfg.identity_weight <= 0:
+        return LossNets(), None
+    face = FaceLossNet(size, cfg.coverage, device, face=cfg.face)
+    identity = None
+    if cfg.identity_weight > 0:
+        identity = IdentityPull(face, face.reference(data[1].fixed(REFERENCE_FACES)), cfg.identity_weight)
+    return LossNets(face if cfg.perceptual_weight > 0 else None), identity
 
 
 def _amp(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
@@ -213,6 +234,7 @@ def _start(cfg: TrainConfig, session, parts: _Parts, facesets: list[Faceset], st
     meta = {**asdict(cfg), "a": str(Path(cfg.a).resolve()), "b": str(Path(cfg.b).resolve()),
             "out": str(Path(cfg.out).resolve()), "faceset_size": facesets[0].size,
             "faceset_coverage": facesets[0].coverage, "faces": [len(fs) for fs in facesets],
+            "expression": {i: asdict(coverage(fs.landmarks)) for i, fs in zip(IDS, facesets)},
             "augment": asdict(parts.aug), "loss": asdict(parts.stepper.loss_cfg), "workers": session.world}
     log = TrainLog(cfg.log_every, read_history(where), cfg.tensorboard if session.rank == 0 else None)
     return _Run(start, gen, log, meta, preview_faces)

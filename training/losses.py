@@ -1,16 +1,21 @@
 """Training losses: named terms in a dict, summed with weights into "total".
 
-A term is a function (pred, target, mask, cfg) -> scalar tensor registered in TERMS; its weight
-comes from LossConfig.weights. Terms:
+A term is a function (pred, target, mask, cfg, nets) -> scalar tensor registered in TERMS; its
+weight comes from LossConfig.weights. `nets` holds the frozen networks a term needs (built once per
+training run; see LossNets). Terms:
 
   face  mean absolute RGB error (MAE), weighted per pixel (see pixel_weights)
   ssim  DSSIM = (1 - SSIM) / 2 on RGB, 11x11 gaussian window (sigma 1.5), same pixel weights
   mask  predicted mask (channel 3) against the face hull, l1 or bce
+  perceptual  features of dlib's face recogniser (its first residual levels) on the prediction
+        against the target, same pixel weights (training/faceloss.py); needs nets.face
 
 Pixel weights: 1 outside the face, 1 + face_boost inside the hull, + feature_boost more on the
 eyes and mouth when the batch carries that mask (mask channel 1). The weighted means are
 normalised by the weights, so a term's scale does not depend on the boosts or the mask's area.
-The adversarial term lives in training/gan.py: it needs its own network and optimizer.
+The adversarial term lives in training/gan.py: it needs its own network and optimizer. The
+identity term is not a reconstruction term (it scores A's face drawn by B's decoder): train_step
+computes it with training.faceloss.identity_distance.
 
 Everything is computed in float32, outside autocast (fp16 BCE is not allowed under autocast and
 means of many small errors lose precision in fp16; SSIM's variances cancel badly in fp16).
@@ -26,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from swapstream.core.errors import ConfigError
+from swapstream.training.faceloss import FaceLossNet, perceptual_distance
 
 SSIM_WINDOW = 11  # the window of Wang et al. 2004; at 64 px it spans about an eye's width
 SSIM_SIGMA = 1.5
@@ -41,6 +47,14 @@ class LossConfig:
     feature_boost: float = 2.0  # eyes + mouth pixels count feature_boost more (mask channel 1)
 
 
+@dataclass(frozen=True)
+class LossNets:
+    """Frozen networks some terms need, built once per training run on its device.
+    face: dlib's recogniser with the crop geometry (perceptual term; None when no term needs it)."""
+
+    face: FaceLossNet | None = None
+
+
 def pixel_weights(mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
     """mask (N, 1 or 2, S, S) in [0, 1] -> (N, 1, S, S) float32 weights, at least 1."""
     w = 1 + cfg.face_boost * mask[:, :1]
@@ -49,7 +63,8 @@ def pixel_weights(mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
     return w
 
 
-def face_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+def face_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig,
+            nets: LossNets) -> torch.Tensor:
     """Mean absolute RGB error, weighted by pixel_weights (normalised by the weights)."""
     w = pixel_weights(mask, cfg)  # (N, 1, S, S)
     err = (pred[:, :3] - target).abs().mean(1, keepdim=True)  # (N, 1, S, S)
@@ -88,7 +103,8 @@ def dssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((1 - ssim) / 2).mean(1, keepdim=True)
 
 
-def ssim_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+def ssim_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig,
+              nets: LossNets) -> torch.Tensor:
     """DSSIM of the RGB prediction, weighted by pixel_weights at each window's centre."""
     d = dssim_map(pred[:, :3], target)  # (N, 1, h, h)
     r = _window_size(min(target.shape[-2:])) // 2
@@ -96,7 +112,8 @@ def ssim_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg:
     return (d * w).sum() / w.sum()
 
 
-def mask_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
+def mask_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig,
+              nets: LossNets) -> torch.Tensor:
     """Predicted mask (channel 3, already a sigmoid) against the landmark hull mask (mask[:, :1])."""
     m, hull = pred[:, 3:], mask[:, :1]
     if cfg.mask_loss == "l1":
@@ -106,18 +123,29 @@ def mask_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg:
     raise ConfigError(f"mask_loss {cfg.mask_loss!r} is not one of 'l1', 'bce'")
 
 
-Term = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, LossConfig], torch.Tensor]
-TERMS: dict[str, Term] = {"face": face_l1, "ssim": ssim_term, "mask": mask_term}
+def perceptual_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig,
+                    nets: LossNets) -> torch.Tensor:
+    """Relative L1 distance of the recogniser's early features (training.faceloss.perceptual_distance),
+    weighted by pixel_weights; 0 for pred == target, larger the more detail pred lacks."""
+    if nets.face is None:
+        raise ValueError("the perceptual term needs LossNets(face=FaceLossNet(...))")
+    return perceptual_distance(nets.face, pred[:, :3], target, pixel_weights(mask, cfg))
+
+
+Term = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, LossConfig, LossNets], torch.Tensor]
+TERMS: dict[str, Term] = {"face": face_l1, "ssim": ssim_term, "mask": mask_term,
+                          "perceptual": perceptual_term}
 
 
 def swap_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                cfg: LossConfig | None = None) -> dict[str, torch.Tensor]:
+                cfg: LossConfig | None = None, nets: LossNets | None = None) -> dict[str, torch.Tensor]:
     """pred (N, 4, S, S) decoder output in [0, 1] (RGB + mask); target (N, 3, S, S) in [0, 1];
-    mask (N, 1 or 2, S, S) in [0, 1]: face hull, then (optional) eyes + mouth.
+    mask (N, 1 or 2, S, S) in [0, 1]: face hull, then (optional) eyes + mouth; nets: the frozen
+    networks of the terms that need one (LossNets()).
 
     Returns {term: scalar, ..., "total": weighted sum}, float32.
     """
-    cfg = cfg or LossConfig()
+    cfg, nets = cfg or LossConfig(), nets or LossNets()
     unknown = set(cfg.weights) - set(TERMS)
     if unknown:
         raise ConfigError(f"unknown loss term(s) {sorted(unknown)}; known: {', '.join(TERMS)}")
@@ -126,6 +154,6 @@ def swap_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
         raise ConfigError(f"loss weight(s) {bad} must be finite and >= 0; 0 turns a term off")
     with torch.autocast(pred.device.type, enabled=False):
         pred, target, mask = pred.float(), target.float(), mask.float()
-        out = {name: TERMS[name](pred, target, mask, cfg) for name in cfg.weights}
+        out = {name: TERMS[name](pred, target, mask, cfg, nets) for name in cfg.weights}
         out["total"] = sum(cfg.weights[k] * v for k, v in out.items())
     return out

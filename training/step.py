@@ -5,7 +5,9 @@ every Ray Train worker (where `net` is wrapped in DistributedDataParallel).
 Why one forward for both identities: DDP expects each parameter to be used at most once per
 forward/backward pair and every parameter to be used in each step. PairNet runs the shared
 encoder once on A and B together, then decoder a on A's half and decoder b on B's half, so every
-parameter takes part exactly once per step, with no `find_unused_parameters` overhead.
+parameter takes part exactly once per step, with no `find_unused_parameters` overhead. With the
+identity loss on (PairNet(swap=True)), decoder b's one pass takes B's latent and A's together, so
+the swap (A's face drawn by B's decoder) costs no second use of any parameter either.
 
 NaN guard: after backward the gradient norm is checked. DDP averages gradients across workers,
 so a NaN anywhere reaches every worker and all of them skip the same step together. A skipped
@@ -15,15 +17,16 @@ step changes no weight and no optimizer state and is reported as "skipped" = 1.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from swapstream.engines.model import SwapModel
+from swapstream.training.faceloss import FaceLossNet, identity_distance
 from swapstream.training.gan import discriminator_loss, generator_loss
-from swapstream.training.losses import LossConfig, swap_losses
+from swapstream.training.losses import LossConfig, LossNets, swap_losses
 
 IDS = ("a", "b")
 
@@ -35,19 +38,38 @@ class Batch(NamedTuple):
 
 
 class PairNet(nn.Module):
-    """Wraps a SwapModel: forward(x_a, x_b) -> (pred_a, pred_b), each (N, 4, S, S) in [0, 1].
+    """Wraps a SwapModel: forward(x_a, x_b) -> (pred_a, pred_b), each (N, 4, S, S) in [0, 1];
+    with swap=True -> (pred_a, pred_b, swapped), swapped (N_a, 4, S, S) being A's inputs drawn by
+    B's decoder (for the identity loss).
 
-    The encoder sees A and B as one batch (one pass, one set of kernel launches on a GPU).
+    The encoder sees A and B as one batch (one pass, one set of kernel launches on a GPU); with
+    swap, decoder b sees B's latent and A's as one batch too.
     """
 
-    def __init__(self, model: SwapModel, ids: tuple[str, str] = IDS) -> None:
+    def __init__(self, model: SwapModel, ids: tuple[str, str] = IDS, swap: bool = False) -> None:
         super().__init__()
-        self.model, self.ids = model, ids
+        self.model, self.ids, self.swap = model, ids, swap
 
-    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n_a, n_b = x_a.shape[0], x_b.shape[0]
         z = self.model.encoder(torch.cat([x_a, x_b]))
-        z_a, z_b = z[: x_a.shape[0]], z[x_a.shape[0]:]
-        return self.model.decoders[self.ids[0]](z_a), self.model.decoders[self.ids[1]](z_b)
+        z_a, z_b = z[:n_a], z[n_a:]
+        dec_a, dec_b = self.model.decoders[self.ids[0]], self.model.decoders[self.ids[1]]
+        if not self.swap:
+            return dec_a(z_a), dec_b(z_b)
+        out_b = dec_b(torch.cat([z_b, z_a]))  # (N_b + N_a, 4, S, S)
+        return dec_a(z_a), out_b[:n_b], out_b[n_b:]
+
+
+@dataclass
+class IdentityPull:
+    """The identity term: A's face drawn by B's decoder (pasted into A's target by A's face hull,
+    as the blend pastes it at conversion), embedded by dlib's recogniser and pulled toward B's
+    mean embedding. reference: (128,) float32 unit, on the training device."""
+
+    net: FaceLossNet
+    reference: torch.Tensor
+    weight: float
 
 
 @dataclass
@@ -75,6 +97,8 @@ class Stepper:
     clip: float = math.inf
     channels_last: bool = False
     ids: tuple[str, str] = IDS
+    nets: LossNets = field(default_factory=LossNets)  # the perceptual term's frozen network
+    identity: IdentityPull | None = None  # needs a PairNet(swap=True)
 
 
 
@@ -111,7 +135,8 @@ def train_step(s: Stepper, batch_a: Batch, batch_b: Batch) -> dict[str, float]:
     """One optimisation step on a batch of each identity; returns the loss terms as floats.
 
     Keys: "loss" (generator total), "loss_a", "loss_b", "a/face", "a/ssim", ..., "grad_norm",
-    "skipped" (1.0 when the step was not applied: a NaN/inf loss or gradient), and with the GAN
+    "skipped" (1.0 when the step was not applied: a NaN/inf loss or gradient), with the identity
+    term "swap/identity" (cosine distance of the swapped faces to B, 0 to 2), and with the GAN
     "gan/g" (generator adversarial term), "gan/d" (discriminator loss).
     """
     s.net.train()
@@ -121,14 +146,20 @@ def train_step(s: Stepper, batch_a: Batch, batch_b: Batch) -> dict[str, float]:
     with torch.autocast(dev, s.amp_dtype or torch.float32, enabled=s.amp_dtype is not None):
         preds = s.net(x_a, x_b)
     terms: dict[str, torch.Tensor] = {}
-    for ident, pred, batch in zip(s.ids, preds, (batch_a, batch_b)):
-        losses = swap_losses(pred, batch.target, batch.mask, s.loss_cfg)  # float32
+    for ident, pred, batch in zip(s.ids, preds[:2], (batch_a, batch_b)):
+        losses = swap_losses(pred, batch.target, batch.mask, s.loss_cfg, s.nets)  # float32
         terms[f"loss_{ident}"] = losses.pop("total")
         terms.update({f"{ident}/{k}": v for k, v in losses.items()})
     total = terms[f"loss_{s.ids[0]}"] + terms[f"loss_{s.ids[1]}"]
+    if s.identity is not None:
+        with torch.autocast(dev, enabled=False):  # float32, as the other terms
+            hull = batch_a.mask[:, :1].float()  # (N, 1, S, S)
+            pasted = hull * preds[2][:, :3].float() + (1 - hull) * batch_a.target.float()
+            terms["swap/identity"] = identity_distance(s.identity.net, pasted, s.identity.reference)
+        total = total + s.identity.weight * terms["swap/identity"]
     fake = None
     if s.gan is not None:
-        fake = torch.cat([p[:, :3] for p in preds]).float()
+        fake = torch.cat([p[:, :3] for p in preds[:2]]).float()
         terms["gan/g"] = generator_loss(s.gan.raw, fake)  # freezes the discriminator itself
         total = total + s.gan.weight * terms["gan/g"]
     terms["loss"] = total

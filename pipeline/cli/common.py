@@ -1,4 +1,5 @@
-"""What several commands share: the swap flags, the --only flag, settings files, None-dropping."""
+"""What several commands share: the swap flags, the --only and --map flags, settings files,
+None-dropping."""
 
 from __future__ import annotations
 
@@ -6,15 +7,22 @@ from pathlib import Path
 
 
 def settings_file(path: str | None) -> dict:
-    """A YAML settings file's values; its identity.only references are relative to the file."""
+    """A YAML settings file's values; its identity.only references, and the references and models
+    of its map, are relative to the file."""
     from swapstream.pipeline.config import load_yaml
 
     values = load_yaml(path) if path else {}
+
+    def here(r: str) -> str:
+        return str(Path(path).parent / r) if not Path(r).is_absolute() else r
+
     only = values.get("identity", {}).get("only") if isinstance(values.get("identity"), dict) else None
     if only:
         refs = [only] if isinstance(only, str) else list(only)
-        values["identity"]["only"] = [str(Path(path).parent / r) if not Path(r).is_absolute() else r
-                                      for r in map(str, refs)]
+        values["identity"]["only"] = [here(r) for r in map(str, refs)]
+    if isinstance(values.get("map"), dict):
+        values["map"] = {here(str(r)): here(str(m)) if isinstance(m, str) and m else m
+                         for r, m in values["map"].items()}
     return values
 
 
@@ -24,10 +32,38 @@ def only_flag(p) -> None:
                         "are left as they are (decided per face track by a vote over its frames)")
 
 
+def map_flag(p) -> None:
+    p.add_argument("--map", action="append", metavar="REF=MODEL",
+                   help="swap this person (REF: a photo, a folder of photos or a faceset) with this model; "
+                        "repeat for each person (--map alice.jpg=models/alice_to_carol --map "
+                        "bob/=models/bob_to_dave); anyone else is left as they are. Instead of --model")
+
+
+def map_values(items: list[str] | None) -> dict[str, str] | None:
+    """--map REF=MODEL values as {REF: MODEL}; ConfigError (exit 2) for one without "=" or a
+    person given twice."""
+    if not items:
+        return None
+    from swapstream.core.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for item in items:
+        ref, eq, model = item.rpartition("=")
+        if not eq or not ref.strip() or not model.strip():
+            raise ConfigError(f"--map {item!r} is not REF=MODEL; give a person's photo, folder or "
+                              f"faceset, '=', and their model's folder (--map alice.jpg=models/alice_to_bob)")
+        if ref in out:
+            raise ConfigError(f"--map gives {ref} twice (models {out[ref]} and {model}); give each "
+                              f"person once")
+        out[ref] = model
+    return out
+
+
 def swap_flags(p, model_required: bool) -> None:
     """--model / --swap / --engine / --precision / --providers / --device: the `swap` settings
     section's flags, shared by convert and live (a settings file's `swap:` section may give them)."""
-    p.add_argument("--model", required=model_required, help="checkpoint directory from `swapstream train`")
+    p.add_argument("--model", required=model_required,
+                   help="checkpoint directory from `swapstream train` (--map names one per person instead)")
     p.add_argument("--swap", dest="direction", choices=["a2b", "b2a"],
                    help="a2b: faces of A get B's face (default); b2a: the reverse")
     p.add_argument("--engine", help="swap engine: auto (default: the fastest that runs here), eager, "

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from swapstream.pipeline.cli.common import drop_none, only_flag, settings_file, swap_flags, swap_values
+from swapstream.pipeline.cli.common import (
+    drop_none,
+    map_flag,
+    map_values,
+    only_flag,
+    settings_file,
+    swap_flags,
+    swap_values,
+)
 
 
 def add(sub) -> None:
     p = sub.add_parser("convert", help="swap the faces of a video",
                        description="Swap every face in INPUT (or, with --only, one person's) with "
-                                   "the other identity of MODEL and write OUTPUT with the same frames, "
-                                   "timestamps and audio.")
+                                   "the other identity of MODEL, or each person of a --map with their "
+                                   "own model, and write OUTPUT with the same frames, timestamps and "
+                                   "audio.")
     p.add_argument("input", help="video file to convert (any format FFmpeg reads)")
     p.add_argument("output", help="video file to write (.mp4, .mkv, .mov)")
     p.add_argument("--runner", default=None, choices=["auto", "ray", "local"],
@@ -33,12 +42,20 @@ def add(sub) -> None:
                    help="with --segments: fail unless an interrupted run of this command can be resumed")
     p.add_argument("--work-dir", help="with --segments: where segments and their manifest are kept "
                                       "(default .OUTPUT.swapstream-work beside the output)")
-    swap_flags(p, model_required=True)
+    swap_flags(p, model_required=False)  # --map names the models instead
     p.add_argument("--config", help="YAML file with detect/align/blend/encode sections")
     p.add_argument("--color", choices=["none", "reinhard", "hist"], help="colour matching (reinhard)")
     p.add_argument("--sharpen", choices=["none", "unsharp", "gaussian", "box"], help="sharpening (none)")
     p.add_argument("--sharpen-amount", type=float, help="sharpening strength (0.5)")
     p.add_argument("--composite", choices=["alpha", "seamless"], help="compositing (alpha)")
+    p.add_argument("--occlusion", choices=["learned", "hands", "both", "none"],
+                   help="what in front of the face stays in front: the model's learned mask, hands "
+                        "found by MediaPipe, both (default), none")
+    p.add_argument("--mouth", choices=["auto", "keep", "swap"],
+                   help="A's own open mouth: auto keeps it where the model never saw one so open "
+                        "(default), keep always, swap never")
+    p.add_argument("--detail", type=float,
+                   help="0-1: the frame's fine detail carried over an upscaled face (0.5)")
     p.add_argument("--min-face", type=int, help="smallest face height to find, px (64)")
     p.add_argument("--no-smoothing", action="store_true", help="turn off landmark smoothing")
     p.add_argument("--codec", help="video encoder: libx264 (default), libx265, h264_nvenc, hevc_nvenc")
@@ -46,6 +63,7 @@ def add(sub) -> None:
     p.add_argument("--crf", type=int, help="H.264 quality, lower is better (18)")
     p.add_argument("--preset", help="x264 preset (fast)")
     only_flag(p)
+    map_flag(p)
     p.set_defaults(func=run)
 
 
@@ -58,11 +76,12 @@ def run(a) -> int:
              "detect_actors": a.detect_actors,
              "blend_actors": a.blend_actors, "fuse": a.fuse, "verbose": a.verbose or None,
              "blend": {"color": a.color, "sharpen": a.sharpen, "sharpen_amount": a.sharpen_amount,
-                       "composite": a.composite},
+                       "composite": a.composite, "occlusion": a.occlusion, "mouth": a.mouth,
+                       "detail": a.detail},
              "detect": {"min_face": a.min_face},
              "align": {"smoothing": False if a.no_smoothing else None},
              "encode": {"crf": a.crf, "preset": a.preset, "codec": a.codec},
-             "decode": {"hwaccel": a.hwaccel}, "identity": {"only": a.only}}
+             "decode": {"hwaccel": a.hwaccel}, "identity": {"only": a.only}, "map": map_values(a.map)}
     flags["segments"] = a.segments
     cfg = fill(ConvertConfig, merge(values, drop_none(flags)))
     if a.stats and not Path(a.stats).absolute().parent.is_dir():  # not after an hour of work

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from swapstream.pipeline.cli.common import drop_none, only_flag, settings_file, swap_flags, swap_values
+from swapstream.pipeline.cli.common import (
+    drop_none,
+    map_flag,
+    map_values,
+    only_flag,
+    settings_file,
+    swap_flags,
+    swap_values,
+)
 from swapstream.pipeline.outputs import outputs
 
 
@@ -39,6 +47,7 @@ def add(sub) -> None:
                    help="newest (default): drop frames the swap cannot keep up with, so latency never "
                         "grows; block: process every frame")
     only_flag(p)
+    map_flag(p)
     p.set_defaults(func=run)
 
 
@@ -60,12 +69,12 @@ def run(a) -> int:
     chosen = {o.name: getattr(a, o.dest) for o in outputs().values()}
     flags = {"swap": swap_values(a), "camera": a.camera, "size": a.size, "fps": a.fps, "loop": a.loop or None,
              "codec": a.codec, "audio": a.audio, "delay_ms": a.delay, "duration": a.duration,
-             "policy": a.policy, "stats": a.stats, "identity": {"only": a.only},
+             "policy": a.policy, "stats": a.stats, "identity": {"only": a.only}, "map": map_values(a.map),
              "outputs": {k: v for k, v in chosen.items() if v is not None and v is not False}}
     cfg = fill(LiveConfig, merge(values, drop_none(flags)))
-    if not cfg.swap.model:
+    if not cfg.swap.model and not cfg.map:
         raise ConfigError("--model DIR is required (a checkpoint from `swapstream train`; `make demo` "
-                          "trains one into demo_output/model)")
+                          "trains one into demo_output/model), or --map REF=MODEL for each person")
     from swapstream.pipeline.live import live
 
     live(cfg)

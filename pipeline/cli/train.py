@@ -17,11 +17,14 @@ def add(sub) -> None:
     p.add_argument("--a", required=True, help="faceset of identity A")
     p.add_argument("--b", required=True, help="faceset of identity B")
     p.add_argument("-o", "--output", required=True, help="checkpoint directory")
-    p.add_argument("--preset", default="lite64", help="lite64 (CPU) | original64 | hd128 (GPU)")
+    p.add_argument("--preset", default="lite64", help="lite64 (CPU) | original64 | hd128 | hd256 (GPU)")
     p.add_argument("--steps", type=int, default=1000, help="total training steps (1000)")
     p.add_argument("--batch-size", type=int, default=16, help="faces per identity per step, per worker (16)")
     p.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (5e-5)")
     p.add_argument("--coverage", type=float, default=0.7, help="crop coverage of the face (0.7)")
+    p.add_argument("--face", choices=["face", "whole"], default="face",
+                   help="what the crop frames: face (brows to chin, the 2017 crop) or whole (the "
+                        "forehead too: a smaller face, lower in the crop); convert uses the same")
     p.add_argument("--save-every", type=int, default=250, help="checkpoint every N steps (250)")
     p.add_argument("--preview-every", type=int, default=250, help="preview.png every N steps (250)")
     p.add_argument("--log-every", type=int, default=10,
@@ -38,6 +41,15 @@ def add(sub) -> None:
     g.add_argument("--face-boost", type=float, help="extra weight of pixels inside the face")
     g.add_argument("--feature-boost", type=float, help="extra weight of eyes and mouth")
     g.add_argument("--gan-weight", type=float, help="> 0 adds a patch-discriminator GAN term (off)")
+    g.add_argument("--perceptual-weight", type=float,
+                   help="weight of the perceptual term: dlib's face recogniser's early features of "
+                        "each reconstruction against its target (PERCEPTUAL_DEFAULT); 0: off")
+    g.add_argument("--identity-weight", type=float,
+                   help="weight of the identity term: A's face drawn by B's decoder pulled toward B's "
+                        "embedding by dlib's recogniser (IDENTITY_DEFAULT); 0: off")
+    g.add_argument("--occluders", type=float,
+                   help="share of input faces with a random occluder pasted over them (0.3), cut "
+                        "from the mask target so the learned mask leaves occluders out; 0: off")
     g = p.add_argument_group("speed (GPU)")
     g.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision on CUDA (auto: bf16 where supported, else fp16)")
@@ -62,9 +74,11 @@ def run(a) -> int:
 
     opt = drop_none({"ssim_weight": a.ssim_weight, "mask_weight": a.mask_weight,
                       "face_boost": a.face_boost, "feature_boost": a.feature_boost,
-                      "gan_weight": a.gan_weight, "amp": a.amp})
+                      "gan_weight": a.gan_weight, "amp": a.amp, "occluders": a.occluders})
+    opt |= drop_none({"perceptual_weight": a.perceptual_weight, "identity_weight": a.identity_weight})
     cfg = TrainConfig(a=a.a, b=a.b, out=a.output, preset=a.preset, steps=a.steps,
-                      batch_size=a.batch_size, lr=a.lr, coverage=a.coverage, save_every=a.save_every,
+                      batch_size=a.batch_size, lr=a.lr, coverage=a.coverage, face=a.face,
+                      save_every=a.save_every,
                       preview_every=a.preview_every, log_every=a.log_every, device=a.device, seed=a.seed,
                       resume=a.resume, max_seconds=a.max_minutes * 60 if a.max_minutes is not None else None,
                       compile=a.compile,

@@ -167,7 +167,7 @@ def _actor_class(name: str, base: type):
     import ray
 
     # A class per stage, so that the worker's process title says which stage it runs
-    # (ray::DetectActor; a fused align+swap+blend actor is ray::AlignSwapBlendActor).
+    # (ray::DetectActor; a fused align+swap+hands+blend actor is ray::AlignSwapHandsBlendActor).
     title = "".join(part.capitalize() for part in name.split("+"))
     return ray.remote(type(f"{title}Actor", (base,), {}))
 

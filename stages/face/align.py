@@ -14,6 +14,7 @@ import numpy as np
 
 from swapstream.core.errors import ConfigError
 from swapstream.core.geometry import (
+    FACE_TYPES,
     STABLE_LANDMARKS,
     alignment_matrix,
     crop_face,
@@ -28,12 +29,15 @@ from swapstream.stages.base import Needs, Stage
 @dataclass
 class AlignSettings:
     """size: crop side (px) = model input; coverage: share of the crop side taken by the stable
-    landmarks (see geometry.template_in_crop); smoothing: One Euro on landmarks per track;
-    scene_cut: mean abs grey-level change (0-255) of a thumbnail that counts as a cut;
+    landmarks (see geometry.template_in_crop); face: what the crop frames, "face" | "whole"
+    (geometry.FACE_TYPES; size, coverage and face come from the model); smoothing: One Euro on
+    landmarks per track; scene_cut: mean abs grey-level change (0-255) of a thumbnail that counts
+    as a cut;
     max_residual: RMS alignment error (share of face size) above which a face is not swapped."""
 
     size: int = 64
     coverage: float = 0.7
+    face: str = "face"
     smoothing: bool = True
     min_cutoff: float = 1.5
     beta: float = 8.0
@@ -43,6 +47,8 @@ class AlignSettings:
     def __post_init__(self) -> None:
         if not 0.2 <= self.coverage <= 1.0:
             raise ConfigError(f"coverage {self.coverage} is outside 0.2-1.0; 0.7 suits most faces")
+        if self.face not in FACE_TYPES:
+            raise ConfigError(f"face type {self.face!r} is not one of {', '.join(FACE_TYPES)}")
         if self.size < 16:
             raise ConfigError(f"crop size {self.size} is too small; use the model's input size")
 
@@ -110,10 +116,11 @@ class AlignStage(Stage):
 
     def _fit(self, frame: np.ndarray, face: Face) -> None:
         s = self.settings
-        face.matrix = alignment_matrix(face.landmarks, s.size, s.coverage)
-        tpl = template_in_crop(s.size, s.coverage)[STABLE_LANDMARKS]
+        face.matrix = alignment_matrix(face.landmarks, s.size, s.coverage, s.face)
+        tpl = template_in_crop(s.size, s.coverage, s.face)[STABLE_LANDMARKS]
         moved = transform_points(face.landmarks[STABLE_LANDMARKS], face.matrix)
-        residual = float(np.sqrt(((moved - tpl) ** 2).sum(1).mean())) / (s.size * s.coverage)
+        side = s.size * s.coverage * FACE_TYPES[s.face][0]  # of the stable square, in the crop
+        residual = float(np.sqrt(((moved - tpl) ** 2).sum(1).mean())) / side
         if residual > s.max_residual:
             face.skip(Why.ALIGNMENT, f"alignment residual {residual:.2f} > {s.max_residual} "
                                              f"(profile or distorted face)")

@@ -1,11 +1,13 @@
 """Blend stage: paste each swapped face back into its frame.
 
-Per face, in the aligned S x S crop: build the mask (landmark hull, the decoder's learned mask, or
-both), match the swapped face's colours to the original crop, sharpen, feather the mask edge.
-Then warp the face and mask back with the inverse of face.matrix into the face's region of
-interest only (the frame-space bounding box of the crop), never the whole frame, and composite
-there by feathered alpha or Poisson (cv2.seamlessClone) cloning. Pixels outside the blended region
-are bit-identical to the input; the input frame is never written to (it may be read-only).
+Per face, in the aligned S x S crop: build the masks (swapstream.stages.face.masks: the face
+region, less what is in front of it and, where the model cannot draw it, A's open mouth), match
+the swapped face's colours to the original crop, sharpen. Then warp the face and mask back with
+the inverse of face.matrix into the face's region of interest only (the frame-space bounding box
+of the crop), never the whole frame; where the crop is drawn larger than the decoder drew it,
+carry the frame's own fine detail (skin texture, not A's features) over it; composite by
+feathered alpha or Poisson (cv2.seamlessClone) cloning. Pixels outside the blended region are
+bit-identical to the input; the input frame is never written to (it may be read-only).
 """
 
 from __future__ import annotations
@@ -18,16 +20,23 @@ import numpy as np
 
 from swapstream.core.color import COLOR_MODES, SHARPEN_MODES, sharpen, transfer_color
 from swapstream.core.errors import ConfigError
-from swapstream.core.geometry import FACE_OVAL, hull_mask, invert_affine, transform_points
+from swapstream.core.geometry import invert_affine, transform_points
 from swapstream.core.packet import Face, FramePacket, Why
 from swapstream.stages.base import Needs, Stage
+from swapstream.stages.face.masks import (
+    ALPHA_FLOOR,
+    MASK_MODES,
+    MOUTH_MODES,
+    OCCLUSION_MODES,
+    detail_mask,
+    face_masks,
+)
 
 COMPOSITE_MODES = ("alpha", "seamless")
-MASK_MODES = ("hull", "learned", "hull+learned")
-
-# Alpha below this (under half a grey level on any pixel) is rounded to zero, so the Gaussian
-# tails of the feather do not touch pixels that would not visibly change anyway.
-_ALPHA_FLOOR = 1.0 / 512
+# Detail carried over: the frame's high-pass (sigma = DETAIL_SIGMA x the upscale, frame px),
+# soft-limited to DETAIL_LIMIT grey levels (texture is faint; a feature's edge is not).
+DETAIL_SIGMA = 0.6
+DETAIL_LIMIT = 6.0
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -51,7 +60,15 @@ class BlendSettings:
     composite: alpha (feathered alpha) | seamless (cv2.seamlessClone, then the feathered alpha;
         faces whose mask reaches the frame border fall back to alpha).
     mask: hull (convex hull of the face-oval landmarks) | learned (the decoder's mask) |
-        hull+learned (their product).
+        hull+learned (their product): the face region.
+    occlusion: what in front of the face stays in front: learned (the decoder's mask, which
+        training with pasted occluders teaches to leave them out; multiplied in when `mask` is
+        hull) | hands (hands found over the face by the hands stage are cut out) | both | none.
+    mouth: auto (show A's own mouth interior where A's mouth is open wider than the model's
+        target faceset ever showed) | keep (always) | swap (never).
+    detail: 0-1, how much of the frame's fine detail (skin texture; not A's eyes, brows, lips)
+        is carried over a face the blend draws larger than the decoder did (full from twice the
+        decoder's size, none at or below it).
     erode: how far the hull shrinks before feathering, as a share of the face size (sqrt of the
         hull area); not applied to the learned mask.
     feather: sigma of the Gaussian blur of the mask edge, as a share of the face size.
@@ -61,7 +78,10 @@ class BlendSettings:
     sharpen: str = "none"
     sharpen_amount: float = 0.5
     composite: str = "alpha"
-    mask: str = "hull+learned"
+    mask: str = "hull"
+    occlusion: str = "both"
+    mouth: str = "auto"
+    detail: float = 0.5
     erode: float = 0.02
     feather: float = 0.06
 
@@ -70,37 +90,12 @@ class BlendSettings:
         _check_choice("sharpen", self.sharpen, SHARPEN_MODES)
         _check_choice("composite", self.composite, COMPOSITE_MODES)
         _check_choice("mask", self.mask, MASK_MODES)
-        for name in ("sharpen_amount", "erode", "feather"):
+        _check_choice("occlusion", self.occlusion, OCCLUSION_MODES)
+        _check_choice("mouth", self.mouth, MOUTH_MODES)
+        for name in ("sharpen_amount", "erode", "feather", "detail"):
             _check_non_negative(name, getattr(self, name))
-
-
-def face_masks(face: Face, settings: BlendSettings) -> tuple[np.ndarray, np.ndarray]:
-    """The masks of one face in its crop: (hard, soft), each (S, S) float32 in [0, 1].
-
-    hard: the eroded hull and/or learned mask, before feathering (colour statistics use > 0.5).
-    soft: hard feathered, and faded to 0 at the crop edge so no square seam shows in the frame.
-    Sizes are in shares of the face size measured in the crop, so they scale with the face.
-    """
-    size = face.swapped.shape[0]
-    hull = hull_mask(transform_points(face.landmarks[FACE_OVAL], face.matrix), (size, size))
-    face_px = math.sqrt(max(float(hull.sum()), 1.0))
-    learned = np.ones((size, size), np.float32) if face.mask is None else face.mask.astype(np.float32)
-
-    k = int(round(settings.erode * face_px))
-    if k > 0 and settings.mask != "learned":
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
-        # The crop edge counts as outside: a face cut off by the crop erodes from there too.
-        hull = cv2.erode(hull, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    hard = {"hull": hull, "learned": learned, "hull+learned": hull * learned}[settings.mask]
-
-    sigma = settings.feather * face_px
-    soft = cv2.GaussianBlur(hard, (0, 0), sigma) if sigma > 0.1 else hard.copy()
-    ramp = max(1.0, min(2.0 * sigma, size / 8))
-    edge = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32)
-    window = np.clip(edge / ramp, 0, 1)  # (S,) 0 on the crop's outermost pixels
-    soft *= window[:, None] * window[None, :]
-    soft[soft < _ALPHA_FLOOR] = 0
-    return hard, np.clip(soft, 0, 1)
+        if self.detail > 1:
+            raise ConfigError(f"blend.detail={self.detail!r} is not allowed; set it to 0-1 (0: off)")
 
 
 class BlendStage(Stage):
@@ -108,14 +103,27 @@ class BlendStage(Stage):
 
     Faces with errors, or without swapped/matrix, are skipped: their pixels stay as they were.
     A packet with at least one blended face gets a new C-contiguous frame; the old one is not
-    modified. settings defaults to BlendSettings().
+    modified. settings defaults to BlendSettings(). mouth_reach: the widest mouth the model's
+    target faceset showed (core.geometry.mouth_gap, its 95th percentile; the model's training
+    record), or None when unknown; `mouth: auto` keeps A's mouth where A's is open wider.
+    person_reach: the same for each person of a --map (indexed by Face.person), each drawn by
+    its own model.
     """
 
     name = "blend"
     needs = Needs(cpu_share=0.25)
 
-    def __init__(self, settings: BlendSettings | None = None) -> None:
+    def __init__(self, settings: BlendSettings | None = None, mouth_reach: float | None = None,
+                 person_reach: tuple[float | None, ...] = ()) -> None:
         self.settings = settings if settings is not None else BlendSettings()
+        self.mouth_reach, self.person_reach = mouth_reach, tuple(person_reach)
+
+    def reach_of(self, face: Face) -> float | None:
+        """The mouth reach of the model that drew this face: its person's (Face.person, a --map
+        entry) where the chain has several models, else the one model's."""
+        if 0 <= face.person < len(self.person_reach):
+            return self.person_reach[face.person]
+        return self.mouth_reach
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         for packet in batch:
@@ -146,15 +154,22 @@ class BlendStage(Stage):
         mask_shape = (size, size) if face.mask is None else face.mask.shape
         if face.swapped.shape != (size, size, 3) or mask_shape != (size, size):
             raise ValueError(f"blend: swapped/mask shapes disagree: {face!r}")
-        hard, alpha = face_masks(face, s)
+        hard, alpha = face_masks(face, s, self.reach_of(face))
         target = face.crop if face.crop is not None else cv2.warpAffine(source, m, (size, size))
         new = transfer_color(face.swapped, target, hard, s.color)
-        new = sharpen(new, s.sharpen, s.sharpen_amount, radius=max(1.0, size / 128))
+        scale = math.sqrt(abs(det))  # crop px per frame px
+        upscale = 1 / scale  # frame px per crop px: > 1 where the face is drawn larger than the crop
+        # Sharpening adapts to the size the face is drawn at: none is needed where the warp shrinks
+        # it (that sharpens by itself), up to twice the amount where it is drawn 2x or more larger.
+        amount = s.sharpen_amount * float(np.clip(upscale, 0.0, 2.0))
+        new = sharpen(new, s.sharpen, amount, radius=max(1.0, size / 128))
+        detail = None
+        if s.detail > 0 and upscale > 1:
+            detail = detail_mask(face, size) * (s.detail * min(upscale - 1, 1.0))
 
         # A face much smaller in the frame than the crop: shrink the crop first (area filter) so
         # the warp back does not alias. Only to twice the final size: bicubic handles a 2x
         # reduction well, and each extra resampling softens the face.
-        scale = math.sqrt(abs(det))  # crop px per frame px
         if scale > 2.5:
             small = max(8, int(round(2 * size / scale)))
             new = cv2.resize(new, (small, small), interpolation=cv2.INTER_AREA)
@@ -162,7 +177,8 @@ class BlendStage(Stage):
             f = small / size  # resize maps pixel centres: u -> (u + 0.5) * f - 0.5
             m = m * f
             m[:, 2] += 0.5 * f - 0.5
-        return paste(out, new, alpha, m, seamless=s.composite == "seamless")
+        return paste(out, new, alpha, m, seamless=s.composite == "seamless", detail=detail,
+                     detail_sigma=DETAIL_SIGMA * upscale)
 
 
 def _roi(m: np.ndarray, size: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
@@ -176,12 +192,15 @@ def _roi(m: np.ndarray, size: int, shape: tuple[int, ...]) -> tuple[int, int, in
 
 
 def paste(out: np.ndarray, face: np.ndarray, alpha: np.ndarray, m: np.ndarray,
-          seamless: bool) -> tuple[int, int, int, int] | None:
+          seamless: bool, detail: np.ndarray | None = None,
+          detail_sigma: float = 1.0) -> tuple[int, int, int, int] | None:
     """Warp a crop back into out and composite it, touching only where the warped alpha is > 0.
 
     out: (H, W, 3) uint8 RGB frame, written in place. face: (S, S, 3) uint8 RGB crop. alpha:
-    (S, S) float32 in [0, 1]. m: (2, 3) frame -> crop affine. Returns the box (x0, y0, x1, y1),
-    frame px, end-exclusive, that was written, or None when nothing was.
+    (S, S) float32 in [0, 1]. m: (2, 3) frame -> crop affine. detail: (S, S) float32 weights
+    (0 - 1) of the frame's own fine detail (its high-pass at detail_sigma frame px, soft-limited
+    to DETAIL_LIMIT grey levels) added to the warped face, or None. Returns the box
+    (x0, y0, x1, y1), frame px, end-exclusive, that was written, or None when nothing was.
     """
     box = _roi(m, face.shape[0], out.shape)
     if box is None:
@@ -192,7 +211,7 @@ def paste(out: np.ndarray, face: np.ndarray, alpha: np.ndarray, m: np.ndarray,
     m_roi[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     a = cv2.warpAffine(alpha, m_roi, (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-    a[a < _ALPHA_FLOOR] = 0
+    a[a < ALPHA_FLOOR] = 0
     rows, cols = np.flatnonzero(a.any(1)), np.flatnonzero(a.any(0))
     if rows.size == 0:
         return None
@@ -210,6 +229,9 @@ def paste(out: np.ndarray, face: np.ndarray, alpha: np.ndarray, m: np.ndarray,
         cloned = _seamless_clone(out, warped, a, fx0, fy0)
         if cloned is not None:
             warped = cloned
+    if detail is not None:
+        d = cv2.warpAffine(detail, m_sub, (c1 - c0, r1 - r0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        warped += _fine_detail(dst, detail_sigma) * d[..., None]
     # dst + a * (warped - dst), in place; where a == 0 it is exactly dst, so those pixels keep
     # their bits.
     base = dst.astype(np.float32)
@@ -219,6 +241,14 @@ def paste(out: np.ndarray, face: np.ndarray, alpha: np.ndarray, m: np.ndarray,
     warped += 0.5
     dst[...] = np.clip(warped, 0, 255, out=warped).astype(np.uint8)
     return fx0, fy0, fx0 + a.shape[1], fy0 + a.shape[0]
+
+
+def _fine_detail(frame: np.ndarray, sigma: float) -> np.ndarray:
+    """(h, w, 3) float32: the frame's high-pass (frame - its Gaussian blur at sigma px), each
+    value soft-limited to DETAIL_LIMIT grey levels (texture passes, strong edges do not)."""
+    f = frame.astype(np.float32)
+    high = f - cv2.GaussianBlur(f, (0, 0), max(sigma, 0.3), borderType=cv2.BORDER_REFLECT)
+    return DETAIL_LIMIT * np.tanh(high / DETAIL_LIMIT)
 
 
 def _seamless_clone(out: np.ndarray, warped: np.ndarray, a: np.ndarray, fx0: int,

@@ -1,27 +1,31 @@
-"""Identify stage: swap only the chosen person (`--only REF`), decided per face track by a vote.
+"""Identify stage: who each face track is, among the people of the swap's map (`--map REF=MODEL`,
+`--only REF` being a map of one), decided per track by a vote; faces of nobody in the map are left.
 
 Runs after align (frames in order, face.track set). For each track it embeds the aligned faces
 (swapstream.engines.identity: every frame until the track is decided, then every `recheck` frames) and
-compares them with the reference person's embeddings. A track is decided by a vote over its
-first `vote` samples (a face closer than `threshold` to the reference counts for), so one
-misjudged frame (blur, a hand over the face) cannot flip it, and the decision then holds for the
-rest of the track: no flicker between swapped and unswapped. A track whose faces stop matching
-its own earlier faces for `split` samples in a row (a cut the tracker missed, two people passing)
-is split there, and the new part gets its own vote.
+compares them with each person's reference embeddings: a sample votes for the nearest person if
+it is within `threshold` of them, else for nobody. A track is decided by a vote over its first
+`vote` samples (the person with more than half of the votes, else nobody), so one misjudged frame
+(blur, a hand over the face) cannot flip it, and the decision then holds for the rest of the
+track: no flicker between swapped and unswapped, nor between two people's models. A track whose
+faces stop matching its own earlier faces for `split` samples in a row (a cut the tracker missed,
+two people passing) is split there, and the new part gets its own vote.
 
 Convert (`hold=True`) holds frames back until the tracks in them are decided and `split x
 recheck` frames have followed, so every frame of a track, its first included, gets the track's
 decision. Live (`hold=False`) cannot wait: a new track is left unswapped until its vote is in
 (`vote` frames, ~100 ms at the live default).
 
-Faces of tracks decided against are marked with an error ("not the --only person ...") so swap
-and blend leave them as they are.
+The decision is written on each face: face.person = the map entry's index (the swap stage runs
+the face through that entry's model); faces of tracks of nobody in the map get a
+Why.OTHER_PERSON skip, so swap and blend leave them as they are.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,12 +36,14 @@ from swapstream.engines.identity import SAME_PERSON, FaceEmbedder, distance, dis
 from swapstream.stages.base import Needs, Stage
 
 MAX_HOLD = 48  # frames convert may hold back (4K: ~1.2 GB); past it the oldest is decided as is
+NOBODY = -1  # a track's decision when it is none of the map's people
 
 
 @dataclass
 class IdentitySettings:
-    """only: references of the one person to swap (photos, a faceset folder, a video); empty:
-    swap every face. threshold: same-person distance of unit embeddings (swapstream.engines.identity);
+    """only: references of the one person to swap (photos, a faceset folder, a video; with the
+    swap's model, a map of one person: pipeline.people); empty: swap every face (or the map's
+    people). threshold: same-person distance of unit embeddings (swapstream.engines.identity);
     vote: samples that decide a track; recheck: frames between samples of a decided track;
     split: samples in a row unlike the track's own that split it; live_vote: the vote in live
     mode, where undecided faces wait unswapped."""
@@ -62,20 +68,29 @@ class IdentitySettings:
 
 @dataclass
 class _Part:
-    """A stretch of one track judged as one person: frames from `start` on."""
+    """A stretch of one track judged as one person: frames from `start` on. A sample is (frame
+    index, (P,) float32 distances to each of the P people's references, (128,) embedding)."""
 
     start: int
-    samples: list[tuple[int, float, np.ndarray]] = field(default_factory=list)  # (index, dist, emb)
-    odd: list[tuple[int, float, np.ndarray]] = field(default_factory=list)  # unlike the rest, in a row
-    decision: bool | None = None
-    tally: tuple[int, int] = (0, 0)  # (samples near the reference, samples) when decided
+    samples: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    odd: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # unlike the rest, in a row
+    decision: int | None = None  # None: not yet; NOBODY; else the person's index in the map
+    tally: tuple[int, int] = (0, 0)  # (samples for the most voted person, samples) when decided
 
     def mean(self) -> np.ndarray:
         return normalise(np.mean([e for _, _, e in self.samples], 0)[None])[0]
 
-    def decide(self, threshold: float) -> bool:
-        near = sum(d <= threshold for _, d, _ in self.samples)
-        self.decision = bool(self.samples) and near * 2 > len(self.samples)
+    def decide(self, threshold: float) -> int:
+        """Each sample votes for the nearest person within `threshold` (else for nobody); the
+        person with more than half of the votes is the decision, else NOBODY."""
+        votes: dict[int, int] = {}
+        for _, d, _ in self.samples:
+            k = int(np.argmin(d))
+            if d[k] <= threshold:
+                votes[k] = votes.get(k, 0) + 1
+        best = max(votes, key=lambda k: (votes[k], -k), default=NOBODY)
+        near = votes.get(best, 0)
+        self.decision = best if near * 2 > len(self.samples) else NOBODY
         self.tally = (near, len(self.samples))
         return self.decision
 
@@ -95,16 +110,24 @@ class _Track:
 
 
 class IdentifyStage(Stage):
-    """Marks faces of tracks that are not the reference person as not to be swapped."""
+    """Sets face.person to the map entry each face's track is decided to be; marks faces of
+    tracks of nobody in the map (and, live, of tracks not decided yet) as not to be swapped.
+
+    references: each person's reference embeddings ((M_k, 128) float32 unit vectors), in the
+    map's order; one (M, 128) array is a map of one person (--only)."""
 
     name = "identify"
     # ordered: the tracks' votes need every frame in order; holds: returns frames it held back
     needs = Needs(ordered=True, temporal=True, holds=True)
 
-    def __init__(self, settings: IdentitySettings, reference: np.ndarray, hold: bool = True,
-                 embedder: FaceEmbedder | None = None) -> None:
+    def __init__(self, settings: IdentitySettings, references: np.ndarray | Sequence[np.ndarray],
+                 hold: bool = True, embedder: FaceEmbedder | None = None) -> None:
         self.settings = settings
-        self.reference = np.asarray(reference, np.float32)  # (M, 128) unit embeddings
+        if isinstance(references, np.ndarray):
+            references = [references]
+        self.references = [np.asarray(r, np.float32) for r in references]  # (M_k, 128) each
+        if not self.references or any(r.ndim != 2 or len(r) == 0 for r in self.references):
+            raise ValueError("identify needs each person's (M, 128) reference embeddings, M >= 1")
         self.hold = hold
         self.vote = settings.vote if hold else settings.live_vote
         self.lag = settings.split * settings.recheck if hold else 0
@@ -113,7 +136,8 @@ class IdentifyStage(Stage):
         self._held: deque[FramePacket] = deque()
         self._held_out: list[FramePacket] = []
         self._newest = -1
-        self.decided: list[tuple[int, int, bool, int]] = []  # (track, first frame, swap, samples)
+        # (track, first frame, person: the map entry or NOBODY, samples)
+        self.decided: list[tuple[int, int, int, int]] = []
 
     def setup(self) -> None:
         if self.embedder is None:
@@ -144,9 +168,9 @@ class IdentifyStage(Stage):
             self._held.extend(batch)  # before sampling: a split looks back over held frames
         if todo:
             emb = self.embedder.embed_faces([(p.frame, f.landmarks) for p, f in todo])
-            dist = distance_to(emb, self.reference)
+            dist = np.stack([distance_to(emb, r) for r in self.references], 1)  # (N, P)
             for (packet, face), e, d in zip(todo, emb, dist):
-                self._sample(face.track, packet.index, float(d), e)
+                self._sample(face.track, packet.index, d, e)
         if not self.hold:
             out = [self._mark(p) for p in batch]
             self._forget()
@@ -168,7 +192,7 @@ class IdentifyStage(Stage):
         return self._release(flushing=True)
 
     # ---------------------------------------------------------------------------------------
-    def _sample(self, tid: int, index: int, d: float, e: np.ndarray) -> None:
+    def _sample(self, tid: int, index: int, d: np.ndarray, e: np.ndarray) -> None:
         s = self.settings
         track = self._tracks[tid]
         part = track.parts[-1]
@@ -209,7 +233,7 @@ class IdentifyStage(Stage):
         part.samples += part.odd
         part.odd = []
         part.decide(self.settings.threshold)
-        self.decided.append((tid, part.start, bool(part.decision), len(part.samples)))
+        self.decided.append((tid, part.start, int(part.decision), len(part.samples)))
 
     def _ready(self, packet: FramePacket) -> bool:
         if self._newest - packet.index < self.lag:
@@ -232,10 +256,13 @@ class IdentifyStage(Stage):
             part = self._tracks[face.track].part_at(packet.index)
             if part.decision is None:
                 face.skip(Why.UNDECIDED, "a new face waits for its identity vote")
-            elif not part.decision:
+            elif part.decision == NOBODY:
                 near, n = part.tally
-                face.skip(Why.OTHER_PERSON, f"not the --only person (track {face.track}: {near} of {n} "
-                                              f"samples within {s.threshold})")
+                who = "the --only person" if len(self.references) == 1 else "anyone in the --map"
+                face.skip(Why.OTHER_PERSON, f"not {who} (track {face.track}: {near} of {n} "
+                                              f"samples within {s.threshold} of one person)")
+            else:
+                face.person = part.decision
         return packet
 
     def _forget(self) -> None:

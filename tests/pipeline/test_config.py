@@ -21,6 +21,9 @@ def test_yaml_sections_fill_the_stage_settings(tmp_path):
     ({"detectt": {}}, "unknown setting config.detectt"),
     ({"blend": {"colour": "hist"}}, "unknown setting config.blend.colour"),
     ({"blend": {"color": "sepia"}}, "blend.color='sepia' is not allowed"),
+    ({"blend": {"mouth": "open"}}, "blend.mouth='open' is not allowed; set it to one of: auto, keep, swap"),
+    ({"blend": {"occlusion": "xseg"}}, "blend.occlusion='xseg' is not allowed; set it to one of: learned"),
+    ({"blend": {"detail": 3}}, "blend.detail=3 is not allowed; set it to 0-1"),
     ({"detect": {"min_face": 2}}, "min_face 2"),
 ])
 def test_bad_settings_are_errors(values, match):
@@ -64,3 +67,20 @@ def test_the_swap_section_is_shared_and_flat_swap_keys_still_load(tmp_path):
     assert fill(ConvertConfig, load_yaml(old)).swap.direction == "b2a"
     with pytest.raises(ConfigError, match="unknown setting config.swap.colour"):
         fill(ConvertConfig, {"swap": {"colour": "x"}})
+
+
+def test_the_map_section_fills_convert_and_live_relative_to_the_file(tmp_path):
+    from swapstream.pipeline.cli.common import map_values, settings_file
+    from swapstream.pipeline.config import LiveConfig, convert_values, live_values
+
+    f = tmp_path / "cast.yaml"
+    f.write_text("map: {people/alice: models/alice_to_carol, /abs/bob.jpg: /abs/bob_to_dave}\n")
+    conv = fill(ConvertConfig, convert_values(settings_file(str(f))))
+    live = fill(LiveConfig, live_values(settings_file(str(f))))
+    assert conv.map == live.map == {str(tmp_path / "people/alice"): str(tmp_path / "models/alice_to_carol"),
+                                    "/abs/bob.jpg": "/abs/bob_to_dave"}
+    assert map_values(["a.jpg=m1", "dir/=m2"]) == {"a.jpg": "m1", "dir/": "m2"}
+    for bad, match in ((["a.jpg"], "is not REF=MODEL"), (["=m"], "is not REF=MODEL"),
+                       (["a.jpg=m1", "a.jpg=m2"], "gives a.jpg twice")):
+        with pytest.raises(ConfigError, match=match):
+            map_values(bad)

@@ -166,6 +166,8 @@ def _cases(clips, model_dir, bad, out):
         "extract from a non-video": (["extract", str(bad["text"]), "-o", out], "not a media file"),
         "extract into a file": (["extract", good, "-o", str(bad["afile"] / "fs")], "is a file"),
         "train into a file": (["train", "--a", "x", "--b", "y", "-o", str(bad["afile"] / "m")], "is a file"),
+        "occluder share above 1": (["train", "--a", "x", "--b", "y", "-o", out, "--occluders", "2"],
+                                   "occluders = 2.0 must be a share, 0-1"),
         "truncated faststart": (["convert", str(bad["cut_faststart"]), out, "--model", model],
                                 "truncated|ends early|corrupt"),
         "unknown engine": (["convert", good, out, "--model", model, "--engine", "warp"],
@@ -183,6 +185,7 @@ def _cases(clips, model_dir, bad, out):
 CASES = ["missing input", "not a video", "truncated", "no video stream", "unwritable output",
          "missing model", "pickled model", "corrupt model", "direction not in model", "empty faceset",
          "no faces to extract", "extract from a non-video", "extract into a file", "train into a file",
+         "occluder share above 1",
          "truncated faststart", "unknown engine", "engine not installed"]
 if not __import__("torch").cuda.is_available():  # these run where an NVIDIA GPU is
     CASES += ["hardware encoder without its GPU", "hardware decoder without its GPU"]

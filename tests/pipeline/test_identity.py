@@ -21,7 +21,7 @@ from swapstream.pipeline.runners.local import LocalRunner
 from swapstream.pipeline.samples import render_frames, source_image
 from swapstream.stages.face.align import AlignSettings, AlignStage
 from swapstream.stages.face.detect import DetectStage
-from swapstream.stages.face.identify import IdentifyStage, IdentitySettings
+from swapstream.stages.face.identify import NOBODY, IdentifyStage, IdentitySettings
 from swapstream.stages.sources.file import DecodeSettings, DecodeStage
 from swapstream.training.reference import load_reference
 from tests.collect import CollectSink
@@ -72,7 +72,7 @@ def test_one_misjudged_frame_does_not_flip_a_track(refs):
     out = stage.process(packets) + stage.flush()
     assert [p.index for p in out] == list(range(12))
     assert all(chosen(p) == [True] for p in out), [p.faces[0].skips for p in out]
-    assert stage.decided == [(0, 0, True, 7)]  # decided by the first 7 frames, that one among them
+    assert stage.decided == [(0, 0, 0, 7)]  # person 0, by the first 7 frames, that one among them
     # the other way round: the whole track, that frame included, is left alone
     stage = IdentifyStage(IdentitySettings(only=["b"]), refs["grace_hopper"])
     for p in packets:
@@ -97,7 +97,7 @@ def test_a_track_that_changes_person_is_split(refs):
     stage = IdentifyStage(IdentitySettings(only=["b"]), refs["grace_hopper"])
     out = [p for k in range(0, 20, 4) for p in stage.process(packets[k:k + 4])] + stage.flush()
     assert [chosen(p)[0] for p in out] == [False] * 10 + [True] * 10
-    assert [(d[1], d[2]) for d in stage.decided] == [(0, False), (10, True)]
+    assert [(d[1], d[2]) for d in stage.decided] == [(0, NOBODY), (10, 0)]
 
 
 # --- convert --------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_same_output_as_the_local_runner(ray_local, clips, model_dir, tmp_path):
     diff = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(lf, rf)]
     assert max(diff) < 1.5, diff  # codec noise only: the detect pool starts tracks at other frames
     names = [s.name for s in ray_.stats.stages]
-    assert names == ["detect", "align", "swap", "blend", "encode"]
+    assert names == ["detect", "align", "swap", "hands", "blend", "encode"]
     assert ray_.stats.stages[0].actors == 2 and all(s.frames == 30 for s in ray_.stats.stages)
 
 
@@ -97,7 +97,7 @@ def test_fused_and_separate_face_actors_give_the_same_video(ray_local, clips, mo
     runs = {f: convert(clips["ab"], tmp_path / f"{f}.mp4", _ray_cfg(model_dir, fuse=f, detect_actors=1),
                        progress=False) for f in ("on", "off")}
     for r in runs.values():  # the fused actor still reports each stage's busy time
-        assert [s.name for s in r.stats.stages] == ["detect", "align", "swap", "blend", "encode"]
+        assert [s.name for s in r.stats.stages] == ["detect", "align", "swap", "hands", "blend", "encode"]
         assert r.faces_swapped == 60 and all(s.busy_s > 0 for s in r.stats.stages)
     on, off = decode_all(tmp_path / "on.mp4"), decode_all(tmp_path / "off.mp4")
     assert on[1] == off[1]
@@ -125,7 +125,8 @@ def _kill_one(title: str, earlier: set[int], run: threading.Thread, deadline: fl
     raise AssertionError(f"no {title} process to kill while the conversion ran")
 
 
-@pytest.mark.parametrize(("stage", "fuse"), [("Detect", "auto"), ("Blend", "off"), ("AlignSwapBlend", "on")])
+@pytest.mark.parametrize(("stage", "fuse"),
+                         [("Detect", "auto"), ("Blend", "off"), ("AlignSwapHandsBlend", "on")])
 def test_a_killed_worker_is_restarted_and_no_frame_is_lost(ray_local, long_clip, model_dir, tmp_path, stage,
                                                             fuse):
     out = tmp_path / "out.mp4"

@@ -259,9 +259,16 @@ def test_learned_mask_limits_the_swap(real):
     for mode in ("learned", "hull+learned"):
         out = run(BlendSettings(mask=mode), frame, [make_face(frame, lm, swapped=grace, mask=empty)])
         assert np.array_equal(out, frame)
-    # The hull alone ignores the learned mask.
-    out = run(BlendSettings(mask="hull"), frame, [make_face(frame, lm, swapped=grace, mask=empty)])
-    assert not np.array_equal(out, frame)
+    # The hull with occlusion "learned" or "both" (the default) still cuts what the learned mask
+    # leaves out; with "hands" or "none" it ignores the learned mask.
+    for occlusion in ("learned", "both"):
+        out = run(BlendSettings(mask="hull", occlusion=occlusion), frame,
+                  [make_face(frame, lm, swapped=grace, mask=empty)])
+        assert np.array_equal(out, frame)
+    for occlusion in ("hands", "none"):
+        out = run(BlendSettings(mask="hull", occlusion=occlusion), frame,
+                  [make_face(frame, lm, swapped=grace, mask=empty)])
+        assert not np.array_equal(out, frame)
 
 
 def test_two_faces_in_one_frame(real):
@@ -307,3 +314,31 @@ def test_feather_scales_with_the_face(real):
 def test_bad_settings_raise_config_error(field, value):
     with pytest.raises(ConfigError, match=str(value) if isinstance(value, str) else field):
         BlendSettings(**{field: value})
+
+
+def test_an_open_mouth_is_kept_where_the_model_cannot_draw_one(real):
+    """The astronaut smiles with parted lips; Grace Hopper's mouth is closed. With a model whose
+    faceset showed no open mouth, `auto` keeps the astronaut's mouth interior, `swap` paints
+    Grace's closed lips over it, `keep` always keeps it."""
+    from swapstream.core.geometry import INNER_LIPS, mouth_gap, polygon_mask
+
+    frame, lm, grace = real
+    assert mouth_gap(lm) > 0.05  # lips apart
+    inner = polygon_mask(lm[INNER_LIPS], frame.shape[:2]) > 0
+    core = cv2.erode(inner.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # away from the edge
+    assert core.sum() > 20
+
+    def mouth_kept(mode: str, reach: float | None) -> float:
+        face = make_face(frame, lm, swapped=grace)
+        out = BlendStage(BlendSettings(color="none", mouth=mode), mouth_reach=reach).process(
+            [FramePacket(0, 0, Fraction(1, 30), frame.copy(), [face])])[0].frame
+        return float((np.abs(out.astype(int) - frame.astype(int)).max(2)[core] <= 8).mean())
+
+    assert mouth_kept("auto", 0.01) > 0.95  # B never opened its mouth: A's stays
+    assert mouth_kept("keep", 0.5) > 0.95
+    assert mouth_kept("swap", 0.01) < 0.5
+    assert mouth_kept("auto", 0.5) < 0.5  # B's faceset shows wider mouths than this: swapped
+    with pytest.raises(ConfigError, match="mouth"):
+        BlendSettings(mouth="open")
+    with pytest.raises(ConfigError, match="occlusion"):
+        BlendSettings(occlusion="xseg")

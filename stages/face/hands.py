@@ -1,0 +1,173 @@
+"""Hands stage: find hands in front of the faces, so the blend leaves them in front.
+
+A hand is the commonest thing between a face and the camera. MediaPipe's hand landmarker ships
+in the mediapipe wheel (palm detection + 21 hand landmarks, `mp.solutions.hands`), so this needs
+no downloaded weights. It runs only where a face is: on one square region around the faces
+being swapped (each face's box grown by REACH face sizes on every side), shrunk to ROI_SIDE px,
+and it tracks: while a hand is followed from frame to frame MediaPipe only runs the landmark
+model on it; while none is, the palm search runs every `search_every` frames (live: 3).
+
+For each face a hand overlaps, the hand's region goes into Face.occlusion (an (S, S) float32 mask
+in the face's crop): the convex hull of its 21 landmarks grown by FINGER x the hand's size
+(fingers are wider than their joints' line), 1 inside. The blend cuts it out of the face mask
+(BlendSettings.occlusion: hands or both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from swapstream.core.errors import ConfigError
+from swapstream.core.geometry import FACE_OVAL, hull_mask, transform_points
+from swapstream.core.packet import Face, FramePacket
+from swapstream.stages.base import Needs, Stage
+
+ROI_SIDE = 256  # px the region around the faces is shrunk to (the palm detector sees 192)
+REACH = 0.75  # the region: each face box grown by this many face sizes on every side
+FINGER = 0.22  # hand hull grown by this x the hand's size (wrist to middle knuckle)
+MIN_OVERLAP = 0.002  # share of the face hull a hand must cover to count as over the face
+
+
+@dataclass
+class HandSettings:
+    """search_every: frames between palm searches while no hand is followed (1: every frame);
+    max_hands: hands followed at once; confidence: palm detection and landmark presence
+    threshold (0-1); complexity: 0 (lite model, faster) or 1 (full model)."""
+
+    search_every: int = 1
+    max_hands: int = 2
+    confidence: float = 0.5
+    complexity: int = 0
+
+    def __post_init__(self) -> None:
+        if self.search_every < 1 or self.max_hands < 1:
+            raise ConfigError("hands: search_every and max_hands must be 1 or more")
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError(f"hands: confidence {self.confidence} must be between 0 and 1")
+        if self.complexity not in (0, 1):
+            raise ConfigError(f"hands: complexity {self.complexity} must be 0 (lite) or 1 (full)")
+
+
+def face_region(faces: list[Face], shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """The square (x0, y0, side), frame px, around all faces grown by REACH face sizes, clipped
+    to the frame (then no longer square); None when it is empty."""
+    boxes = np.array([f.bbox for f in faces], np.float64)  # (F, 4)
+    size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    x0 = float((boxes[:, 0] - REACH * size).min())
+    y0 = float((boxes[:, 1] - REACH * size).min())
+    x1 = float((boxes[:, 2] + REACH * size).max())
+    y1 = float((boxes[:, 3] + REACH * size).max())
+    side = max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    x0, y0 = int(math.floor(cx - side / 2)), int(math.floor(cy - side / 2))
+    side = int(math.ceil(side))
+    if x0 >= shape[1] or y0 >= shape[0] or x0 + side <= 0 or y0 + side <= 0:
+        return None
+    return x0, y0, side
+
+
+def hand_mask(hand: np.ndarray, face: Face, size: int) -> np.ndarray:
+    """(S, S) float32 in {0, 1}: hand (21, 2) frame px landmarks as a region in face's crop."""
+    pts = transform_points(hand, face.matrix)  # (21, 2) crop px
+    mask = hull_mask(pts, (size, size))
+    grow = FINGER * float(np.linalg.norm(pts[0] - pts[9]))  # wrist to middle-finger knuckle
+    k = int(round(grow))
+    if k > 0:
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    return mask
+
+
+class HandsStage(Stage):
+    """Sets Face.occlusion on the faces to be swapped that a hand overlaps (see module docstring).
+
+    Faces not ok or not aligned are left alone; frames without such faces cost nothing. Copes
+    with gaps (FramePacket.follows): tracking restarts on a frame that does not continue the
+    last one it saw.
+    """
+
+    name = "hands"
+    needs = Needs(temporal=True, cpu_share=0.25)
+
+    def __init__(self, settings: HandSettings | None = None) -> None:
+        self.settings = settings if settings is not None else HandSettings()
+        self._hands = None
+        self._last: int | None = None
+        self._idle = 0  # frames since the last palm search that found nothing
+        self._followed = False
+
+    def setup(self) -> None:
+        self._restart()
+
+    def _restart(self) -> None:
+        import mediapipe as mp
+
+        if self._hands is not None:
+            self._hands.close()
+        s = self.settings
+        self._hands = mp.solutions.hands.Hands(
+            static_image_mode=False, max_num_hands=s.max_hands, model_complexity=s.complexity,
+            min_detection_confidence=s.confidence, min_tracking_confidence=s.confidence)
+        self._followed, self._idle = False, 0
+
+    def process(self, batch: list[FramePacket]) -> list[FramePacket]:
+        if self._hands is None:
+            self._restart()
+        for packet in batch:
+            if self._last is not None and packet.follows != self._last:
+                self._restart()
+            self._last = packet.index
+            faces = [f for f in packet.faces if f.ok and f.matrix is not None and f.crop is not None]
+            if not faces:
+                self._followed, self._idle = False, 0
+                continue
+            for hand in self.find(packet.frame, faces):
+                for face in faces:
+                    self._mark(face, hand)
+        return batch
+
+    def find(self, frame: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+        """Hands around the faces: a list of (21, 2) float32 landmark arrays, frame px."""
+        if not self._followed and self._idle % self.settings.search_every:
+            self._idle += 1
+            return []
+        region = face_region(faces, frame.shape)
+        if region is None:
+            return []
+        x0, y0, side = region
+        scale = ROI_SIDE / side
+        m = np.float64([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
+        roi = cv2.warpAffine(frame, m, (ROI_SIDE, ROI_SIDE), flags=cv2.INTER_AREA,
+                             borderMode=cv2.BORDER_CONSTANT)
+        found = self._hands.process(roi).multi_hand_landmarks or []
+        self._followed = bool(found)
+        self._idle = 0 if found else self._idle + 1
+        out = []
+        for hand in found:
+            pts = np.array([(p.x, p.y) for p in hand.landmark], np.float64) * ROI_SIDE  # ROI px
+            out.append((pts / scale + [x0, y0]).astype(np.float32))
+        return out
+
+    def _mark(self, face: Face, hand: np.ndarray) -> None:
+        size = face.crop.shape[0]
+        mask = hand_mask(hand, face, size)
+        hull = hull_mask(transform_points(face.landmarks[FACE_OVAL], face.matrix), (size, size))
+        if float((mask * hull).sum()) < MIN_OVERLAP * max(float(hull.sum()), 1.0):
+            return
+        face.occlusion = mask if face.occlusion is None else np.maximum(face.occlusion, mask)
+
+    def flush(self) -> list[FramePacket]:
+        return []
+
+    def close(self) -> None:
+        if self._hands is not None:
+            self._hands.close()
+            self._hands = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_hands"] = None  # MediaPipe graphs do not pickle; setup() makes a fresh one
+        return state

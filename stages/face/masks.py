@@ -1,0 +1,143 @@
+"""The blend's masks for one face, in its aligned crop: where the new face goes, and what is cut
+out of it (occluders in front of the face, the mouth's interior), and where the frame's fine
+detail is carried over.
+
+Everything here is in the face's (S, S) crop and in shares of the face size (the square root of
+the face-oval hull's area in the crop), so it scales with the face and the model's size.
+
+- The region: the landmark hull (eroded), the decoder's learned mask, or their product
+  (BlendSettings.mask).
+- Occluders (BlendSettings.occlusion): `learned` multiplies in the decoder's mask, which training
+  with pasted occluders teaches to leave out whatever covers the face; `hands` cuts out the
+  hands the hands stage found over the face (Face.occlusion); `both`; `none`.
+- The mouth (BlendSettings.mouth): `keep` always shows A's own mouth interior (the inner-lip
+  polygon, a little dilated and feathered) through the swapped face; `swap` never; `auto` keeps
+  it in proportion to how much wider A's mouth is open than the widest B's faceset showed (the
+  model's `mouth_reach`, recorded at training): a decoder that never saw an open mouth draws a
+  closed one over it. The weight is a smooth function of the gap, so it cannot pop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from swapstream.core.geometry import (
+    FACE_OVAL,
+    INNER_LIPS,
+    LEFT_BROW,
+    LEFT_EYE,
+    LIPS,
+    RIGHT_BROW,
+    RIGHT_EYE,
+    hull_mask,
+    mouth_gap,
+    polygon_mask,
+    transform_points,
+)
+from swapstream.core.packet import Face
+
+MASK_MODES = ("hull", "learned", "hull+learned")
+OCCLUSION_MODES = ("learned", "hands", "both", "none")
+MOUTH_MODES = ("auto", "keep", "swap")
+
+# Alpha below this (under half a grey level on any pixel) is rounded to zero, so the Gaussian
+# tails of the feather do not touch pixels that would not visibly change anyway.
+ALPHA_FLOOR = 1.0 / 512
+
+# mouth: auto. A model whose training record has no mouth reach (trained before it was kept) is
+# taken to draw mouths open this wide (core.geometry.mouth_gap: lips just parted).
+UNKNOWN_REACH = 0.04
+MIN_REACH = 0.02  # never keep A's mouth for a gap below this: closed lips are 0-0.02
+MOUTH_RAMP = 0.02  # the keep weight goes from 0 to 1 over this much more gap than the reach
+MOUTH_GROW = 0.03  # the inner-lip polygon grows by this share of the face before feathering
+MOUTH_FEATHER = 0.015  # sigma of the mouth cut's edge, share of the face
+HAND_GROW = 0.02  # a hand's region grows by this (finger width beyond the landmarks' hull)
+HAND_FEATHER = 0.012
+FEATURE_GROW = 0.03  # eyes, brows and lips: no detail carried over within this of them
+
+
+def mouth_weight(face: Face, mode: str, reach: float | None) -> float:
+    """How much of A's own mouth interior shows through, 0 to 1 (see the module docstring)."""
+    if mode == "swap":
+        return 0.0
+    if mode == "keep":
+        return 1.0
+    lo = max(UNKNOWN_REACH if reach is None else float(reach), MIN_REACH)
+    return float(np.clip((mouth_gap(face.landmarks) - lo) / MOUTH_RAMP, 0.0, 1.0))
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _grow(mask: np.ndarray, px: float) -> np.ndarray:
+    k = int(round(px))
+    return cv2.dilate(mask, _disc(k)) if k > 0 else mask
+
+
+def _blur(mask: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(mask, (0, 0), sigma) if sigma > 0.1 else mask.copy()
+
+
+def _in_crop(face: Face, points: list[int], size: int) -> np.ndarray:
+    return transform_points(face.landmarks[points], face.matrix)
+
+
+def face_masks(face: Face, settings, mouth_reach: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The masks of one face in its crop: (hard, soft), each (S, S) float32 in [0, 1].
+
+    settings: a BlendSettings (mask, occlusion, mouth, erode, feather). mouth_reach: the widest
+    mouth the target identity's faceset showed (None: unknown).
+    hard: the region with the cuts, before feathering (colour statistics use > 0.5).
+    soft: the region feathered, times the feathered cuts, faded to 0 at the crop edge so no
+    square seam shows in the frame.
+    """
+    size = face.swapped.shape[0]
+    hull = hull_mask(_in_crop(face, FACE_OVAL, size), (size, size))
+    face_px = math.sqrt(max(float(hull.sum()), 1.0))
+    learned = np.ones((size, size), np.float32) if face.mask is None else face.mask.astype(np.float32)
+
+    k = int(round(settings.erode * face_px))
+    if k > 0 and settings.mask != "learned":
+        # The crop edge counts as outside: a face cut off by the crop erodes from there too.
+        hull = cv2.erode(hull, _disc(k), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    hard = {"hull": hull, "learned": learned, "hull+learned": hull * learned}[settings.mask]
+    if settings.occlusion in ("learned", "both") and settings.mask == "hull":
+        hard = hard * learned
+    soft = _blur(hard, settings.feather * face_px)
+
+    keep = np.ones((size, size), np.float32)  # 1 - the cuts, feathered
+    if settings.occlusion in ("hands", "both") and face.occlusion is not None:
+        hand = _grow(face.occlusion.astype(np.float32), HAND_GROW * face_px)
+        hard = hard * (1 - hand)
+        keep *= 1 - np.clip(_blur(hand, HAND_FEATHER * face_px) * 2, 0, 1)  # the hand itself fully out
+    w = mouth_weight(face, settings.mouth, mouth_reach)
+    if w > 0:
+        mouth = _grow(polygon_mask(_in_crop(face, INNER_LIPS, size), (size, size)), MOUTH_GROW * face_px)
+        hard = hard * (1 - w * mouth)
+        keep *= 1 - w * _blur(mouth, MOUTH_FEATHER * face_px)
+    soft = soft * keep
+
+    sigma = settings.feather * face_px
+    ramp = max(1.0, min(2.0 * sigma, size / 8))
+    edge = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32)
+    window = np.clip(edge / ramp, 0, 1)  # (S,) 0 on the crop's outermost pixels
+    soft *= window[:, None] * window[None, :]
+    soft[soft < ALPHA_FLOOR] = 0
+    return hard, np.clip(soft, 0, 1)
+
+
+def detail_mask(face: Face, size: int) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: where the frame's fine detail may be carried over the swap: the
+    face, less A's eyes, brows and lips (grown by FEATURE_GROW and feathered), so skin texture
+    comes over and A's features do not."""
+    hull = hull_mask(_in_crop(face, FACE_OVAL, size), (size, size))
+    face_px = math.sqrt(max(float(hull.sum()), 1.0))
+    features = np.zeros((size, size), np.float32)
+    for part in (RIGHT_EYE, LEFT_EYE, RIGHT_BROW, LEFT_BROW, LIPS):
+        features = np.maximum(features, hull_mask(_in_crop(face, part, size), (size, size)))
+    features = _blur(_grow(features, FEATURE_GROW * face_px), FEATURE_GROW * face_px / 2)
+    return np.clip(hull * (1 - 1.5 * features), 0, 1)

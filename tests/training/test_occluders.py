@@ -1,0 +1,57 @@
+"""Occluder augmentation: what it pastes, what it takes out of the mask target, and that a
+decoder's learned mask trained with it leaves a real object over a real face out."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from swapstream.training.augment import occlude
+from swapstream.training.occluders import KINDS, draw_hand, hand_shape, random_occluder
+
+
+def test_every_kind_draws_an_occluder_inside_the_crop():
+    rng = np.random.default_rng(0)
+    other = rng.random((64, 64, 3)).astype(np.float32)
+    areas = []
+    for _ in range(200):
+        alpha, colour = random_occluder(rng, 64, other)
+        assert alpha.shape == (64, 64) and colour.shape == (64, 64, 3)
+        assert alpha.dtype == np.float32 and colour.dtype == np.float32
+        assert 0 <= alpha.min() and alpha.max() <= 1 and 0 <= colour.min() and colour.max() <= 1
+        areas.append(float((alpha > 0.5).mean()))
+    areas = np.array(areas)
+    assert (areas > 0).mean() > 0.9  # nearly every draw covers something...
+    assert np.median(areas) < 0.3  # ...and most leave most of the face visible
+    assert set(KINDS) == {"ellipse", "polygon", "hand", "strands"}
+
+
+def test_the_hand_shape_has_a_palm_and_five_fingers():
+    mask, light = hand_shape((200, 200), (100, 130), 40)
+    # a row through the fingers crosses five separate runs of hand
+    row = mask[int(130 - 1.1 * 40)] > 0
+    runs = int(np.count_nonzero(np.diff(row.astype(np.int8)) == 1))
+    assert runs >= 4
+    assert mask[130, 100] == 1 and light[130, 100] > 0.5  # the palm
+    frame = np.full((200, 200, 3), 40, np.uint8)
+    drawn, inside = draw_hand(frame, (100, 130), 40)
+    assert inside.sum() == (mask > 0).sum() and (drawn[inside] != 40).any()
+    assert np.array_equal(drawn[~inside], frame[~inside])
+
+
+def test_occlude_pastes_on_the_input_and_cuts_the_mask_only():
+    g = torch.Generator().manual_seed(3)
+    warped = torch.rand(8, 3, 64, 64, generator=g)
+    mask = torch.ones(8, 2, 64, 64)
+    w2, m2 = occlude(warped, mask, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(mask, torch.ones(8, 2, 64, 64))  # inputs not written to
+    cut = 1 - m2[:, 0]  # (8, 64, 64): the occluders' alpha
+    assert (cut.flatten(1).amax(1) > 0.5).float().mean() > 0.8
+    assert torch.equal(m2[:, 1], mask[:, 1])  # the eyes + mouth weight map is untouched
+    changed = (w2 - warped).abs().amax(1) > 1e-6
+    assert not changed[cut < 1e-6].any()  # the input changes only under an occluder
+    # share 0 changes nothing; the same generator state gives the same occluders
+    w0, m0 = occlude(warped, mask, 0.0, torch.Generator().manual_seed(1))
+    assert torch.equal(w0, warped) and torch.equal(m0, mask)
+    w3, m3 = occlude(warped, mask, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(w3, w2) and torch.equal(m3, m2)
