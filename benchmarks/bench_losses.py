@@ -8,14 +8,17 @@ both, or neither (training/faceloss.py). Then, on every face of each faceset (un
   - sharpness: high-frequency energy, the mean square of the grey image minus its Gaussian blur
     (sigma 1 px), inside the face hull, of the model's output over that of the face it should
     show: A's reconstruction over A's crop ("recon A"), B's over B's, and the swap (A's face
-    through B's decoder) over A's crop, the input it replaces ("swap"); 1.0 is as sharp;
+    through B's decoder) over A's crop, the input it replaces ("swap"), and over B's crops on
+    average ("swap/B": B's own faces may be sharper or softer than A's); 1.0 is as sharp;
   - identity of the swap: the swapped crop pasted back into A's faceset image (the decoder's mask
     times the face hull, as the blend pastes it), embedded by dlib's recogniser from the image's own
     landmarks (engines/identity.py, not the training loss's geometry), distance_to B's and A's
     faceset embeddings: share of faces closer to B, mean distance to B;
   - detail reproduced (reconstructions): 1 - the energy of (output's high frequencies - the
     face's) over the face's; 1 is every detail in place, 0 is none (a blur), below 0 invented ones;
-  - speed: median ms per step over the run's logged intervals (history.jsonl step_s).
+  - speed: ms per training step, the variants' steps interleaved (one step of each in turn,
+    --time-steps rounds, median) so that a shared CPU's load falls on all alike, and as a
+    multiple of the base's ("x base").
 
     python benchmarks/bench_losses.py [--steps 400] [--perceptual 1.0] [--identity 2.0]
         [--variants base perceptual identity both] [--seed 0] [--json bench_losses.json]
@@ -33,6 +36,7 @@ import platform
 import shutil
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -44,10 +48,11 @@ import torch.nn.functional as F  # noqa: E402
 from swapstream.core.faceset import FACESET_COVERAGE, load_faceset  # noqa: E402
 from swapstream.engines.checkpoint import load_checkpoint  # noqa: E402
 from swapstream.engines.identity import FaceEmbedder, distance_to  # noqa: E402
+from swapstream.engines.model import SwapModel, preset  # noqa: E402
 from swapstream.pipeline.demo import DEMO_LR, SECONDS  # noqa: E402
 from swapstream.training.augment import AugmentConfig, TrainingFaces, crop_to_faceset  # noqa: E402
-from swapstream.training.logs import read_history  # noqa: E402
-from swapstream.training.loop import TrainConfig, train  # noqa: E402
+from swapstream.training.loop import TrainConfig, face_losses, train  # noqa: E402
+from swapstream.training.step import IDS, Batch, PairNet, Stepper, train_step  # noqa: E402
 
 COVERAGE = 0.7
 VARIANTS = ("base", "perceptual", "identity", "both")
@@ -121,7 +126,9 @@ def measure(model_dir: Path, dir_a: Path, dir_b: Path, embedder: FaceEmbedder,
                                          / mask[:, :1].sum())
     target, hull = crops["a"]
     swapped = model(target, "b")
-    out["sharp_swap"] = float((high_freq(swapped[:, :3], hull) / high_freq(target, hull)).mean())
+    hf_swap = high_freq(swapped[:, :3], hull)
+    out["sharp_swap"] = float((hf_swap / high_freq(target, hull)).mean())
+    out["sharp_swap_b"] = float(hf_swap.mean() / high_freq(*crops["b"]).mean())
     pasted = paste(fs_a.images, swapped[:, :3], swapped[:, 3:] * hull, size)
     emb = embedder.embed_faces(list(zip(pasted, fs_a.landmarks)))
     d_b, d_a = distance_to(emb, refs[1]), distance_to(emb, refs[0])
@@ -137,11 +144,36 @@ def run_variant(name: str, weights: tuple[float, float], dirs: tuple[Path, Path]
     r = train(TrainConfig(a=str(dirs[0]), b=str(dirs[1]), out=str(out), preset="lite64", steps=args.steps,
                           lr=DEMO_LR, seed=args.seed, save_every=args.steps, preview_every=args.steps,
                           perceptual_weight=weights[0], identity_weight=weights[1]), progress=False)
-    rows = read_history(out)[1:]  # the first interval holds the start-up
     return {"perceptual_weight": weights[0], "identity_weight": weights[1],
-            "ms_per_step": round(1000 * statistics.median(r["step_s"] for r in rows), 1) if rows else None,
             "loss_a": round(r.history[-1]["loss_a"], 4), "loss_b": round(r.history[-1]["loss_b"], 4),
             "model": out}
+
+
+def time_variants(on: dict[str, tuple[float, float]], dirs: tuple[Path, Path],
+                  rounds: int) -> dict[str, float]:
+    """{variant: median ms of one training step}, one step of each variant in turn (the same
+    batches), after one untimed round."""
+    steppers = {}
+    data = [TrainingFaces(load_faceset(d), 64, COVERAGE) for d in dirs]
+    for name, (perceptual, identity) in on.items():
+        cfg = TrainConfig(a=str(dirs[0]), b=str(dirs[1]), out="unused", perceptual_weight=perceptual,
+                          identity_weight=identity, lr=DEMO_LR)
+        torch.manual_seed(0)
+        model = SwapModel(preset(cfg.preset), list(IDS))
+        nets, pull = face_losses(cfg, model.cfg.size, data, torch.device("cpu"))
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        steppers[name] = Stepper(PairNet(model, swap=pull is not None), opt, cfg.loss_config(), nets=nets,
+                                 identity=pull)
+    g = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {name: [] for name in on}
+    for i in range(rounds + 1):
+        batches = [Batch(*d.sample(16, g)) for d in data]
+        for name, s in steppers.items():
+            t = time.perf_counter()
+            train_step(s, *batches)
+            if i:
+                times[name].append(time.perf_counter() - t)
+    return {name: 1000 * statistics.median(v) for name, v in times.items()}
 
 
 def main() -> int:
@@ -154,6 +186,7 @@ def main() -> int:
     ap.add_argument("--a", help="faceset A (default: the demo's, built here)")
     ap.add_argument("--b", help="faceset B (default: the demo's, built here)")
     ap.add_argument("--work", help="keep models and facesets here (default: a temporary folder)")
+    ap.add_argument("--time-steps", type=int, default=8, help="interleaved timed steps of each variant (8)")
     ap.add_argument("--json", default="bench_losses.json")
     args = ap.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_losses-"))
@@ -170,6 +203,9 @@ def main() -> int:
         res.update(measure(res.pop("model"), *dirs, embedder, refs))
         results[name] = res
         print(f"{name}: {res}", flush=True)
+    ms = time_variants({name: on[name] for name in ("base", *args.variants)}, dirs, args.time_steps)
+    for name, res in results.items():
+        res["ms_per_step"], res["step_cost"] = ms[name], ms[name] / ms["base"]
     report = {"steps": args.steps, "seed": args.seed, "lr": DEMO_LR, "batch_size": 16,
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
                          f"{torch.__version__}", "variants": results}
@@ -177,15 +213,15 @@ def main() -> int:
     cols = [("perceptual_weight", "perc w", "{:.2g}"), ("identity_weight", "id w", "{:.2g}"),
             ("sharp_recon_a", "sharp rec A", "{:.3f}"), ("sharp_recon_b", "sharp rec B", "{:.3f}"),
             ("detail_a", "detail A", "{:.3f}"), ("detail_b", "detail B", "{:.3f}"),
-            ("sharp_swap", "sharp swap", "{:.3f}"), ("closer_to_b", "closer B", "{:.0%}"),
-            ("dist_b", "dist B", "{:.3f}"), ("dist_a", "dist A", "{:.3f}"),
-            ("l1_recon_a", "L1 rec A", "{:.4f}"), ("ms_per_step", "ms/step", "{}")]
+            ("sharp_swap", "sharp swap", "{:.3f}"), ("sharp_swap_b", "swap/B", "{:.3f}"),
+            ("closer_to_b", "closer B", "{:.0%}"), ("dist_b", "dist B", "{:.3f}"),
+            ("dist_a", "dist A", "{:.3f}"), ("l1_recon_a", "L1 rec A", "{:.4f}"),
+            ("ms_per_step", "ms/step", "{:.0f}"), ("step_cost", "x base", "{:.2f}")]
     print(f"\n{args.steps} steps, seed {args.seed}, lite64, demo lr and batch; sharpness = output / input "
           f"high-frequency energy in the face; {args.json}")
     print(f"{'variant':<11}" + "".join(f"{h:>12}" for _, h, _ in cols))
     for name, res in results.items():
-        print(f"{name:<11}" + "".join(f"{f.format(res[k]) if res[k] is not None else '-':>12}"
-                                      for k, _, f in cols))
+        print(f"{name:<11}" + "".join(f"{f.format(res[k]):>12}" for k, _, f in cols))
     return 0
 
 

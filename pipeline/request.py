@@ -65,7 +65,8 @@ def make_chain(cfg, meta: dict, mode: str, reference: np.ndarray | None = None,
     swap = swap_settings(cfg.swap, mode, [(p.model, align_settings(cfg, p.meta)) for p in people])
     hands = []
     if cfg.blend.occlusion in ("hands", "both"):  # live searches for a new hand every 3rd frame
-        hands = [link(HandsStage, HandSettings(search_every=3 if mode == "live" else 1))]
+        live = mode == "live"
+        hands = [link(HandsStage, HandSettings(search_every=3 if live else 4, look_back=not live))]
     return [link(DetectStage, cfg.detect), link(AlignStage, align), *identify, link(SwapStage, swap),
             *hands, link(BlendStage, cfg.blend, mouth_reach(meta, swap.to_identity),
                          tuple(mouth_reach(p.meta, swap.to_identity) for p in people))]

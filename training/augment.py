@@ -160,8 +160,10 @@ def occlude(warped: torch.Tensor, mask: torch.Tensor, share: float,
     """Paste a random occluder (training.occluders.random_occluder) over `share` of the inputs
     and take its region out of their face mask.
 
-    warped (N, 3, S, S) and mask (N, C, S, S) float32 in [0, 1], as augment() gives them; returns
-    new tensors (the inputs are not written to). The occluder sits at the same crop pixels in the
+    warped (N, 3, S, S) and mask (N, C, S, S) float32 in [0, 1], as augment() gives them (C = 1
+    or 2); returns new tensors (the inputs are not written to): the input with the occluders, and
+    the mask as (N, 3, S, S): hull minus the occluders, eyes + mouth (zeros when C = 1), the
+    occluders' alpha (zeros where none was pasted). The occluder sits at the same crop pixels in the
     input and the mask (the warp moves the input by ~2 px at most; the mask follows the target).
     The target is left clean: behind an occluder the decoder learns the face, and the mask learns
     that the occluder is not face.
@@ -169,8 +171,9 @@ def occlude(warped: torch.Tensor, mask: torch.Tensor, share: float,
     n, _, side, _ = warped.shape
     dev = warped.device
     chosen = torch.rand(n, generator=generator, device=dev) < share
+    features = mask[:, 1:2] if mask.shape[1] > 1 else torch.zeros_like(mask[:, :1])
     if not bool(chosen.any()):
-        return warped, mask
+        return warped, torch.cat([mask[:, :1], features, torch.zeros_like(features)], 1)
     seed = int(torch.randint(2**31 - 1, (1,), generator=generator, device=dev))
     rng = np.random.default_rng(seed)
     idx = torch.nonzero(chosen).flatten().tolist()
@@ -182,7 +185,7 @@ def occlude(warped: torch.Tensor, mask: torch.Tensor, share: float,
         alpha[i, 0], colour[i] = a, c.transpose(2, 0, 1)
     a = torch.from_numpy(alpha).to(dev)
     warped = torch.lerp(warped, torch.from_numpy(colour).to(dev), a)  # new tensors: inputs untouched
-    mask = torch.cat([mask[:, :1] * (1 - a), mask[:, 1:]], 1)
+    mask = torch.cat([mask[:, :1] * (1 - a), features, a], 1)
     return warped, mask
 
 
@@ -220,7 +223,8 @@ class TrainingFaces:
         """(warped, target, mask) for batch_size random faces; see augment().
 
         warped, target (B, 3, S, S) and mask (B, 2, S, S) float32 in [0, 1]; mask[:, 0] is the face
-        hull, mask[:, 1] the eyes + mouth.
+        hull, mask[:, 1] the eyes + mouth. With occluders (cfg.occluders > 0) mask is (B, 3, S, S):
+        the hull less the occluders pasted on the input, eyes + mouth, the occluders' alpha.
         """
         idx = torch.randint(len(self), (batch_size,), generator=generator, device=self.faces.device)
         warped, target, mask = self._crop(self.faces[idx], self.cfg, generator)

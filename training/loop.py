@@ -164,7 +164,7 @@ def _build(cfg: TrainConfig, ckpt, facesets: list[Faceset], session) -> _Parts:
     amp_dtype, scaler = _amp(cfg, device)
     saved_state = _restore_optimizer(cfg, ckpt, opt, scaler)
     gan = _gan(cfg, model.cfg.size, saved_state, session) if cfg.gan_weight > 0 else None
-    nets, identity = _face_losses(cfg, model.cfg.size, data, device)
+    nets, identity = face_losses(cfg, model.cfg.size, data, device)
     # DistributedDataParallel across the workers
     net = session.wrap(PairNet(model, swap=identity is not None))
     if cfg.compile:
@@ -174,7 +174,7 @@ def _build(cfg: TrainConfig, ckpt, facesets: list[Faceset], session) -> _Parts:
     return _Parts(model, opt, scaler, gan, stepper, data, aug, saved_state)
 
 
-def _face_losses(cfg: TrainConfig, size: int, data: list[TrainingFaces],
+def face_losses(cfg: TrainConfig, size: int, data: list[TrainingFaces],
                  device: torch.device) -> tuple[LossNets, IdentityPull | None]:
     """dlib's recogniser, frozen, on the training device, once per run, when the perceptual or the
     identity term is on; for the identity term, B's mean embedding over REFERENCE_FACES of its

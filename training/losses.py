@@ -6,7 +6,8 @@ training run; see LossNets). Terms:
 
   face  mean absolute RGB error (MAE), weighted per pixel (see pixel_weights)
   ssim  DSSIM = (1 - SSIM) / 2 on RGB, 11x11 gaussian window (sigma 1.5), same pixel weights
-  mask  predicted mask (channel 3) against the face hull, l1 or bce
+  mask  predicted mask (channel 3) against the face hull, l1 or bce (plus cross-entropy on
+        pasted occluders' pixels, mask channel 2)
   perceptual  features of dlib's face recogniser (its first residual levels) on the prediction
         against the target, same pixel weights (training/faceloss.py); needs nets.face
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from swapstream.core.errors import ConfigError
 from swapstream.training.faceloss import FaceLossNet, perceptual_distance
 
+OCCLUDER_BOOST = 10.0  # mask loss: pixels under a pasted occluder count this much more (see mask_term)
 SSIM_WINDOW = 11  # the window of Wang et al. 2004; at 64 px it spans about an eye's width
 SSIM_SIGMA = 1.5
 _C1, _C2 = 0.01**2, 0.03**2  # SSIM's stabilisers for a dynamic range of 1
@@ -114,12 +116,22 @@ def ssim_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg:
 
 def mask_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: LossConfig,
               nets: LossNets) -> torch.Tensor:
-    """Predicted mask (channel 3, already a sigmoid) against the landmark hull mask (mask[:, :1])."""
-    m, hull = pred[:, 3:], mask[:, :1]
+    """Predicted mask (channel 3, already a sigmoid) against the landmark hull mask (mask[:, :1]),
+    l1 or bce (cfg.mask_loss).
+
+    Where occluders were pasted (mask[:, 2:3], training.augment.occlude; the hull channel is then
+    the hull less the occluders) the loss is cross-entropy whatever mask_loss says, each pixel
+    weighted 1 + OCCLUDER_BOOST x the occluder's alpha: an L1 through a sigmoid saturated at 1 over
+    the face has almost no gradient (p(1 - p)), so the mask would never learn to drop to 0 under
+    an occluder; cross-entropy's gradient on the logit is p - target."""
+    m, hull = pred[:, 3:].clamp(1e-6, 1 - 1e-6), mask[:, :1]
+    if mask.shape[1] >= 3:
+        w = 1 + OCCLUDER_BOOST * mask[:, 2:3]
+        return (F.binary_cross_entropy(m, hull, reduction="none") * w).sum() / w.sum()
     if cfg.mask_loss == "l1":
         return (m - hull).abs().mean()
     if cfg.mask_loss == "bce":
-        return F.binary_cross_entropy(m.clamp(1e-6, 1 - 1e-6), hull)
+        return F.binary_cross_entropy(m, hull)
     raise ConfigError(f"mask_loss {cfg.mask_loss!r} is not one of 'l1', 'bce'")
 
 

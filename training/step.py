@@ -34,7 +34,7 @@ IDS = ("a", "b")
 class Batch(NamedTuple):
     warped: torch.Tensor  # (N, 3, S, S) float32 in [0, 1], the network's input
     target: torch.Tensor  # (N, 3, S, S) float32 in [0, 1]
-    mask: torch.Tensor  # (N, 1 or 2, S, S) float32 in [0, 1]: face hull (, eyes + mouth)
+    mask: torch.Tensor  # (N, 1-3, S, S) float32 in [0, 1]: face hull (, eyes + mouth (, occluders))
 
 
 class PairNet(nn.Module):

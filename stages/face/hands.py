@@ -5,7 +5,9 @@ in the mediapipe wheel (palm detection + 21 hand landmarks, `mp.solutions.hands`
 no downloaded weights. It runs only where a face is: on one square region around the faces
 being swapped (each face's box grown by REACH face sizes on every side), shrunk to ROI_SIDE px,
 and it tracks: while a hand is followed from frame to frame MediaPipe only runs the landmark
-model on it; while none is, the palm search runs every `search_every` frames (live: 3).
+model on it; while none is, the palm search runs every `search_every` frames (4; live 3). In a
+conversion a hand the search finds is then followed backwards over the frames the search
+skipped (`look_back`, as the detect stage does with faces), so it is cut from its first frame.
 
 For each face a hand overlaps, the hand's region goes into Face.occlusion (an (S, S) float32 mask
 in the face's crop): the convex hull of its 21 landmarks grown by FINGER x the hand's size
@@ -35,10 +37,14 @@ MIN_OVERLAP = 0.002  # share of the face hull a hand must cover to count as over
 @dataclass
 class HandSettings:
     """search_every: frames between palm searches while no hand is followed (1: every frame);
-    max_hands: hands followed at once; confidence: palm detection and landmark presence
-    threshold (0-1); complexity: 0 (lite model, faster) or 1 (full model)."""
+    look_back: also search each batch's last frame, and follow a hand a search finds backwards
+    over the frames before it that were not searched (convert: a hand gets its region from the
+    first frame it is in; live cannot look back); max_hands: hands followed at once; confidence:
+    palm detection and landmark presence threshold (0-1); complexity: 0 (lite model, faster) or
+    1 (full model)."""
 
-    search_every: int = 1
+    search_every: int = 4
+    look_back: bool = True
     max_hands: int = 2
     confidence: float = 0.5
     complexity: int = 0
@@ -116,24 +122,55 @@ class HandsStage(Stage):
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         if self._hands is None:
             self._restart()
-        for packet in batch:
+        s = self.settings
+        looked = -1  # position in the batch of the last frame looked at (or without faces)
+        for j, packet in enumerate(batch):
             if self._last is not None and packet.follows != self._last:
                 self._restart()
+                looked = j - 1
             self._last = packet.index
-            faces = [f for f in packet.faces if f.ok and f.matrix is not None and f.crop is not None]
+            faces = _faces(packet)
             if not faces:
                 self._followed, self._idle = False, 0
+                looked = j
                 continue
-            for hand in self.find(packet.frame, faces):
-                for face in faces:
-                    self._mark(face, hand)
+            due = self._followed or self._idle % s.search_every == 0 or (s.look_back and j == len(batch) - 1)
+            if not due:
+                self._idle += 1
+                continue
+            was_followed = self._followed
+            hands = self.find(self._hands, packet.frame, faces)
+            self._followed = bool(hands)
+            self._idle = 0 if hands else self._idle + 1
+            _mark_all(faces, hands)
+            if hands and not was_followed and s.look_back:
+                self._look_back(batch, looked + 1, j)
+            looked = j
         return batch
 
-    def find(self, frame: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
-        """Hands around the faces: a list of (21, 2) float32 landmark arrays, frame px."""
-        if not self._followed and self._idle % self.settings.search_every:
-            self._idle += 1
-            return []
+    def _look_back(self, batch: list[FramePacket], first: int, found_at: int) -> None:
+        """A hand first found at batch[found_at]: follow it backwards over the frames before it
+        down to batch[first] (those the palm search skipped), with a tracker of its own."""
+        import mediapipe as mp
+
+        s = self.settings
+        with mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=s.max_hands,
+                                      model_complexity=s.complexity, min_detection_confidence=s.confidence,
+                                      min_tracking_confidence=s.confidence) as back:
+            self.find(back, batch[found_at].frame, _faces(batch[found_at]))  # start on the hand
+            for k in range(found_at - 1, first - 1, -1):
+                faces = _faces(batch[k])
+                if not faces or batch[k + 1].follows != batch[k].index:
+                    return
+                hands = self.find(back, batch[k].frame, faces)
+                if not hands:
+                    return
+                _mark_all(faces, hands)
+
+    @staticmethod
+    def find(tracker, frame: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+        """Hands around the faces, by `tracker` (a MediaPipe Hands): a list of (21, 2) float32
+        landmark arrays, frame px."""
         region = face_region(faces, frame.shape)
         if region is None:
             return []
@@ -142,22 +179,12 @@ class HandsStage(Stage):
         m = np.float64([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
         roi = cv2.warpAffine(frame, m, (ROI_SIDE, ROI_SIDE), flags=cv2.INTER_AREA,
                              borderMode=cv2.BORDER_CONSTANT)
-        found = self._hands.process(roi).multi_hand_landmarks or []
-        self._followed = bool(found)
-        self._idle = 0 if found else self._idle + 1
+        found = tracker.process(roi).multi_hand_landmarks or []
         out = []
         for hand in found:
             pts = np.array([(p.x, p.y) for p in hand.landmark], np.float64) * ROI_SIDE  # ROI px
             out.append((pts / scale + [x0, y0]).astype(np.float32))
         return out
-
-    def _mark(self, face: Face, hand: np.ndarray) -> None:
-        size = face.crop.shape[0]
-        mask = hand_mask(hand, face, size)
-        hull = hull_mask(transform_points(face.landmarks[FACE_OVAL], face.matrix), (size, size))
-        if float((mask * hull).sum()) < MIN_OVERLAP * max(float(hull.sum()), 1.0):
-            return
-        face.occlusion = mask if face.occlusion is None else np.maximum(face.occlusion, mask)
 
     def flush(self) -> list[FramePacket]:
         return []
@@ -171,3 +198,24 @@ class HandsStage(Stage):
         state = self.__dict__.copy()
         state["_hands"] = None  # MediaPipe graphs do not pickle; setup() makes a fresh one
         return state
+
+
+def _faces(packet: FramePacket) -> list[Face]:
+    """The faces of a packet to be swapped (ok and aligned)."""
+    return [f for f in packet.faces if f.ok and f.matrix is not None and f.crop is not None]
+
+
+def _mark_all(faces: list[Face], hands: list[np.ndarray]) -> None:
+    for hand in hands:
+        for face in faces:
+            _mark(face, hand)
+
+
+def _mark(face: Face, hand: np.ndarray) -> None:
+    """Adds the hand's region to face.occlusion where it overlaps the face."""
+    size = face.crop.shape[0]
+    mask = hand_mask(hand, face, size)
+    hull = hull_mask(transform_points(face.landmarks[FACE_OVAL], face.matrix), (size, size))
+    if float((mask * hull).sum()) < MIN_OVERLAP * max(float(hull.sum()), 1.0):
+        return
+    face.occlusion = mask if face.occlusion is None else np.maximum(face.occlusion, mask)

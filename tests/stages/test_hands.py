@@ -75,6 +75,21 @@ def test_a_hand_over_the_face_is_found_and_masked(scene):
     assert face.occlusion[hull & ~hand_crop].mean() < 0.25
 
 
+@pytest.mark.parametrize("look_back", [True, False])
+def test_a_hand_the_search_skipped_is_followed_backwards(scene, look_back):
+    """Clean frames 0-2, the hand from frame 3; the palm search runs every 4th frame (0, 4) and,
+    in a conversion, follows the hand it finds at 4 back to frame 3, where it came in."""
+    frame, covered, _, lm, _ = scene
+    stage = HandsStage(HandSettings(search_every=4, look_back=look_back))
+    stage.setup()
+    try:
+        packets = stage.process(_packets([frame] * 3 + [covered] * 3, lm))
+    finally:
+        stage.close()
+    marked = [p.faces[0].occlusion is not None for p in packets]
+    assert marked == [False, False, False, look_back, True, True]
+
+
 def test_no_hand_no_mask_and_no_face_no_search(scene):
     frame, covered, _, lm, _ = scene
     stage = HandsStage()

@@ -45,13 +45,35 @@ def test_occlude_pastes_on_the_input_and_cuts_the_mask_only():
     mask = torch.ones(8, 2, 64, 64)
     w2, m2 = occlude(warped, mask, 1.0, torch.Generator().manual_seed(1))
     assert torch.equal(mask, torch.ones(8, 2, 64, 64))  # inputs not written to
+    assert m2.shape == (8, 3, 64, 64)
     cut = 1 - m2[:, 0]  # (8, 64, 64): the occluders' alpha
+    assert torch.allclose(cut, m2[:, 2], atol=1e-6)  # the third channel is the occluders' alpha
     assert (cut.flatten(1).amax(1) > 0.5).float().mean() > 0.8
     assert torch.equal(m2[:, 1], mask[:, 1])  # the eyes + mouth weight map is untouched
     changed = (w2 - warped).abs().amax(1) > 1e-6
     assert not changed[cut < 1e-6].any()  # the input changes only under an occluder
     # share 0 changes nothing; the same generator state gives the same occluders
     w0, m0 = occlude(warped, mask, 0.0, torch.Generator().manual_seed(1))
-    assert torch.equal(w0, warped) and torch.equal(m0, mask)
+    assert torch.equal(w0, warped) and torch.equal(m0[:, :2], mask) and not m0[:, 2].any()
     w3, m3 = occlude(warped, mask, 1.0, torch.Generator().manual_seed(1))
     assert torch.equal(w3, w2) and torch.equal(m3, m2)
+
+
+def test_the_mask_loss_pulls_the_mask_off_an_occluder():
+    """With the occluder channel, a mask saturated at 1 under an occluder costs a large loss
+    with a large gradient; without it (plain L1 through the saturated sigmoid) almost none."""
+    from swapstream.training.losses import LossConfig, LossNets, mask_term
+
+    logit = torch.full((1, 1, 8, 8), 7.0, requires_grad=True)  # sigmoid ~0.999 everywhere
+    pred = torch.cat([torch.zeros(1, 3, 8, 8), torch.sigmoid(logit)], 1)
+    occ = torch.zeros(1, 1, 8, 8)
+    occ[..., 2:5, 2:5] = 1
+    hull = 1 - occ
+    grads = {}
+    for name, mask in (("with", torch.cat([hull, torch.zeros_like(hull), occ], 1)),
+                       ("without", torch.cat([hull, torch.zeros_like(hull)], 1))):
+        logit.grad = None
+        loss = mask_term(pred, None, mask, LossConfig(), LossNets())
+        loss.backward(retain_graph=True)
+        grads[name] = float(logit.grad[..., 2:5, 2:5].abs().mean())
+    assert grads["with"] > 100 * grads["without"]
