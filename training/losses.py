@@ -124,14 +124,14 @@ def mask_term(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg:
     weighted 1 + OCCLUDER_BOOST x the occluder's alpha: an L1 through a sigmoid saturated at 1 over
     the face has almost no gradient (p(1 - p)), so the mask would never learn to drop to 0 under
     an occluder; cross-entropy's gradient on the logit is p - target."""
-    m, hull = pred[:, 3:].clamp(1e-6, 1 - 1e-6), mask[:, :1]
+    m, hull = pred[:, 3:], mask[:, :1]
     if mask.shape[1] >= 3:
         w = 1 + OCCLUDER_BOOST * mask[:, 2:3]
-        return (F.binary_cross_entropy(m, hull, reduction="none") * w).sum() / w.sum()
+        return (F.binary_cross_entropy(m.clamp(1e-6, 1 - 1e-6), hull, reduction="none") * w).sum() / w.sum()
     if cfg.mask_loss == "l1":
         return (m - hull).abs().mean()
     if cfg.mask_loss == "bce":
-        return F.binary_cross_entropy(m, hull)
+        return F.binary_cross_entropy(m.clamp(1e-6, 1 - 1e-6), hull)
     raise ConfigError(f"mask_loss {cfg.mask_loss!r} is not one of 'l1', 'bce'")
 
 
