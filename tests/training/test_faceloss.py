@@ -132,7 +132,7 @@ def test_identity_is_lower_for_a_face_of_b(net, crops):
     assert swapped.grad.abs().sum() > 0
 
 
-def test_pair_net_swap_is_a_through_decoder_b():
+def test_pair_net_swap_is_a_through_decoder_b_training_the_encoder():
     torch.manual_seed(0)
     model = SwapModel(preset("lite64"), ["a", "b"])
     xa, xb = torch.rand(2, 3, 64, 64), torch.rand(3, 3, 64, 64)
@@ -140,6 +140,11 @@ def test_pair_net_swap_is_a_through_decoder_b():
     torch.testing.assert_close(pa, model(xa, "a"))
     torch.testing.assert_close(pb, model(xb, "b"))
     torch.testing.assert_close(pab, model(xa, "b"))
+    # the swap trains the encoder only: decoder b learns from B's faces alone
+    model.zero_grad()
+    PairNet(model, swap=True)(xa, xb)[2].sum().backward()
+    assert all(p.grad is None for p in model.decoders["b"].parameters())
+    assert all(p.grad is not None for p in model.encoder.parameters())
 
 
 def test_flags_validate(facesets, tmp_path, capsys):
