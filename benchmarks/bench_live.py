@@ -14,6 +14,7 @@ the in-process sink, so each output is compared with in-process in the same run.
     python benchmarks/bench_live.py                       # 60 s runs, 640x480 and 1280x720
     python benchmarks/bench_live.py --seconds 20 --presets lite64 --no-outputs   # quick look
     python benchmarks/bench_live.py --presets "" --outputs browser   # only the web page runs
+    python benchmarks/bench_live.py --occlusion none --mouth swap   # without the hands stage and mouth
 
 The page also reports each frame's receiveTime (its last RTP packet in), so the browser row is
 split into the server's part (up to arrival) and the browser's (decode and draw).
@@ -43,6 +44,7 @@ from swapstream.pipeline.config import LiveConfig, SwapSection  # noqa: E402
 from swapstream.pipeline.live import live  # noqa: E402
 from swapstream.pipeline.samples import make_clip  # noqa: E402
 from swapstream.stages.base import Sink  # noqa: E402
+from swapstream.stages.face.masks import MOUTH_MODES, OCCLUSION_MODES  # noqa: E402
 
 BITS, CELL, X0, Y0 = 16, 12, 8, 8  # two rows of 8 cells, 12 px each, at (8, 8)
 
@@ -176,12 +178,16 @@ def figures(lat: list[tuple[float, float]], captured: int, dropped: int, seconds
             "drift_pct": round(100 * (np.median(last) / np.median(first) - 1), 1) if seconds >= 25 else None}
 
 
-def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: int) -> dict:
-    """One live run with the in-process sink, plus `output` ("udp" or "browser") if given."""
+def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: int,
+        blend: dict | None = None) -> dict:
+    """One live run with the in-process sink, plus `output` ("udp" or "browser") if given; blend:
+    BlendSettings fields to set (occlusion, mouth), the live defaults otherwise."""
     clock = Clock()
     sink = BarcodeSink()
     cfg = LiveConfig(swap=SwapSection(model=model, engine=engine), camera=str(clip), loop=True,
                      duration=seconds)
+    for key, value in (blend or {}).items():
+        setattr(cfg.blend, key, value)
     recv = browser = None
     if output == "udp":
         cfg.outputs["stream"] = f"udp://127.0.0.1:{port}"
@@ -254,8 +260,13 @@ def main() -> None:
     ap.add_argument("--no-outputs", action="store_true", help="skip the UDP + browser runs")
     ap.add_argument("--model", help="checkpoint to use for every preset (default: random weights per preset)")
     ap.add_argument("--port", type=int, default=23450)
+    ap.add_argument("--occlusion", choices=OCCLUSION_MODES,
+                    help="blend.occlusion for every run (default: live's own, both: the learned mask "
+                         "and the hands stage; none: neither)")
+    ap.add_argument("--mouth", choices=MOUTH_MODES, help="blend.mouth for every run (default: live's own)")
     ap.add_argument("--json", default="bench_live.json")
     a = ap.parse_args()
+    blend = {k: getattr(a, k) for k in ("occlusion", "mouth") if getattr(a, k)}
     work = Path(tempfile.mkdtemp(prefix="bench_live-"))
     results = []
     for size in a.sizes.split(","):
@@ -265,17 +276,19 @@ def main() -> None:
             model = a.model or str(save_checkpoint(work / name, SwapModel(preset(name), ["a", "b"]), name))
             for engine in a.engines.split(","):
                 print(f"{size} {name} {engine}: {a.seconds:.0f} s, in-process sink", flush=True)
-                r = run(clip, model, engine, a.seconds, "", a.port)
+                r = run(clip, model, engine, a.seconds, "", a.port, blend)
                 results.append({"size": size, "preset": name, "engine": engine, "with": "", **r})
                 print("   ", r["in-process"], flush=True)
         for output in ([] if a.no_outputs else [o for o in a.outputs.split(",") if o]):
             model = a.model or str(save_checkpoint(work / "lite64", SwapModel(preset("lite64"), ["a", "b"]),
                                                    "lite64"))
             print(f"{size} lite64 eager: {a.seconds:.0f} s, in-process + {output}", flush=True)
-            r = run(clip, model, "eager", a.seconds, output, a.port)
+            r = run(clip, model, "eager", a.seconds, output, a.port, blend)
             results.append({"size": size, "preset": "lite64", "engine": "eager", "with": output, **r})
             for k in ("in-process", output, *(["browser-received"] if output == "browser" else [])):
                 print(f"    {k}: {r.get(k)}", flush=True)
+    for r in results:
+        r["blend"] = {**vars(LiveConfig().blend), **blend}
     Path(a.json).write_text(json.dumps(results, indent=1, default=str))
     print(f"\n{'size':<10}{'preset':<12}{'engine':<8}{'output':<12}{'fps out':>8}{'drop %':>8}"
           f"{'p50':>7}{'p95':>7}{'p99':>7}{'drift %':>9}")

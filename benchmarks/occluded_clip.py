@@ -51,15 +51,17 @@ def _paste(frame: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, centre, width:
     return out, a[..., 0] > 0.5
 
 
-def occluded_clip(path: Path, seconds: float, fps: int = 30) -> tuple[Path, list[np.ndarray]]:
-    """Write the clip (640x360, x264 crf 16, with the sample tone); returns (path, masks)."""
+def occluded_clip(path: Path, seconds: float, fps: int = 30,
+                  face: str = "astronaut") -> tuple[Path, list[np.ndarray]]:
+    """Write the clip of the sample face `face` (640x360, x264 crf 16, with the sample tone);
+    returns (path, masks: (360, 640) bool each, True where the occluder covers the frame)."""
     import mediapipe as mp
 
     n = int(round(seconds * fps))
     cup, cup_alpha = _cup()
     frames, masks = [], []
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
-        for i, frame in enumerate(render_frames(["astronaut"], n, seed=1)):
+        for i, frame in enumerate(render_frames([face], n, seed=1)):
             found = mesh.process(frame).multi_face_landmarks
             if not found:
                 frames.append(frame)

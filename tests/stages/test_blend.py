@@ -271,6 +271,27 @@ def test_learned_mask_limits_the_swap(real):
         assert not np.array_equal(out, frame)
 
 
+def test_learned_occlusion_leaves_the_occluder_whole(real):
+    """A learned mask that says "face" (0.95) except over a disc on the cheek (0.15, as a decoder
+    trained with occluders reads a cup there): the disc's pixels are the frame's own, every one
+    of them (not a 15 % blend of the swap), the face around it is swapped; with occlusion "none"
+    the disc is painted over."""
+    frame, lm, grace = real
+    mask = np.full((S, S), 0.95, np.float32)
+    cv2.circle(mask, (24, 40), 7, 0.15, -1)
+    face = make_face(frame, lm, swapped=grace, mask=mask)
+    disc = cv2.warpAffine((mask < 0.5).astype(np.float32), face.matrix,
+                          frame.shape[1::-1], flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+    assert disc.sum() > 50
+    out = run(PLAIN, frame, [make_face(frame, lm, swapped=grace, mask=mask)])
+    diff = np.abs(out.astype(int) - frame.astype(int)).max(2)
+    assert diff[disc].max() <= 1
+    assert diff[face_region(frame.shape, lm) & ~disc].mean() > 10
+    painted = run(BlendSettings(color="none", sharpen="none", occlusion="none"), frame,
+                  [make_face(frame, lm, swapped=grace, mask=mask)])
+    assert np.abs(painted.astype(int) - frame.astype(int)).max(2)[disc].mean() > 10
+
+
 def test_two_faces_in_one_frame(real):
     frame, lm, grace = real
     wide = np.ascontiguousarray(np.hstack([frame, frame]))
