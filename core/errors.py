@@ -18,6 +18,13 @@ class SourceLost(SwapstreamError):
     exit_code = 1
 
 
+class OutputLost(SwapstreamError):
+    """A live session's last working output failed mid-run (a full disk, a vanished receiver):
+    the run ends, what that output wrote kept where it could be, exit code 1."""
+
+    exit_code = 1
+
+
 class InputError(SwapstreamError):
     """The input media is missing, unreadable, truncated or has no video."""
 

@@ -1,8 +1,10 @@
-"""Output-directory checks shared by extract and train: fail before the work, not after it."""
+"""Output-directory checks shared by extract and train: fail before the work, not after it; and
+URLs as they may be shown (passwords masked)."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from swapstream.core.errors import OutputError
@@ -21,3 +23,18 @@ def check_writable_dir(path: str | Path, flag: str = "-o") -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"{flag} {path}: {existing} is not writable; choose another folder or fix "
                           f"its permissions")
+
+
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:?#\s'\"]*):[^/@?#\s'\"]*@")
+_SECRET_QUERY = re.compile(r"([?&](?:password|passwd|pass|pwd|token|key|secret|auth|passphrase)=)[^&#]*",
+                           re.IGNORECASE)
+
+
+def masked(url: str) -> str:
+    """`url` fit to print: a password in it (rtsp://user:PASSWORD@host/..., ?passphrase=... of
+    SRT, ?token=...) replaced by ***. Anything that is not a URL comes back as it is."""
+    text = str(url)
+    if "://" not in text:
+        return text
+    text = _USERINFO.sub(r"\1:***@", text)
+    return _SECRET_QUERY.sub(r"\1***", text)

@@ -13,6 +13,14 @@ compute capability, or CPU architecture) and the versions of the packages that b
 or foreign engine has another key, so it is never loaded; a truncated or altered file fails its
 recorded sha256 and is rebuilt.
 
+Whoever can write to the cache can make swapstream run their code (torch.compile's cache holds
+pickles; a TensorRT program may fall back to a full torch.load), so the cache folder must be the
+user's own: it is created 0700, and a folder (the root, or an engine kind's) that is a symbolic
+link, belongs to another user, or that the group or others may write to is refused with one line
+naming the fix. Entries are bound to their key: an engine kind that can carry it (ONNX: a
+metadata entry, engines.onnx_runtime.ONNX_KEY) records the key inside the engine file and the
+lookup checks it, so a file copied under another key, its entry.json rewritten, is rebuilt.
+
 Processes asking for the same key at once take turns on a lock file per key: one builds (into a
 temporary folder renamed into place), the others then load its engine. Without the lock (no
 fcntl) the rename still keeps the cache intact: the loser's folder is thrown away.
@@ -25,10 +33,13 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from swapstream.core.errors import ConfigError
 from swapstream.engines.checkpoint import sha256_file
 
 ENTRY = "entry.json"
@@ -42,6 +53,39 @@ def cache_root() -> Path:
     return Path(base) / "swapstream"
 
 
+def own_folder(path: Path) -> Path:
+    """`path` created (mode 0700) or checked: not a symbolic link, the user's own, writable by
+    no one else; ConfigError naming the fix otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as err:
+        raise ConfigError(f"engine cache {path}: cannot create it ({err.strerror or err}); set "
+                          "SWAPSTREAM_CACHE to a folder of your own") from None
+    fix = "set SWAPSTREAM_CACHE to a folder of your own (swapstream creates it, mode 700)"
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(f"engine cache {path} is a symbolic link (to {os.readlink(path)}); "
+                          f"whoever controls its target could run code here; {fix}")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise ConfigError(f"engine cache {path} belongs to user id {st.st_uid}, not to you "
+                          f"({os.getuid()}); whoever owns it could run code here; {fix}")
+    if st.st_mode & 0o022:
+        raise ConfigError(f"engine cache {path} can be written by others (mode "
+                          f"{stat.S_IMODE(st.st_mode):03o}), who could then run code here; "
+                          f"chmod 700 {path}, or {fix}")
+    return path
+
+
+@dataclass(frozen=True)
+class KeyBinding:
+    """How an engine kind records its cache key inside its engine file: stamp(path, key) after
+    the build, read(path) -> the key recorded (None if none)."""
+
+    stamp: Callable[[Path, str], None]
+    read: Callable[[Path], str | None]
+
+
 def engine_key(fields: dict) -> str:
     """sha256 hex of the fields (JSON with sorted keys): equal fields, equal key."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
@@ -50,9 +94,19 @@ def engine_key(fields: dict) -> str:
 class EngineCache:
     """Engine files of one engine kind under cache_root()/engines/<kind>/<key>/."""
 
-    def __init__(self, kind: str, root: Path | None = None) -> None:
-        self.kind = kind
-        self.dir = (root or cache_root()) / "engines" / kind
+    def __init__(self, kind: str, root: Path | None = None, binding: KeyBinding | None = None) -> None:
+        self.kind, self.binding = kind, binding
+        self.root = root or cache_root()
+        self.dir = self.root / "engines" / kind
+        self._checked = False
+
+    def _check(self) -> None:
+        """The folders are the user's own (created 0700); ConfigError otherwise (once checked,
+        not again)."""
+        if not self._checked:
+            for folder in (self.root, self.root / "engines", self.dir):
+                own_folder(folder)
+            self._checked = True
 
     def folder(self, fields: dict) -> Path:
         return self.dir / engine_key(fields)[:32]
@@ -61,14 +115,18 @@ class EngineCache:
         """The cached engine file for these fields, or None when there is none or it is not intact
         (wrong fields, missing, truncated or altered: with `repair`, such a folder is removed;
         get() does that only while it holds the key's lock)."""
+        self._check()
         folder = self.folder(fields)
         path, entry = folder / filename, folder / ENTRY
         if not entry.exists():
             return None
+        key = engine_key(fields)
         try:
             meta = json.loads(entry.read_text())
-            ok = (meta.get("key") == engine_key(fields) and path.exists()
+            ok = (meta.get("key") == key and path.exists()
                   and path.stat().st_size == meta.get("size") and sha256_file(path) == meta.get("sha256"))
+            if ok and self.binding is not None:  # the key inside the file: not one moved here
+                ok = self.binding.read(path) == key
         except (OSError, ValueError):
             ok = False
         if not ok:
@@ -80,14 +138,16 @@ class EngineCache:
     def store(self, fields: dict, filename: str, build: Callable[[Path], None]) -> Path:
         """Build the engine with build(path) into a temporary folder and move it into place
         atomically; returns the cached file's path (another process's, if it won the race)."""
+        self._check()
         folder = self.folder(fields)
-        folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         try:
             path = tmp / filename
             build(path)
             if not path.exists():
                 raise RuntimeError(f"building the {self.kind} engine wrote no {filename}")
+            if self.binding is not None:
+                self.binding.stamp(path, engine_key(fields))
             meta = {"key": engine_key(fields), "fields": fields, "file": filename,
                     "size": path.stat().st_size, "sha256": sha256_file(path)}
             (tmp / ENTRY).write_text(json.dumps(meta, indent=2, default=str))
@@ -122,7 +182,7 @@ class EngineCache:
     def _locked(self, fields: dict):
         """An exclusive lock on the key (fcntl; without fcntl, on Windows, none: the atomic
         rename alone keeps the cache intact, at the cost of duplicate builds)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._check()
         try:
             import fcntl
         except ImportError:

@@ -23,7 +23,7 @@ import torch
 
 from swapstream.engines.backends.compile import SPEC
 from swapstream.engines.base import Forward, SwapEngine
-from swapstream.engines.cache import cache_root
+from swapstream.engines.cache import cache_root, own_folder
 
 
 class CompileEngine(SwapEngine):
@@ -31,7 +31,8 @@ class CompileEngine(SwapEngine):
     precisions = SPEC.precisions
 
     def build(self, identity: str) -> Forward:
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
+        if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # ours: pickles, so only the user's own
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(own_folder(own_folder(cache_root()) / "inductor"))
         import torch._dynamo.config as dynamo_config
         import torch._inductor.config as inductor_config
 

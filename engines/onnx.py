@@ -19,6 +19,7 @@ import torch
 from swapstream.engines.backends.onnx import SPEC
 from swapstream.engines.base import Forward, SwapEngine
 from swapstream.engines.cache import CachedBuild, EngineCache
+from swapstream.engines.onnx_key import ONNX_KEY
 from swapstream.engines.onnx_runtime import FILENAME, choose_providers, key_fields, open_session
 
 
@@ -32,7 +33,7 @@ class OnnxEngine(CachedBuild, SwapEngine):
         super().__init__(checkpoint, device, batch_size, precision)
         self.providers = choose_providers(self.device.type, providers)
         self.threads = threads or torch.get_num_threads()  # live runs one thread per stage
-        self.cache, self.filename = EngineCache("onnx"), FILENAME
+        self.cache, self.filename = EngineCache("onnx", binding=ONNX_KEY), FILENAME
         self.built, self.paths = {}, {}
 
     def key_fields(self, identity: str) -> dict:

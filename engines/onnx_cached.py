@@ -18,6 +18,7 @@ from swapstream.engines.cache import EngineCache
 from swapstream.engines.checkpoint import verify_checkpoint
 from swapstream.engines.core import SwapCore
 from swapstream.engines.device import device_kind
+from swapstream.engines.onnx_key import ONNX_KEY
 from swapstream.engines.onnx_runtime import (
     FILENAME,
     choose_providers,
@@ -56,7 +57,7 @@ class CachedOnnxEngine(SwapCore):
         self.asked_providers = providers
         self.providers = choose_providers("cpu", providers)
         self.threads = threads
-        self.cache = EngineCache("onnx")
+        self.cache = EngineCache("onnx", binding=ONNX_KEY)
         self.built: dict[str, bool] = {}
         self.paths: dict[str, Path] = {}
         self._forward = {}

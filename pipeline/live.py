@@ -24,7 +24,7 @@ from swapstream.core.errors import ConfigError, OutputError
 from swapstream.pipeline.config import LiveConfig
 from swapstream.pipeline.live_stats import LiveStats
 from swapstream.pipeline.outputs import OutputContext, outputs
-from swapstream.pipeline.request import check_model, make_chain
+from swapstream.pipeline.request import check_model, make_chain, to_stderr
 from swapstream.pipeline.runners.base import built
 from swapstream.pipeline.runners.live import AudioGate, LiveOptions, LiveRunner
 from swapstream.stages.base import Sink
@@ -111,16 +111,19 @@ class _Session:
 
 
 def live(cfg: LiveConfig, say: Callable[[str], None] = print,
-         extra_sinks: list[Sink] | None = None, on_capture: Callable | None = None) -> LiveStats:
+         extra_sinks: list[Sink] | None = None, on_capture: Callable | None = None,
+         warn: Callable[[str], None] = to_stderr) -> LiveStats:
     """Run a live session (see the module docstring); returns its statistics. SwapstreamError
     for a user's mistake (exit 2); SourceLost when the camera or stream stops (exit 1), after
-    every output was closed properly. For programs (tests, benchmarks): `extra_sinks` are added
-    to the outputs, `on_capture(packet)` sees each frame as it is captured."""
+    every output was closed properly; an output that fails mid-run (a full disk) stops alone,
+    `warn` gets the one line that says so (OutputLost, exit 1, when it was the last one). For
+    programs (tests, benchmarks): `extra_sinks` are added to the outputs, `on_capture(packet)`
+    sees each frame as it is captured."""
     cfg = plan_outputs(cfg) if not extra_sinks else cfg
     model = check_model(cfg, say)
     check_outputs(cfg)
     s = _open(cfg, model, extra_sinks or [])
-    options = LiveOptions(cfg.delay_ms, cfg.duration, on_capture=on_capture,
+    options = LiveOptions(cfg.delay_ms, cfg.duration, on_capture=on_capture, on_output_failed=warn,
                           on_ready=lambda: _say_ready(cfg, s, say))
     runner = LiveRunner(s.stats, s.controls, options, audio_gate=s.gate,
                         audio_source=s.audio.chunks() if s.audio is not None else None)

@@ -36,6 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from swapstream.core.errors import ConfigError, InputError, OutputError, SwapstreamError
+from swapstream.core.process import retake_stop_signals
 from swapstream.pipeline.config import ConvertConfig, write_resolved
 from swapstream.pipeline.request import check_request, to_stderr
 from swapstream.pipeline.segment_io import join_segments, run_segment
@@ -108,12 +109,25 @@ def _write_manifest(work: Path, manifest: dict) -> None:
     os.replace(tmp, work / MANIFEST)
 
 
+def _check_files(work: Path, manifest: dict) -> None:
+    """Every segment entry names its own file, seg-NNNN.mp4, in the work dir: a manifest is read
+    back from disk, and an entry like ../x.mp4 would be written (and deleted) outside it."""
+    entries = manifest.get("segments")
+    for k, e in enumerate(entries if isinstance(entries, list) else [None]):
+        name = e.get("file") if isinstance(e, dict) else None
+        if name != f"seg-{k:04d}.mp4":
+            raise OutputError(f"{work / MANIFEST}: segment {k} names the file {name!r}, not seg-{k:04d}.mp4 "
+                              f"in the work dir; the manifest was altered, delete {work} and convert again")
+
+
 def _open_manifest(work: Path, identity: dict, plan: list[Segment], resume: bool) -> dict:
     """The manifest to continue: the work dir's own when it fits this request, else a fresh one."""
     old = read_manifest(work) if work.is_dir() else None
     if resume and old is None:
         raise ConfigError(f"--resume: nothing to resume, {work} holds no segment manifest; "
                           "run the same command without --resume to start")
+    if old is not None:
+        _check_files(work, old)
     want = [dataclasses.asdict(s) for s in plan]
     if old is not None and (old.get("identity") != identity
                             or [{k: e.get(k) for k in PLAN_KEYS} for e in old["segments"]] != want):
@@ -259,6 +273,7 @@ def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
     from swapstream.training.cluster import init_ray
 
     started = init_ray(getattr(cfg, "address", None), getattr(cfg, "verbose", False))
+    retake_stop_signals()  # ray.init made SIGTERM a bare sys.exit: Ctrl-C's path again
     resources = segment_resources(ray.nodes(), cfg.swap.device)
     if resources.get("num_gpus") and cfg.swap.device.startswith("cuda:"):
         # a task sees only the GPU Ray assigns it (CUDA_VISIBLE_DEVICES), as cuda:0

@@ -110,6 +110,13 @@ class Sink(Stage):
     def abort(self) -> None:
         """Discard the output (a temporary file is removed); safe after flush() and twice."""
 
+    def salvage(self) -> str:
+        """The output failed (a full disk, a vanished receiver): keep what it wrote where that
+        can be made whole, else drop it (abort()); returns what became of it, a phrase for the
+        one line the runner prints ("nothing was kept", "the frames written so far are in X")."""
+        self.abort()
+        return "nothing was kept"
+
     def report(self) -> dict:
         """What the sink has to say at the end: counts, and "warnings" (a list of lines)."""
         return {}

@@ -1,8 +1,9 @@
 """The `swapstream` command: extract, sort, train, convert, live, compile, engines, demo, each
 a module of this package (add its flags, run it).
 
-User-fixable problems (SwapstreamError) print one line and exit 2; Ctrl-C exits 130; either way
-no half-written output is left under the final name.
+User-fixable problems (SwapstreamError) print one line and exit 2; Ctrl-C exits 130, SIGTERM 143
+and SIGHUP 129 (they take Ctrl-C's path: swapstream.core.process); either way no half-written
+output is left under the final name. `live` ends normally (exit 0) on any of the three.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _quiet_native_logs()
     from swapstream.core.errors import SwapstreamError
+    from swapstream.core.process import Stopped, prepare_process
 
+    prepare_process()  # TERM/HUP as Ctrl-C, SIGXFSZ ignored, open-file limit raised
     try:
         return args.func(args)
     except SwapstreamError as e:
@@ -54,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"swapstream: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("swapstream: interrupted (a video output is not left half-written; training keeps "
+    except KeyboardInterrupt as e:
+        how = f"stopped by {e.name}" if isinstance(e, Stopped) else "interrupted"
+        print(f"swapstream: {how} (a video output is not left half-written; training keeps "
               "its last checkpoint)", file=sys.stderr)
-        return 130
+        return e.exit_code if isinstance(e, Stopped) else 130
 
 

@@ -22,9 +22,12 @@
 - Audio (the source's own, or a microphone) is released to the sinks in step with the video: an
   audio chunk goes out when the video frame captured at the same moment does, i.e. delayed by
   the video's own latency, so lips stay in sync. Audio older than a second goes out anyway.
-- It ends on the source's end (a file: normal end), `duration`, the quit control, Ctrl-C
-  (KeyboardInterrupt: a normal end), or an error. Then sinks are flushed, so a recording is
-  complete and playable, also after the camera was lost (the SourceLost error is raised after).
+- It ends on the source's end (a file: normal end), `duration`, the quit control, Ctrl-C, SIGTERM
+  or SIGHUP (KeyboardInterrupt, swapstream.core.process: a normal end), or an error. Then sinks
+  are flushed, so a recording is complete and playable, also after the camera was lost (the
+  SourceLost error is raised after); a signal that comes while they are flushed is not raised.
+- A sink that fails (a full disk, a vanished receiver) stops alone: one line says why, what it
+  wrote is completed where it can be (a recording stays playable) and the other outputs go on.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from swapstream.core.errors import OutputLost
 from swapstream.core.packet import FramePacket
+from swapstream.core.process import holding_stops, how_interrupted
 from swapstream.pipeline.chain import Chain, Link
 from swapstream.pipeline.live_stats import LiveStats
 from swapstream.pipeline.runners.backpressure import Closed, Continuity, Handoff, check_policy
@@ -57,6 +62,13 @@ class LiveOptions:
     on_capture: object = None  # called with each captured packet before it enters (instrumentation)
     in_flight: int = 2  # frames in the chain at once: two keep both cores busy; more only add latency
     on_ready: object = None  # called once every stage and sink is set up, before the first frame
+    on_output_failed: object = None  # called with the one line that says an output stopped
+
+
+def _why(err: BaseException) -> str:
+    """An error as a short phrase: an OSError's own words ('File too large', 'Broken pipe')."""
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return " ".join(str(text).split())
 
 
 class AudioGate:
@@ -138,6 +150,8 @@ class LiveRunner(Runner):
         self._held: dict[int, FramePacket] = {}  # frames a stage holds back, by id (kept alive here)
         self._errors: list[BaseException] = []
         self._failed_sinks: set[int] = set()
+        self._salvaged: set[int] = set()
+        self.failures: list[str] = []  # one line per output that stopped early
         self._threads: list[threading.Thread] = []
         self.ended_by = ""
 
@@ -282,6 +296,35 @@ class LiveRunner(Runner):
             raise
 
     def _sink(self, k: int, feed: _Feed) -> None:
+        try:
+            self._sink_loop(k, feed)
+        except Exception as err:  # noqa: BLE001 - this output stops; the others go on
+            self._sink_failed(k, feed, err)
+
+    def _sink_failed(self, k: int, feed: _Feed | None, err: Exception) -> None:
+        """Output k failed (a full disk, a vanished receiver): it stops alone. What it wrote is
+        kept where it can be (Sink.salvage), one line says so, the others go on; when no output
+        is left the session ends with the error."""
+        sink = self.sinks[k]
+        self._failed_sinks.add(k)
+        self._salvaged.add(k)
+        if feed is not None:
+            feed.close()
+        try:
+            kept = sink.salvage()
+        except Exception as e:  # noqa: BLE001 - the line below is what matters
+            kept = f"its output could not be kept ({_why(e)})"
+        others = len(self.sinks) - len(self._failed_sinks)
+        what = f"output {sink.name} stopped: {_why(err)}; {kept}"
+        self.failures.append(what)
+        if not others:  # the session ends with it: the CLI prints it, exit 1
+            self._errors.append(OutputLost(f"{what}; no other output was left, so the session ended"))
+            self._stop.set()
+        elif self.opt.on_output_failed is not None:
+            rest = "the other output goes on" if others == 1 else f"the other {others} outputs go on"
+            self.opt.on_output_failed(f"live: {what}; {rest}")
+
+    def _sink_loop(self, k: int, feed: _Feed) -> None:
         while True:
             try:
                 p = feed.frames.get(timeout=POLL_S)
@@ -344,15 +387,16 @@ class LiveRunner(Runner):
                     for k, f in enumerate(feeds) if not f.sink.main_thread]
         try:
             self._main_loop(main, workers, self.opt.duration)
-        except KeyboardInterrupt:
-            self.ended_by = "Ctrl-C"
-        self._stop.set()
-        slot.close()
-        for t in self._threads:
-            t.join(timeout=2.0)
-        self.stats.ended = time.monotonic()
-        self.stats.camera_fps = getattr(self.source, "measured_fps", None)
-        self._close_all(abort=False)
+        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP
+            self.ended_by = how_interrupted(e)
+        with holding_stops():  # the outputs are completed whatever comes now
+            self._stop.set()
+            slot.close()
+            for t in self._threads:
+                t.join(timeout=2.0)
+            self.stats.ended = time.monotonic()
+            self.stats.camera_fps = getattr(self.source, "measured_fps", None)
+            self._close_all(abort=False)
         if self._errors:
             raise self._errors[0]
 
@@ -374,8 +418,8 @@ class LiveRunner(Runner):
                     time.monotonic() >= self.stats.started + duration:
                 self.ended_by = "duration"
                 return
-            if not any(t.is_alive() for t in workers) and all(f.frames.closed and not len(f.frames)
-                                                              for _, f in main):
+            if not any(t.is_alive() for t in workers) and all(
+                    (f.frames.closed and not len(f.frames)) or k in self._salvaged for k, f in main):
                 return  # the source ended and every frame went out
 
     def _cascade(self) -> None:
@@ -395,12 +439,19 @@ class LiveRunner(Runner):
 
     def _pump(self, k: int, feed: _Feed) -> None:
         """Drive a main-thread sink: deliver what waits for it, else let it idle (draw, keys)."""
+        if k in self._salvaged:
+            return
         try:
             p = feed.frames.get(timeout=POLL_S / 2)
         except (TimeoutError, Closed):
-            self.sinks[k].idle()
-            return
-        self._deliver(k, p, feed)
+            p = None
+        try:
+            if p is None:
+                self.sinks[k].idle()
+            else:
+                self._deliver(k, p, feed)
+        except Exception as err:  # noqa: BLE001 - this output stops; the others go on
+            self._sink_failed(k, feed, err)
 
     def _close_all(self, abort: bool) -> None:
         """The end-of-stream cascade (frames a stage held back, through the rest, to every sink),
@@ -409,14 +460,19 @@ class LiveRunner(Runner):
             if not abort:
                 self._cascade()
             for k, s in enumerate(self.sinks):
+                if k in self._salvaged:
+                    continue  # stopped alone when it failed, what it wrote kept then
                 try:
                     if abort or k in self._failed_sinks:
                         s.abort()
                     else:
-                        s.flush()
+                        s.flush()  # a recording's last fragment may not fit on the disk either
                 except Exception as e:  # noqa: BLE001 - one sink must not keep the others open
-                    self._errors.append(e)
-                    s.abort()
+                    if abort or k in self._failed_sinks:
+                        self._errors.append(e)
+                        s.abort()
+                    else:
+                        self._sink_failed(k, None, e)
         finally:
             for st in [*self.stages, *self.sinks]:
                 st.close()

@@ -19,7 +19,8 @@ HELP = "keys: s swap on/off, d direction a2b/b2a, b face boxes, o overlay, q or 
 
 class Controls:
     """The live state the user changes. act(name, value=None): None toggles (or, for direction,
-    flips); returns the new state. Handlers get the whole state after each change."""
+    flips); a value must be a bool (swap, boxes, overlay) or "a2b"/"b2a" (direction), else
+    ConfigError; returns the new state. Handlers get the whole state after each change."""
 
     def __init__(self, direction: str = "a2b", swap: bool = True, boxes: bool = False,
                  overlay: bool = True) -> None:
@@ -46,10 +47,15 @@ class Controls:
             if name == "direction":
                 cur = self._state["direction"]
                 new = value if value is not None else ("b2a" if cur == "a2b" else "a2b")
-                if new not in ("a2b", "b2a"):
+                if not isinstance(new, str) or new not in ("a2b", "b2a"):
                     raise ConfigError(f"direction {new!r} is not a2b or b2a")
+            elif value is None:
+                new = not self._state[name]
+            elif isinstance(value, bool):  # strict: "false" or 0 from a page must not mean on
+                new = value
             else:
-                new = (not self._state[name]) if value is None else bool(value)
+                raise ConfigError(f"{name} value {value!r} is not true or false (JSON booleans); "
+                                  "send true, false, or no value to toggle")
             old, self._state[name] = self._state[name], new
         try:
             for h in self._handlers:

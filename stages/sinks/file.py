@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -58,6 +59,19 @@ class EncodeSettings:
         the extension so tools (and the muxer guess) see the right container."""
         path = Path(self.path)
         return path.absolute().parent / f".{path.stem}.partial-{self.token}{path.suffix}"
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be made in `folder`, or None. By making one: permission bits do not tell
+    (root may write anywhere by them, yet not in /proc; a read-only mount says so only here)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "no write permission"
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".swapstream-probe-"):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def _pad_even(frame: np.ndarray) -> np.ndarray:
@@ -119,6 +133,9 @@ class EncodeStage(Sink):
     place) or `abort()` (temporary file removed); `close()` aborts what was not flushed."""
 
     name = "encode"
+    # mp4/mov muxer flags: use_metadata_tags keeps custom keys (synthetic_media); faststart puts
+    # the index up front for players (a second pass over the file at the end)
+    movflags = "use_metadata_tags+faststart"
 
     def __init__(self, settings: EncodeSettings, info: StreamInfo):
         self.settings = settings
@@ -148,12 +165,13 @@ class EncodeStage(Sink):
         if not parent.is_dir():
             raise OutputError(f"{path}: output folder {parent} does not exist; create it first "
                               f"(mkdir -p {parent})")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"{path}: output folder {parent} is not writable; choose another folder "
-                              "or fix its permissions")
         if path.suffix.lower() not in _CONTAINERS:
             raise OutputError(f"{path}: unknown output extension {path.suffix!r}; "
                               f"use one of {', '.join(_CONTAINERS)}")
+        why = _unwritable(parent)
+        if why:
+            raise OutputError(f"{path}: output folder {parent} is not writable ({why}); choose another "
+                              "folder or fix its permissions")
         return path
 
     def setup(self) -> None:
@@ -180,8 +198,7 @@ class EncodeStage(Sink):
         self.temp_path = self.settings.partial_path
         options = {}
         if muxer in ("mp4", "mov"):
-            # use_metadata_tags: keep custom keys (synthetic_media); faststart: index up front for players.
-            options["movflags"] = "use_metadata_tags+faststart"
+            options["movflags"] = self.movflags
         try:
             self._out = av.open(str(self.temp_path), "w", format=muxer, options=options)
         except (av.FFmpegError, OSError) as err:

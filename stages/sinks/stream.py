@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import av
 
 from swapstream.core.errors import ConfigError, OutputError
+from swapstream.core.paths import masked
 from swapstream.core.video import StreamInfo
 from swapstream.stages.sinks.file import EncodeSettings, EncodeStage
 from swapstream.stages.sinks.live_av import LiveAV
@@ -46,8 +47,9 @@ def stream_format(url: str) -> str:
     """The muxer for a stream URL; ConfigError for a scheme swapstream cannot stream to."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
-        raise ConfigError(f"--stream {url}: cannot stream to {scheme or 'a plain path'!r}; use one of "
-                          f"{', '.join(s + '://' for s in SCHEMES)} (to write a file, use --record FILE)")
+        kinds = ", ".join(s + "://" for s in SCHEMES)
+        raise ConfigError(f"--stream {masked(url)}: cannot stream to {scheme or 'a plain path'!r}; use one "
+                          f"of {kinds} (to write a file, use --record FILE)")
     return SCHEMES[scheme]
 
 
@@ -75,9 +77,9 @@ class StreamSink(LiveAV, EncodeStage):
         try:
             self._out = av.open(url, "w", format=fmt, timeout=(10.0, 10.0), options=_LOW_LATENCY.get(fmt, {}))
         except (av.FFmpegError, OSError) as err:
-            why = getattr(err, "strerror", None) or str(err)
-            raise OutputError(f"--stream {self.stream.url}: cannot open the stream ({why}); check the "
-                              "address and that the receiving server is running") from None
+            why = masked(getattr(err, "strerror", None) or str(err))
+            raise OutputError(f"--stream {masked(self.stream.url)}: cannot open the stream ({why}); check "
+                              "the address and that the receiving server is running") from None
         return fmt
 
     def _add_video(self) -> None:
@@ -96,3 +98,7 @@ class StreamSink(LiveAV, EncodeStage):
     def abort(self) -> None:
         self.temp_path = None
         super().abort()
+
+    def salvage(self) -> str:
+        self.abort()
+        return f"nothing more goes to {masked(self.stream.url)}"

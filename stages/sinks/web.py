@@ -5,15 +5,19 @@ statistics, and the controls (swap, direction, face boxes, overlay, quit; keys s
     GET  /stats     the runner's statistics snapshot + {"controls": state, "viewers": n, "audio": bool}
     POST /control   {"action": "swap"|"direction"|"boxes"|"overlay"|"quit", "value": optional} -> state
     POST /offer     {"sdp", "type": "offer"} -> the server's answer {"sdp", "type", "id"}
-    POST /bye?id=   a viewer leaves (the page sends it when it is closed)
+    POST /bye       {"id": viewer id} a viewer leaves (the page sends it when it is closed)
 
 An aiohttp server on its own event loop in a daemon thread; the WebRTC parts are in
 swapstream.stages.sinks.webrtc. process() and audio() only hand data over to that loop and return at once.
 
-Security: bound to a loopback address (127.0.0.1, ::1, localhost) the page needs no token, but
-requests must name a loopback host (no DNS rebinding) and POSTs must be JSON (no cross-site
-forms). Bound to any other address (0.0.0.0 included) every request must carry the token, as
-?token=... or the X-Swapstream-Token header; the URL printed carries it.
+Security (docs/security.md): bound to a loopback address (127.0.0.1, ::1, localhost) the page
+needs no token, but requests must name a loopback host (no DNS rebinding) and every POST must be
+JSON (no cross-site forms; /bye too). Bound to any other address (0.0.0.0 included) every request
+must carry the token, as ?token=... or the X-Swapstream-Token header; the URL printed carries it.
+Viewer ids are random (a page cannot guess another's). Malformed requests (a non-ASCII token, a
+body nested too deep, an offer with more than one video or audio section, a control value that
+is not a JSON boolean) get 400 and one debug log line, never a traceback. Connections are capped
+and timed out (stages.sinks.server); a viewer that never completes WebRTC is dropped.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from swapstream.core.errors import OutputError, SwapstreamError
 from swapstream.core.packet import FramePacket
 from swapstream.stages.base import Sink
 from swapstream.stages.sinks.controls import ACTIONS, Controls
+from swapstream.stages.sinks.server import GuardedServer
 from swapstream.stages.sinks.webrtc import AudioConverter, Hub, Viewers
 
 TOKEN_HEADER = "X-Swapstream-Token"
@@ -139,7 +144,7 @@ class WebSink(Sink):
         self._thread: threading.Thread | None = None
         self._hub: Hub | None = None
         self._viewers: Viewers | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: GuardedServer | None = None
         self._convert = AudioConverter()
         self._close_lock = threading.Lock()
         self._page = ""
@@ -225,21 +230,21 @@ class WebSink(Sink):
             loop.close()
 
     async def _start(self, sock: socket.socket) -> None:
-        app = web.Application(middlewares=[self._guard], client_max_size=256 * 1024)
+        app = web.Application(client_max_size=256 * 1024)
+        self._server = GuardedServer(app)
+        app.middlewares.extend([self._server.busy, self._guard])
         app.router.add_get("/", self._index)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/control", self._control)
         app.router.add_post("/offer", self._offer)
         app.router.add_post("/bye", self._bye)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        await self._server.start(sock)
 
     async def _stop(self) -> None:
         if self._viewers is not None:
             await self._viewers.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.stop()
         rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for t in rest:  # what the closed connections left behind
             t.cancel()
@@ -250,12 +255,16 @@ class WebSink(Sink):
     async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
         if self.token is not None:
             given = request.query.get("token") or request.headers.get(TOKEN_HEADER, "")
+            if not given.isascii():  # a token is ASCII; anything else is malformed, not a 500
+                log.debug("web: 400 for a non-ASCII token from %s", request.remote)
+                raise web.HTTPBadRequest(text="swapstream: the token is ASCII; open the URL that "
+                                              "`swapstream live` printed\n")
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 raise web.HTTPForbidden(text="swapstream: this page needs its token; open the URL that "
                                              "`swapstream live` printed (it ends in ?token=...)\n")
         if self.loopback and not is_loopback(urlsplit(f"//{request.host}").hostname or ""):
             raise web.HTTPForbidden(text=f"swapstream: open this page as http://127.0.0.1:{self.port}/\n")
-        if request.method == "POST" and request.path != "/bye" and request.content_type != "application/json":
+        if request.method == "POST" and request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType(text="swapstream: send JSON (application/json)\n")
         response = await handler(request)
         response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
@@ -302,7 +311,9 @@ class WebSink(Sink):
         return web.json_response(answer)
 
     async def _bye(self, request: web.Request) -> web.Response:
-        await self._viewers.drop(request.query.get("id", ""))
+        pid = (await _json(request)).get("id")
+        if isinstance(pid, str):
+            await self._viewers.drop(pid)
         return web.Response(status=204)
 
 
@@ -321,8 +332,9 @@ async def _json(request: web.Request) -> dict:
     """The request's JSON object; 400 when it is not one."""
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested deep
         body = None
     if not isinstance(body, dict):
+        log.debug("web: 400 for a body that is not a JSON object (%s %s)", request.method, request.path)
         raise web.HTTPBadRequest(text="swapstream: the body must be a JSON object\n")
     return body

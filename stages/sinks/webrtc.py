@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import secrets
 import threading
 import time
 
@@ -216,7 +217,7 @@ class Viewers:
         """The answer to a browser's offer: {"sdp", "type", "id"}. ValueError for a bad offer."""
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # local network: no STUN servers
         self._next += 1
-        pid = f"v{self._next}"
+        pid = f"v{self._next}-{secrets.token_urlsafe(12)}"  # unguessable: only its page may say bye
         self.peers[pid], self._tracks[pid] = pc, []
         self.hub.viewers = len(self.peers)
         tracks = self._tracks[pid]
@@ -228,8 +229,12 @@ class Viewers:
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
-            if not any(t.kind == "video" for t in pc.getTransceivers()):
+            kinds = [t.kind for t in pc.getTransceivers()]
+            if "video" not in kinds:
                 raise ValueError("it asks for no video")
+            for k in ("video", "audio"):  # each track is an encoder: 12 of them took fps 23 -> 11
+                if kinds.count(k) > 1:
+                    raise ValueError(f"it asks for {kinds.count(k)} {k} tracks; one at most")
             for t in pc.getTransceivers():
                 if t.kind == "video":
                     tracks.append(VideoTrack(self.hub))

@@ -38,6 +38,7 @@ import numpy as np
 from swapstream.core.audio import AUDIO_RATE, LIVE_TIME_BASE, AudioChunk
 from swapstream.core.errors import ConfigError, InputError, SourceLost
 from swapstream.core.packet import FramePacket
+from swapstream.core.paths import masked
 from swapstream.core.video import quarter_turns, to_rgb
 from swapstream.stages.base import Source
 from swapstream.stages.devices import Camera, describe, list_cameras, v4l2_query
@@ -105,7 +106,7 @@ def resolve(spec: str, cameras: Callable[[], list[Camera]] = list_cameras) -> Ta
     """Turn a --camera value into a Target; InputError naming what exists when nothing matches."""
     spec = str(spec).strip()
     if "://" in spec:
-        return Target("url", spec, None, spec)
+        return Target("url", spec, None, masked(spec))  # the label is printed: no password in it
     m = re.fullmatch(r"([a-z0-9_]{2,}(?:,[a-z0-9_]+)?):(.*)", spec)
     if m and m.group(1) in av.formats_available and not os.path.exists(spec):
         return Target("input", m.group(2), m.group(1), spec)
@@ -237,7 +238,7 @@ class CameraSource(Source):
             return av.open(t.url, format=t.format, options=options, timeout=timeout)
         except (av.FFmpegError, OSError) as err:
             code = getattr(err, "errno", None)
-            why = getattr(err, "strerror", None) or str(err)
+            why = masked(getattr(err, "strerror", None) or str(err))
             if t.kind == "file":
                 raise open_error(t.url, err) from None
             if code == errno.EBUSY:
@@ -253,7 +254,7 @@ class CameraSource(Source):
                 raise InputError(f"camera {t.label}: permission denied; add yourself to the 'video' group "
                                  "(sudo usermod -aG video $USER, then log in again)") from None
             if t.kind == "url":
-                raise InputError(f"cannot open stream {t.url} ({why}); check the address and that the "
+                raise InputError(f"cannot open stream {t.label} ({why}); check the address and that the "
                                  "sender is running") from None
             raise InputError(f"cannot open {t.label} ({why}); check it with "
                              "`swapstream live --list-cameras`") from None

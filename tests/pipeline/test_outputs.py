@@ -91,3 +91,27 @@ def test_unknown_outputs_are_refused_and_the_default_is_declared():
         check_outputs(LiveConfig(outputs={"tv": 1}))
     chosen = plan_outputs(LiveConfig()).outputs  # no display on the test machine: the web page
     assert chosen in ({"serve": "127.0.0.1:8080"}, {"window": True})
+
+
+def test_a_recording_into_a_folder_that_takes_no_files_fails_before_the_session(tmp_path):
+    from swapstream.core.errors import OutputError
+
+    # /proc is a folder root may "write" by its permission bits, yet no file can be made in it
+    with pytest.raises(OutputError, match="not writable") as err:
+        check_outputs(LiveConfig(outputs={"record": "/proc/x.mp4"}))
+    assert "\n" not in str(err.value) and "/proc" in str(err.value)
+    check_outputs(LiveConfig(outputs={"record": str(tmp_path / "x.mp4")}))  # a real folder passes
+    assert list(tmp_path.iterdir()) == []  # and the check leaves nothing behind
+
+
+def test_a_stream_password_is_never_printed():
+    from swapstream.core.paths import masked
+    from swapstream.stages.sources.camera import resolve
+
+    url = "rtsp://user:password@192.0.2.7:554/live"
+    assert resolve(url).label == "rtsp://user:***@192.0.2.7:554/live" and resolve(url).url == url
+    assert masked("srt://h:9000?passphrase=secret&latency=20") == "srt://h:9000?passphrase=***&latency=20"
+    assert masked(f"Connection refused: '{url}'") == "Connection refused: 'rtsp://user:***@192.0.2.7:554/live'"
+    with pytest.raises(SwapstreamError) as err:
+        check_outputs(LiveConfig(outputs={"stream": "ftp://user:password@host/x"}))
+    assert "password" not in str(err.value)

@@ -340,3 +340,21 @@ def test_segments_load_the_engine_the_first_one_built(clip, model_dir, tmp_path,
     assert exports == ["b"]  # one export for three segments (a2b: B's decoder)
     kept = [p for p in (tmp_path / "cache" / "engines" / "onnx").iterdir() if p.is_dir()]
     assert len(kept) == 1  # one engine folder (beside it, the key's lock file)
+
+
+def test_a_manifest_entry_outside_the_work_dir_is_refused(clip, cfg, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out" / "x.mp4"
+    out.parent.mkdir()
+    work = default_work_dir(out)
+    monkeypatch.setattr(segments, "run_segment", Counter(fail_on=1))
+    with pytest.raises(RuntimeError):
+        convert_segmented(clip, out, cfg, 3, progress=False)
+    m = segments.read_manifest(work)
+    m["segments"][1]["file"] = "../x.mp4"  # what a tampered (or hand-edited) manifest may say
+    (work / "manifest.json").write_text(json.dumps(m))
+    monkeypatch.setattr(segments, "run_segment", counter := Counter())
+    rc = main(["-q", "convert", str(clip), str(out), "--model", cfg.swap.model, "--runner", "local",
+               "--segments", "3"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "'../x.mp4'" in err and "delete" in err, err
+    assert counter.calls == [] and not out.exists() and [p for p in out.parent.iterdir() if p != work] == []

@@ -343,3 +343,89 @@ def test_audio_reaches_the_page(browser, images):
         assert level > 0.05, "the page's audio is silent"
         assert abs(peak_hz - 440) < 30, f"the page's audio peaks at {peak_hz:.0f} Hz, not 440"
         page.close()
+
+
+def raw(port: int, head: bytes, body: bytes = b"") -> int:
+    """The status of a request sent as raw bytes (headers urllib would refuse to send)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
+async def _offer_with(videos: int, audios: int = 0) -> dict:
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for _ in range(videos):
+        pc.addTransceiver("video", direction="recvonly")
+    for _ in range(audios):
+        pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = {"sdp": pc.localDescription.sdp, "type": "offer"}
+    await pc.close()
+    return offer
+
+
+def test_malformed_requests_get_400_and_one_log_line(images, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="swapstream.web")
+    controls = Controls()
+    with serving(images[0], host="0.0.0.0", controls=controls) as (sink, _):
+        token, port = sink.token, sink.port
+        lines = len([r for r in caplog.records if r.name == "swapstream.web"])
+        # a non-ASCII token header (was a 500 and a traceback)
+        non_ascii = b"X-Swapstream-Token: \xc3\xa9t\xc3\xa9\r\n"
+        assert raw(port, b"GET /stats HTTP/1.1\r\nHost: x\r\n" + non_ascii) == 400
+        # 100000 '[' (was a RecursionError traceback)
+        head = (f"POST /control?token={token} HTTP/1.1\r\nHost: x\r\n"
+                "Content-Type: application/json\r\n").encode()
+        assert raw(port, head, b"[" * 100000) == 400
+        # "false" is not false: swap stays on
+        for value in ("false", 0, "off", [], None):
+            status, _ = request(local(sink, f"/control?token={token}"), {"action": "swap", "value": value})
+            if value is None:
+                assert status == 200 and controls.state()["swap"] is False  # no value: toggles
+                controls.act("swap", True)
+            else:
+                assert status == 400, value
+                assert controls.state()["swap"] is True, value
+        logged = [r for r in caplog.records if r.name == "swapstream.web"][lines:]
+        assert len([r for r in logged if "400" in r.getMessage()]) == 2, [r.getMessage() for r in logged]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], \
+            [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_an_offer_with_several_video_sections_gets_no_tracks(images):
+    with serving(images[0]) as (sink, _):
+        with ThreadPoolExecutor(1) as pool:
+            twelve = pool.submit(asyncio.run, _offer_with(12)).result()
+            two_audio = pool.submit(asyncio.run, _offer_with(1, 2)).result()
+        status, body = request(local(sink, "/offer"), twelve)
+        assert status == 400 and b"12 video tracks" in body
+        assert request(local(sink, "/offer"), two_audio)[0] == 400
+        assert len(sink._viewers.peers) == 0 and sink._hub.viewers == 0
+
+
+def test_a_cross_site_bye_cannot_disconnect_a_viewer(images):
+    with serving(images[0]) as (sink, _):
+        with ThreadPoolExecutor(1) as pool:
+            offer = pool.submit(asyncio.run, _offer_with(1)).result()
+        status, body = request(local(sink, "/offer"), offer)
+        assert status == 200
+        pid = json.loads(body)["id"]
+        assert len(pid) >= 16 and pid != "v1"  # unguessable
+        for forged in (f"/bye?id={pid}", "/bye?id=v1"):  # what a cross-site form can send: text/plain
+            req = urllib.request.Request(local(sink, forged), b"x", {"Content-Type": "text/plain"})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=5)
+            assert err.value.code == 415
+        assert request(local(sink, "/bye"), {"id": "v1"})[0] == 204  # a guess drops nobody
+        assert len(sink._viewers.peers) == 1
+        assert request(local(sink, "/bye"), {"id": pid})[0] == 204  # the page's own bye does
+        assert wait_for(lambda: len(sink._viewers.peers) == 0)

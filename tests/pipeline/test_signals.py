@@ -1,0 +1,136 @@
+"""What real machines do to a running swapstream: SIGTERM and SIGHUP (service managers, `timeout`,
+a closed terminal) and a file-size limit (`ulimit -f`, a full disk in small). Real child
+processes, real signals, real files played back with PyAV."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline.test_convert import decode_all
+from tests.procs import ctrl_c_default
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+CLI = [sys.executable, "-m", "swapstream.pipeline.cli"]
+
+
+def finish(p: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
+    try:
+        return p.communicate(timeout=timeout)
+    finally:  # never leave a live process looping through the rest of the suite
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
+def ours(err: str) -> list[str]:
+    """Our stderr lines (MediaPipe's C++ logs its own, which swapstream cannot silence)."""
+    return [ln for ln in err.strip().splitlines() if ln.startswith(("live:", "swapstream:"))]
+
+
+def partials(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if "partial" in p.name]
+
+
+def start_live(model_dir, clip, *outputs: str, preexec=ctrl_c_default) -> subprocess.Popen:
+    p = subprocess.Popen([*CLI, "live", "--model", str(model_dir), "--engine", "eager", "--camera", str(clip),
+                          "--loop", *outputs], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=ENV, preexec_fn=preexec)
+    for _ in range(2):  # "engine: ..." then "live: <source> ..." once it runs
+        line = p.stdout.readline()
+        assert line.startswith(("engine: ", "live: ")), (line, finish(p, 5))
+    return p
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_term_and_hup_during_a_live_recording_leave_a_playable_file_and_no_partial(clips, model_dir, tmp_path,
+                                                                                   sig):
+    rec = tmp_path / "rec.mp4"
+    p = start_live(model_dir, clips["a"], "--record", str(rec))
+    time.sleep(2.5)
+    p.send_signal(sig)
+    out, err = finish(p)
+    name = signal.Signals(sig).name
+    assert p.returncode == 0, err  # a live session ends normally on a stop signal, as on Ctrl-C
+    assert f"ended ({name})" in out and "Traceback" not in err, (out, err)
+    frames, _ = decode_all(rec)
+    assert len(frames) > 30
+    assert not partials(tmp_path)
+
+
+def test_term_during_convert_leaves_nothing_under_the_output_name_and_no_partial(clips, model_dir, tmp_path):
+    out_path = tmp_path / "out.mp4"
+    p = subprocess.Popen([*CLI, "convert", str(clips["a"]), str(out_path), "--model", str(model_dir),
+                          "--runner", "local", "--engine", "eager"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=ctrl_c_default)
+    deadline = time.monotonic() + 60
+    while not partials(tmp_path) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the output is being written once its temporary file exists
+    assert partials(tmp_path), finish(p, 5)
+    p.send_signal(signal.SIGTERM)
+    _, err = finish(p)
+    assert p.returncode == 143, err
+    lines = ours(err)
+    assert lines[-1].startswith("swapstream: stopped by SIGTERM") and "Traceback" not in err, err
+    assert not out_path.exists() and not partials(tmp_path)
+
+
+class UdpCounter(threading.Thread):
+    """Receives a UDP stream and counts its bytes (the second output, that must go on)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.bytes, self.last = 0, 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.bytes += len(self.sock.recv(65536))
+                self.last = time.monotonic()
+            except OSError:
+                pass
+
+
+def small_files() -> None:
+    """preexec_fn: files of at most 150 kB (`ulimit -f`); SIGXFSZ left as it is: swapstream must
+    ignore it itself, or the write beyond the limit kills the process."""
+    ctrl_c_default()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+
+
+def test_a_file_size_limit_stops_the_recording_alone_and_keeps_it_playable(clips, model_dir, tmp_path):
+    rec, stats = tmp_path / "rec.mp4", tmp_path / "stats.json"
+    udp = UdpCounter()
+    udp.start()
+    p = start_live(model_dir, clips["a"], "--record", str(rec), "--stream", f"udp://127.0.0.1:{udp.port}",
+                   "--duration", "10", "--stats", str(stats), preexec=small_files)
+    out, err = finish(p, 90)
+    udp.done.set()
+    lines = ours(err)
+    assert p.returncode == 0, err
+    assert len(lines) == 1 and "output record stopped: File too large" in lines[0], lines
+    assert "other output" in lines[0] and "Traceback" not in err
+    frames, _ = decode_all(rec)  # kept under its name, and it plays to its end
+    assert len(frames) >= 50 and rec.stat().st_size <= 150_000
+    assert not partials(tmp_path)
+    s = json.loads(stats.read_text())
+    delivered = s["frames_delivered"]
+    # the stream went on after the recording stopped: it got (nearly) every frame out
+    assert delivered["stream"] >= s["frames_out"] - 8 and delivered["record"] < delivered["stream"] - 30, s
+    assert udp.bytes > 100_000
