@@ -62,8 +62,8 @@ class BlendSettings:
     mask: hull (convex hull of the face-oval landmarks) | learned (the decoder's mask) |
         hull+learned (their product): the face region.
     occlusion: what in front of the face stays in front: learned (the decoder's mask, which
-        training with pasted occluders teaches to leave them out; multiplied in when `mask` is
-        hull) | hands (hands found over the face by the hands stage are cut out) | both | none.
+        training with pasted occluders teaches to leave them out, read as a classifier and cut
+        out when `mask` is hull; stages.face.masks) | hands (hands found over the face by the hands stage are cut out) | both | none.
     mouth: auto (show A's own mouth interior where A's mouth is open wider than the model's
         target faceset ever showed) | keep (always) | swap (never).
     detail: 0-1, how much of the frame's fine detail (skin texture; not A's eyes, brows, lips)
@@ -75,7 +75,7 @@ class BlendSettings:
     """
 
     color: str = "reinhard"
-    sharpen: str = "none"
+    sharpen: str = "unsharp"  # with the amount scaled by the upscale (none where drawn smaller)
     sharpen_amount: float = 0.5
     composite: str = "alpha"
     mask: str = "hull"
