@@ -63,7 +63,8 @@ class BlendSettings:
         hull+learned (their product): the face region.
     occlusion: what in front of the face stays in front: learned (the decoder's mask, which
         training with pasted occluders teaches to leave them out, read as a classifier and cut
-        out when `mask` is hull; stages.face.masks) | hands (hands found over the face by the hands stage are cut out) | both | none.
+        out when `mask` is hull; stages.face.masks) | hands (hands found over the face by the
+        hands stage are cut out) | both | none.
     mouth: auto (show A's own mouth interior where A's mouth is open wider than the model's
         target faceset ever showed) | keep (always) | swap (never).
     detail: 0-1, how much of the frame's fine detail (skin texture; not A's eyes, brows, lips)
