@@ -17,9 +17,10 @@ Whoever can write to the cache can make swapstream run their code (torch.compile
 pickles; a TensorRT program may fall back to a full torch.load), so the cache folder must be the
 user's own: it is created 0700, and a folder (the root, or an engine kind's) that is a symbolic
 link, belongs to another user, or that the group or others may write to is refused with one line
-naming the fix. Entries are bound to their key: an engine kind that can carry it (ONNX: a
-metadata entry, engines.onnx_runtime.ONNX_KEY) records the key inside the engine file and the
-lookup checks it, so a file copied under another key, its entry.json rewritten, is rebuilt.
+naming the fix. Entries are bound to their key: each engine kind records the key inside its
+engine file (ONNX: a metadata entry, engines.onnx_key.ONNX_KEY; TensorRT's saved programs, zip
+archives: an extra member, engines.export_key.EXPORT_KEY) and the lookup checks it, so a file
+copied under another key, its entry.json rewritten, is rebuilt.
 
 Processes asking for the same key at once take turns on a lock file per key: one builds (into a
 temporary folder renamed into place), the others then load its engine. Without the lock (no

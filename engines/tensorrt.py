@@ -8,6 +8,8 @@ TensorRT) are needed: `pip install 'swapstream[tensorrt]'`.
 
 The cache key holds the GPU's name and compute capability and the torch, torch-tensorrt and
 TensorRT versions: an engine built for another GPU or another TensorRT is rebuilt, not loaded.
+The key is also recorded inside each saved program (a member of its zip, engines.export_key) and
+checked on every lookup: a program copied under another key, its entry.json rewritten, is rebuilt.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from swapstream.engines.backends.tensorrt import SPEC
 from swapstream.engines.base import Forward, SwapEngine
 from swapstream.engines.cache import CachedBuild, EngineCache
 from swapstream.engines.device import device_identity
+from swapstream.engines.export_key import EXPORT_KEY
 
 OPT_BATCH = 8
 TOP_BATCH = 32  # built for 1..max(batch_size, 32): live (1) and convert (8-32) share one engine
@@ -34,7 +37,7 @@ class TensorRTEngine(CachedBuild, SwapEngine):
         if self.device.type != "cuda":  # (precisions already refuse the CPU; this says why)
             raise ConfigError("the tensorrt engine runs on a CUDA GPU only; use --engine onnx or "
                               "compile on a CPU")
-        self.cache, self.filename = EngineCache("tensorrt"), "direction.ep"
+        self.cache, self.filename = EngineCache("tensorrt", binding=EXPORT_KEY), "direction.ep"
         self.built, self.paths = {}, {}
 
     def key_fields(self, identity: str) -> dict:

@@ -36,7 +36,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from swapstream.core.errors import ConfigError, InputError, OutputError, SwapstreamError
-from swapstream.core.process import retake_stop_signals
 from swapstream.pipeline.config import ConvertConfig, write_resolved
 from swapstream.pipeline.request import check_request, to_stderr
 from swapstream.pipeline.segment_io import join_segments, run_segment
@@ -273,7 +272,6 @@ def _run_on_ray(jobs: list[SegmentJob], cfg: ConvertConfig, finished) -> None:
     from swapstream.training.cluster import init_ray
 
     started = init_ray(getattr(cfg, "address", None), getattr(cfg, "verbose", False))
-    retake_stop_signals()  # ray.init made SIGTERM a bare sys.exit: Ctrl-C's path again
     resources = segment_resources(ray.nodes(), cfg.swap.device)
     if resources.get("num_gpus") and cfg.swap.device.startswith("cuda:"):
         # a task sees only the GPU Ray assigns it (CUDA_VISIBLE_DEVICES), as cuda:0

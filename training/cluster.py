@@ -7,6 +7,7 @@ import logging
 import os
 
 from swapstream.core.errors import ConfigError
+from swapstream.core.process import retake_stop_signals
 
 # One OpenMP thread per actor: the pools are the parallelism, and every actor's own full-size
 # thread pool on the same cores costs more than it gives (measured: +20% fps on 2 cores).
@@ -20,6 +21,10 @@ def init_ray(address: str | None, verbose: bool, frame_bytes: int = 0, batch_siz
     A local Ray gets an object store sized for the frames in flight (48 batches' worth, between
     512 MiB and Ray's default of 30% of RAM): the store touches fresh pages until it is full, so
     an oversized one looks like memory growing with the length of the video.
+
+    ray.init makes SIGTERM a bare `sys.exit(15)`; the process's own stop signals (SIGTERM and
+    SIGHUP take Ctrl-C's path, core/process.py) are put back right after it, so a stopped
+    `train` or Ray-run `convert` saves its checkpoint or removes its partial as on Ctrl-C.
     """
     import ray
 
@@ -40,4 +45,6 @@ def init_ray(address: str | None, verbose: bool, frame_bytes: int = 0, batch_siz
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot join the Ray cluster at {where} ({first}); check --address / "
                           f"RAY_ADDRESS, or leave both unset to run a local Ray") from None
+    finally:
+        retake_stop_signals()  # ray.init made SIGTERM a bare sys.exit: Ctrl-C's path again
     return True

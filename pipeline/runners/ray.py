@@ -37,7 +37,6 @@ import numpy as np
 from tqdm import tqdm
 
 from swapstream.core.errors import ConfigError, SwapstreamError
-from swapstream.core.process import retake_stop_signals
 from swapstream.core.video import Planes
 from swapstream.pipeline.chain import Chain, Link
 from swapstream.pipeline.runners.backpressure import Continuity, check_policy
@@ -341,7 +340,6 @@ def _run(chain: Chain, packets: Iterable, sink: Link, opts: RayOptions, progress
 
     check_policy(opts.policy)
     started = init_ray(opts.address, opts.verbose, frame_bytes, opts.batch_size)
-    retake_stop_signals()  # ray.init made SIGTERM a bare sys.exit: Ctrl-C's path again
     pipe = _Pipeline()
     bar = tqdm(total=total, unit="frame", desc=desc, disable=not progress, dynamic_ncols=True)
     run = RunStats()

@@ -7,12 +7,17 @@ import json
 import os
 import shutil
 import stat
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from swapstream.core.errors import ConfigError
 from swapstream.engines.cache import EngineCache, engine_key
+from swapstream.engines.checkpoint import sha256_file
+from swapstream.engines.export_key import EXPORT_KEY
+from swapstream.engines.export_key import KEY_NAME as EXPORT_KEY_NAME
 from swapstream.engines.onnx_key import KEY_NAME, ONNX_KEY
 
 
@@ -70,10 +75,73 @@ def test_an_entry_copied_under_another_key_is_rebuilt(tmp_path):
     shutil.copyfile(path_ab, path_ba)
     entry = path_ba.parent / "entry.json"
     meta = json.loads(entry.read_text())
-    from swapstream.engines.checkpoint import sha256_file
-
     meta.update(size=path_ba.stat().st_size, sha256=sha256_file(path_ba))
     entry.write_text(json.dumps(meta))
     assert cache.lookup(b2a, "direction.onnx", repair=False) is None
     path, built = cache.get(b2a, "direction.onnx", lambda p: tiny_onnx(p, 3.0))
     assert built and run(path)[0] == 3.0  # the right direction runs
+
+
+class Scale(torch.nn.Module):
+    """y = x * k: two of them tell which one ran."""
+
+    def __init__(self, k: float) -> None:
+        super().__init__()
+        self.k = torch.nn.Parameter(torch.tensor([k]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.k
+
+
+def saved_program(path: Path, k: float) -> None:
+    """A real saved exported program with a dynamic batch, as torch_tensorrt.save writes the
+    TensorRT engine's (output_format="exported_program" goes through torch.export.save)."""
+    batch = torch.export.Dim("batch", min=1, max=32)
+    ep = torch.export.export(Scale(k), (torch.ones(4, 1),), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(ep, str(path))
+
+
+def run_program(path: Path) -> float:
+    with torch.no_grad():
+        y = torch.export.load(str(path)).module()(torch.ones(3, 1))
+    assert y.shape == (3, 1)  # still a dynamic batch after the stamp
+    return float(y[0, 0])
+
+
+def test_a_saved_program_carries_its_key_and_still_loads(tmp_path):
+    path = tmp_path / "direction.ep"
+    saved_program(path, 2.0)
+    assert EXPORT_KEY.read(path) is None  # torch writes none
+    EXPORT_KEY.stamp(path, "k1")
+    assert EXPORT_KEY.read(path) == "k1"
+    assert run_program(path) == 2.0  # torch.export.load takes the archive as before
+    extra = {EXPORT_KEY_NAME: ""}
+    torch.export.load(str(path), extra_files=extra)  # and torch itself sees the key where we put it
+    assert extra[EXPORT_KEY_NAME] == "k1"
+    EXPORT_KEY.stamp(path, "k2")  # stamped again: replaced, not a second member beside the first
+    with zipfile.ZipFile(path) as z:
+        assert sum(n.endswith(f"/extra/{EXPORT_KEY_NAME}") for n in z.namelist()) == 1
+    assert EXPORT_KEY.read(path) == "k2" and run_program(path) == 2.0
+    (tmp_path / "not.ep").write_bytes(b"PK\x03\x04 not a zip")
+    assert EXPORT_KEY.read(tmp_path / "not.ep") is None
+
+
+def test_a_saved_program_copied_under_another_key_is_rebuilt(tmp_path):
+    """The TensorRT engine's cache (kind, file name and binding as engines.tensorrt uses them),
+    with plain exported programs standing in for TensorRT's: the binding reads only the zip."""
+    cache = EngineCache("tensorrt", tmp_path / "cache", binding=EXPORT_KEY)
+    a2b, b2a = {"identity": "b"}, {"identity": "a"}
+    path_ab, _ = cache.get(a2b, "direction.ep", lambda p: saved_program(p, 2.0))
+    path_ba, _ = cache.get(b2a, "direction.ep", lambda p: saved_program(p, 3.0))
+    assert EXPORT_KEY.read(path_ab) == engine_key(a2b) and EXPORT_KEY.read(path_ba) == engine_key(b2a)
+    assert cache.get(b2a, "direction.ep", lambda p: saved_program(p, 9.0)) == (path_ba, False)  # reused
+    assert run_program(path_ab) == 2.0 and run_program(path_ba) == 3.0
+    # the attack: one direction's program over the other's, entry.json rewritten to match it
+    shutil.copyfile(path_ab, path_ba)
+    entry = path_ba.parent / "entry.json"
+    meta = json.loads(entry.read_text())
+    meta.update(size=path_ba.stat().st_size, sha256=sha256_file(path_ba))
+    entry.write_text(json.dumps(meta))
+    assert cache.lookup(b2a, "direction.ep", repair=False) is None
+    path, built = cache.get(b2a, "direction.ep", lambda p: saved_program(p, 3.0))
+    assert built and run_program(path) == 3.0  # the right direction runs

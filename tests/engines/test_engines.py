@@ -288,6 +288,36 @@ def test_gpu_engines_agree_with_eager_fp32(checkpoints, faces, engine, tmp_path,
                 assert np.abs(got_m - want_m).mean() <= tol_mask, (name, prec, batch)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_tensorrt_program_copied_under_another_key_is_rebuilt(checkpoints, faces, tmp_path, monkeypatch):
+    """The key inside the saved program (engines.export_key), checked on load: a2b's program
+    copied over b2a's, its entry.json rewritten to match, is rebuilt and b2a runs again."""
+    if not _has_trt():
+        pytest.skip("torch-tensorrt is not installed: pip install 'swapstream[tensorrt]'")
+    from swapstream.engines.checkpoint import sha256_file
+    from swapstream.engines.export_key import EXPORT_KEY
+
+    monkeypatch.setenv("SWAPSTREAM_CACHE", str(tmp_path / "cache"))
+    crops = crops_for(faces, 64)
+    ref = create_engine("eager", checkpoints["lite64"], device="cpu", precision="fp32")
+    first = create_engine("tensorrt", checkpoints["lite64"], device="cuda", precision="fp32", batch_size=8)
+    for identity in ("a", "b"):
+        first.swap(crops[:4], identity)
+        assert EXPORT_KEY.read(first.paths[identity]) == engine_key(first.key_fields(identity))
+    victim = first.paths["a"]
+    victim.write_bytes(first.paths["b"].read_bytes())
+    entry = victim.parent / "entry.json"
+    meta = json.loads(entry.read_text())
+    meta.update(size=victim.stat().st_size, sha256=sha256_file(victim))
+    entry.write_text(json.dumps(meta))
+    second = create_engine("tensorrt", checkpoints["lite64"], device="cuda", precision="fp32", batch_size=8)
+    got_f, _ = second.swap(crops[:4], "a")
+    assert second.built["a"] is True
+    want_f, _ = ref.swap(crops[:4], "a")
+    assert np.abs(got_f.astype(float) - want_f).mean() <= 1.0
+
+
 def test_auto_resolves_once_for_the_precision_asked(checkpoints):
     """The driver's choice is what every worker builds: an engine that runs the precision, with
     the precision resolved; options that do not fit the engine are refused up front."""

@@ -33,6 +33,7 @@ from swapstream.pipeline.segments import (
 )
 from swapstream.stages.sinks.file import synthetic_tags
 from swapstream.stages.sources.file import DecodeSettings, DecodeStage
+from tests.procs import ctrl_c_default
 
 W, H, FPS, N, GOP = 320, 240, 30, 90, 10  # 3 s, a keyframe every 10 frames
 REPO = Path(__file__).resolve().parents[2]
@@ -358,3 +359,45 @@ def test_a_manifest_entry_outside_the_work_dir_is_refused(clip, cfg, tmp_path, m
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "'../x.mp4'" in err and "delete" in err, err
     assert counter.calls == [] and not out.exists() and [p for p in out.parent.iterdir() if p != work] == []
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_the_manifest_resumable_and_the_same_command_finishes(clip, cfg, tmp_path, monkeypatch,
+                                                                           capsys):
+    """A service manager's stop (SIGTERM) in the middle of `convert --segments`: Ctrl-C's path,
+    exit 143, the finished segments kept in the manifest; the same command again converts only
+    the rest, and the joined output plays."""
+    out = tmp_path / "termed.mp4"
+    work = default_work_dir(out)
+    argv = ["-q", "convert", str(clip), str(out), "--model", cfg.swap.model, "--runner", "local",
+            "--segments", "6"]
+    proc = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", *argv], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_default)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            m = segments.read_manifest(work)
+            if m and any(e["status"] == "done" for e in m["segments"]):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"convert ended (rc {proc.returncode}) before it: {proc.communicate()}"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    ours = [ln for ln in err.strip().splitlines() if ln.startswith("swapstream:")]
+    assert ours and ours[-1].startswith("swapstream: stopped by SIGTERM") and "Traceback" not in err, err
+    m = segments.read_manifest(work)  # whole (written atomically), and it names what is done
+    done = [e for e in m["segments"] if e["status"] == "done"]
+    assert 1 <= len(done) < len(m["segments"]) == 6
+    assert all((work / e["file"]).stat().st_size == e["size"] for e in done)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+    monkeypatch.setattr(segments, "run_segment", counter := Counter())
+    assert main(argv) == 0, capsys.readouterr().err  # the same command again
+    assert counter.calls == [e["index"] for e in m["segments"] if e["status"] != "done"]  # only the rest
+    assert_complete(out, clip)  # every frame, the source's timestamps and audio: it plays
+    assert not work.exists()

@@ -53,12 +53,28 @@ def start_live(model_dir, clip, *outputs: str, preexec=ctrl_c_default) -> subpro
     return p
 
 
+def wait_for_a_fragment(p: subprocess.Popen, folder: Path, seconds: float = 60) -> None:
+    """Until the recording's temporary file holds its first media fragment (a keyframe every 2 s,
+    one fragment each: ~90 kB at 400x300), i.e. at least 2 s of frames; polled, not a fixed sleep,
+    so a loaded machine waits longer and an idle one no longer than it must."""
+    def size(f: Path) -> int:
+        try:
+            return f.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    deadline = time.monotonic() + seconds
+    while not any(size(f) > 16_384 for f in partials(folder)):
+        assert p.poll() is None and time.monotonic() < deadline, finish(p, 5)
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_term_and_hup_during_a_live_recording_leave_a_playable_file_and_no_partial(clips, model_dir, tmp_path,
                                                                                    sig):
     rec = tmp_path / "rec.mp4"
     p = start_live(model_dir, clips["a"], "--record", str(rec))
-    time.sleep(2.5)
+    wait_for_a_fragment(p, tmp_path)
     p.send_signal(sig)
     out, err = finish(p)
     name = signal.Signals(sig).name
@@ -119,7 +135,9 @@ def test_a_file_size_limit_stops_the_recording_alone_and_keeps_it_playable(clips
     udp = UdpCounter()
     udp.start()
     p = start_live(model_dir, clips["a"], "--record", str(rec), "--stream", f"udp://127.0.0.1:{udp.port}",
-                   "--duration", "10", "--stats", str(stats), preexec=small_files)
+                   "--duration", "7", "--stats", str(stats), preexec=small_files)
+    # the first fragment (~98 kB with the header) fits, the second (~88 kB more) fails at ~4 s:
+    # 7 s leave the stream ~3 s (~80 frames) beyond the recording's end
     out, err = finish(p, 90)
     udp.done.set()
     lines = ours(err)
