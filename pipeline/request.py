@@ -26,7 +26,7 @@ from swapstream.pipeline.people import Person, load_people, map_entries
 from swapstream.stages.face.align import AlignSettings, AlignStage
 from swapstream.stages.face.blend import BlendStage
 from swapstream.stages.face.detect import DetectStage
-from swapstream.stages.face.hands import HandSettings, HandsStage
+from swapstream.stages.face.hands import ROI_SIDE, HandSettings, HandsStage
 from swapstream.stages.face.identify import IdentifyStage
 from swapstream.stages.face.swap import SwapSettings, SwapStage
 
@@ -66,7 +66,8 @@ def make_chain(cfg, meta: dict, mode: str, reference: np.ndarray | None = None,
     hands = []
     if cfg.blend.occlusion in ("hands", "both"):  # live searches for a new hand every 3rd frame
         live = mode == "live"
-        hands = [link(HandsStage, HandSettings(search_every=3 if live else 4, look_back=not live))]
+        hands = [link(HandsStage, HandSettings(search_every=3 if live else 4, look_back=not live,
+                                                roi=192 if live else ROI_SIDE, background=live))]
     return [link(DetectStage, cfg.detect), link(AlignStage, align), *identify, link(SwapStage, swap),
             *hands, link(BlendStage, cfg.blend, mouth_reach(meta, swap.to_identity),
                          tuple(mouth_reach(p.meta, swap.to_identity) for p in people))]

@@ -55,9 +55,10 @@ def _packets(frames: list[np.ndarray], lm: np.ndarray, swapped=None) -> list[Fra
             for i, f in enumerate(frames)]
 
 
-def test_a_hand_over_the_face_is_found_and_masked(scene):
+@pytest.mark.parametrize("roi", [256, 192])  # convert's region size and live's
+def test_a_hand_over_the_face_is_found_and_masked(scene, roi):
     frame, covered, hand, lm, _ = scene
-    stage = HandsStage()
+    stage = HandsStage(HandSettings(roi=roi))
     stage.setup()
     try:
         packets = stage.process(_packets([covered] * 3, lm))
@@ -88,6 +89,32 @@ def test_a_hand_the_search_skipped_is_followed_backwards(scene, look_back):
         stage.close()
     marked = [p.faces[0].occlusion is not None for p in packets]
     assert marked == [False, False, False, look_back, True, True]
+
+
+def test_live_follows_the_hand_on_a_thread_of_its_own(scene):
+    """Background mode (live): a frame takes the newest hands the thread found, so the frame a
+    hand comes in on is not marked yet (nothing waits for the search), the frames after it are;
+    when the hand leaves, the marks stop within STALE frames."""
+    import time
+
+    from swapstream.stages.face.hands import STALE
+
+    frame, covered, _, lm, _ = scene
+    stage = HandsStage(HandSettings(search_every=1, look_back=False, roi=192, background=True))
+    stage.setup()
+    marked = []
+    try:
+        for i, p in enumerate(_packets([frame] * 2 + [covered] * 4 + [frame] * (STALE + 3), lm)):
+            [p] = stage.process([p])
+            marked.append(p.faces[0].occlusion is not None)
+            time.sleep(0.3)  # a camera's frame interval, with room for a loaded machine
+    finally:
+        stage.close()
+    assert marked[:3] == [False, False, False]
+    assert all(marked[3:6])
+    assert not any(marked[-2:])
+    with pytest.raises(ConfigError, match="look back"):
+        HandSettings(background=True)
 
 
 def test_no_hand_no_mask_and_no_face_no_search(scene):
@@ -130,3 +157,5 @@ def test_settings_are_checked():
         HandSettings(search_every=0)
     with pytest.raises(ConfigError, match="complexity"):
         HandSettings(complexity=2)
+    with pytest.raises(ConfigError, match="roi"):
+        HandSettings(roi=64)
