@@ -10,8 +10,9 @@ the face-oval hull's area in the crop), so it scales with the face and the model
 - Occluders (BlendSettings.occlusion): `learned` cuts out what the decoder's mask, which training
   with pasted occluders teaches to leave out whatever covers the face, leaves out: the mask is
   read as a classifier (below LEARNED_CUT[0] occluded, above LEARNED_CUT[1] face, a smooth ramp
-  between), and the cut is feathered inwards onto the face, not over the occluder, as segmenting
-  tools threshold their occlusion masks; `hands` cuts out the hands the hands stage found over the
+  between, each a share of the mask's own level over the face), and the cut is feathered
+  inwards onto the face, not over the occluder, as segmenting tools threshold their occlusion
+  masks; `hands` cuts out the hands the hands stage found over the
   face (Face.occlusion); `both`; `none`.
 - The mouth (BlendSettings.mouth): `keep` always shows A's own mouth interior (the inner-lip
   polygon, a little dilated and feathered) through the swapped face; `swap` never; `auto` keeps
@@ -118,8 +119,12 @@ def face_masks(face: Face, settings, mouth_reach: float | None = None) -> tuple[
     hard = {"hull": hull, "learned": learned, "hull+learned": hull * learned}[settings.mask]
     keep = np.ones((size, size), np.float32)  # 1 - the cuts, feathered
     if settings.occlusion in ("learned", "both") and settings.mask == "hull" and face.mask is not None:
+        # against the mask's own level on this face (its 75th percentile over the hull): a model
+        # whose mask is not yet sure of faces (early in training: ~0.5 everywhere) cuts nothing
+        inside = learned[full_hull > 0.5]
+        level = float(np.percentile(inside, 75)) if inside.size else 1.0
         lo, hi = LEARNED_CUT
-        t = np.clip((learned - lo) / (hi - lo), 0, 1)
+        t = np.clip((learned / max(level, 0.05) - lo) / (hi - lo), 0, 1)
         cut = _grow((1 - t * t * (3 - 2 * t)) * full_hull, OCCLUSION_GROW * face_px)  # smoothstep
         hard = hard * (1 - cut)  # before the region's feather, which then ramps on the face's side
         keep *= 1 - np.clip(_blur(cut, OCCLUSION_FEATHER * face_px) * 2, 0, 1)  # the occluder fully out

@@ -104,7 +104,7 @@ def test_live_follows_the_hand_on_a_thread_of_its_own(scene):
     stage.setup()
     marked = []
     try:
-        for i, p in enumerate(_packets([frame] * 2 + [covered] * 4 + [frame] * (STALE + 3), lm)):
+        for p in _packets([frame] * 2 + [covered] * 4 + [frame] * (STALE + 3), lm):
             [p] = stage.process([p])
             marked.append(p.faces[0].occlusion is not None)
             time.sleep(0.3)  # a camera's frame interval, with room for a loaded machine
