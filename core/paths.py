@@ -25,16 +25,21 @@ def check_writable_dir(path: str | Path, flag: str = "-o") -> None:
                           f"its permissions")
 
 
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:?#\s'\"]*):[^/@?#\s'\"]*@")
+# user:password@ up to the URL's last "@" (FFmpeg splits there: a password may hold "@" or "/")
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:?#\s'\"]*):[^\s'\"]*@")
+# an RTMP stream key: the last path segment of rtmp(s)://host/app/KEY
+_STREAM_KEY = re.compile(r"(rtmps?://[^/\s'\"]+/[^/\s'\"]+/)[^/?#\s'\"]+", re.IGNORECASE)
 _SECRET_QUERY = re.compile(r"([?&](?:password|passwd|pass|pwd|token|key|secret|auth|passphrase)=)[^&#]*",
                            re.IGNORECASE)
 
 
 def masked(url: str) -> str:
     """`url` fit to print: a password in it (rtsp://user:PASSWORD@host/..., ?passphrase=... of
-    SRT, ?token=...) replaced by ***. Anything that is not a URL comes back as it is."""
+    SRT, ?token=..., an RTMP stream key rtmp://host/app/KEY) replaced by ***. Anything that is
+    not a URL comes back as it is."""
     text = str(url)
     if "://" not in text:
         return text
     text = _USERINFO.sub(r"\1:***@", text)
+    text = _STREAM_KEY.sub(r"\1***", text)
     return _SECRET_QUERY.sub(r"\1***", text)

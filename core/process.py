@@ -5,7 +5,8 @@ limit. The CLI calls `prepare_process()` once at start.
   Ctrl-C's path: the first one raises `Stopped`, a KeyboardInterrupt, in the main thread, so every
   `except KeyboardInterrupt` and `finally` that completes a recording, removes a partial file or
   saves a checkpoint runs as it does for Ctrl-C. Later ones, while the process winds down, are
-  ignored (a service manager sends SIGKILL when it has waited long enough; Ctrl-C still works).
+  noted, not raised (a service manager sends SIGKILL when it has waited long enough); a second
+  Ctrl-C while the outputs complete ends the process at once (holding_stops).
   A signal that was ignored when the process started (`nohup`) stays ignored.
 - SIGXFSZ (a write beyond the file-size limit, `ulimit -f`) is ignored: the write then fails with
   EFBIG, which the output that made it reports and survives, instead of the process dumping core.
@@ -74,17 +75,25 @@ def retake_stop_signals() -> None:
 @contextlib.contextmanager
 def holding_stops():
     """While a process completes its outputs (a live recording's last frames and index), Ctrl-C,
-    SIGTERM and SIGHUP are noted and not raised: ending is what it does already. Yields a list
-    the names of the signals that came are appended to. Main thread only (elsewhere: no effect)."""
+    SIGTERM and SIGHUP are noted and not raised: ending is what it does already. A second Ctrl-C
+    raises KeyboardInterrupt (someone at the terminal insists: a hung flush must not need
+    SIGKILL). Yields a list the names of the signals that came are appended to. Main thread only
+    (elsewhere: no effect)."""
     came: list[str] = []
     if threading.current_thread() is not threading.main_thread():
         yield came
         return
     nums = [getattr(signal, n) for n in ("SIGINT", *STOP_SIGNALS) if hasattr(signal, n)]
     old = {n: signal.getsignal(n) for n in nums}
+    def note(signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and "SIGINT" in came:
+            raise KeyboardInterrupt
+        came.append(name)
+
     for n in nums:
         if old[n] is not signal.SIG_IGN:
-            signal.signal(n, lambda signum, _f: came.append(signal.Signals(signum).name))
+            signal.signal(n, note)
     try:
         yield came
     finally:

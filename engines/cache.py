@@ -54,9 +54,13 @@ def cache_root() -> Path:
     return Path(base) / "swapstream"
 
 
-def own_folder(path: Path) -> Path:
+_FIX = "set SWAPSTREAM_CACHE to a folder of your own (swapstream creates it, mode 700)"
+
+
+def own_folder(path: Path, writable: list[Path] | None = None) -> Path:
     """`path` created (mode 0700) or checked: not a symbolic link, the user's own, writable by
-    no one else; ConfigError naming the fix otherwise."""
+    no one else; ConfigError naming the fix otherwise. With `writable`, a folder others may write
+    to is appended to it instead (own_folders names them all in one line)."""
     path = Path(path)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -64,18 +68,34 @@ def own_folder(path: Path) -> Path:
     except OSError as err:
         raise ConfigError(f"engine cache {path}: cannot create it ({err.strerror or err}); set "
                           "SWAPSTREAM_CACHE to a folder of your own") from None
-    fix = "set SWAPSTREAM_CACHE to a folder of your own (swapstream creates it, mode 700)"
+    fix = _FIX
     if stat.S_ISLNK(st.st_mode):
         raise ConfigError(f"engine cache {path} is a symbolic link (to {os.readlink(path)}); "
                           f"whoever controls its target could run code here; {fix}")
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
         raise ConfigError(f"engine cache {path} belongs to user id {st.st_uid}, not to you "
                           f"({os.getuid()}); whoever owns it could run code here; {fix}")
-    if st.st_mode & 0o022:
+    if st.st_mode & 0o022 and writable is not None:
+        writable.append(path)
+    elif st.st_mode & 0o022:
         raise ConfigError(f"engine cache {path} can be written by others (mode "
                           f"{stat.S_IMODE(st.st_mode):03o}), who could then run code here; "
                           f"chmod 700 {path}, or {fix}")
     return path
+
+
+def own_folders(paths: list[Path]) -> None:
+    """own_folder on each, with every folder others may write to named in one line (folders an
+    older version or a umask of 002 left group-writable are then fixed by one chmod)."""
+    writable: list[Path] = []
+    for path in paths:
+        if writable and not os.path.lexists(path):
+            continue  # nothing is created in a folder already refused
+        own_folder(path, writable)
+    if writable:
+        names = " ".join(str(p) for p in writable)
+        raise ConfigError(f"engine cache {names}: can be written by others, who could then run code "
+                          f"here; chmod 700 {names}, or {_FIX}")
 
 
 @dataclass(frozen=True)
@@ -105,8 +125,7 @@ class EngineCache:
         """The folders are the user's own (created 0700); ConfigError otherwise (once checked,
         not again)."""
         if not self._checked:
-            for folder in (self.root, self.root / "engines", self.dir):
-                own_folder(folder)
+            own_folders([self.root, self.root / "engines", self.dir])
             self._checked = True
 
     def folder(self, fields: dict) -> Path:

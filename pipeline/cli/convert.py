@@ -45,7 +45,7 @@ def add(sub) -> None:
     swap_flags(p, model_required=False)  # --map names the models instead
     p.add_argument("--config", help="YAML file with detect/align/blend/encode sections")
     p.add_argument("--color", choices=["none", "reinhard", "hist"], help="colour matching (reinhard)")
-    p.add_argument("--sharpen", choices=["none", "unsharp", "gaussian", "box"], help="sharpening (none)")
+    p.add_argument("--sharpen", choices=["none", "unsharp", "gaussian", "box"], help="sharpening (unsharp)")
     p.add_argument("--sharpen-amount", type=float, help="sharpening strength (0.5)")
     p.add_argument("--composite", choices=["alpha", "seamless"], help="compositing (alpha)")
     p.add_argument("--occlusion", choices=["learned", "hands", "both", "none"],

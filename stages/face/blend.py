@@ -76,7 +76,7 @@ class BlendSettings:
     """
 
     color: str = "reinhard"
-    sharpen: str = "unsharp"  # with the amount scaled by the upscale (none where drawn smaller)
+    sharpen: str = "unsharp"  # the amount scaled by the upscale, up to 2x (see blend_face)
     sharpen_amount: float = 0.5
     composite: str = "alpha"
     mask: str = "hull"
@@ -160,8 +160,9 @@ class BlendStage(Stage):
         new = transfer_color(face.swapped, target, hard, s.color)
         scale = math.sqrt(abs(det))  # crop px per frame px
         upscale = 1 / scale  # frame px per crop px: > 1 where the face is drawn larger than the crop
-        # Sharpening adapts to the size the face is drawn at: none is needed where the warp shrinks
-        # it (that sharpens by itself), up to twice the amount where it is drawn 2x or more larger.
+        # Sharpening adapts to the size the face is drawn at, in proportion to the upscale: less
+        # where the warp shrinks it (that sharpens by itself; half the amount at half the size),
+        # up to twice the amount where it is drawn 2x or more larger.
         amount = s.sharpen_amount * float(np.clip(upscale, 0.0, 2.0))
         new = sharpen(new, s.sharpen, amount, radius=max(1.0, size / 128))
         detail = None

@@ -202,6 +202,8 @@ class HandsStage(Stage):
             if not faces:
                 self._followed, self._idle = False, 0
                 continue
+            if self._hands is None:  # closed under a runner that gave up waiting for this thread
+                return batch
             if self._pending is None and (self._followed or self._idle % s.search_every == 0):
                 if self._pool is None:
                     from concurrent.futures import ThreadPoolExecutor

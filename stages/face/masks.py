@@ -120,7 +120,9 @@ def face_masks(face: Face, settings, mouth_reach: float | None = None) -> tuple[
     keep = np.ones((size, size), np.float32)  # 1 - the cuts, feathered
     if settings.occlusion in ("learned", "both") and settings.mask == "hull" and face.mask is not None:
         # against the mask's own level on this face (its 75th percentile over the hull): a model
-        # whose mask is not yet sure of faces (early in training: ~0.5 everywhere) cuts nothing
+        # whose mask is not yet sure of faces (early in training: ~0.5 everywhere) cuts nothing.
+        # An occluder over more than ~3/4 of the face sets that level itself and is not cut:
+        # a hand that large is the hands stage's to find.
         inside = learned[full_hull > 0.5]
         level = float(np.percentile(inside, 75)) if inside.size else 1.0
         lo, hi = LEARNED_CUT

@@ -18,7 +18,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import io
 import os
 import tempfile
@@ -39,6 +41,11 @@ from swapstream.stages.hardware import check_codec, encoder_options
 # Output extension -> FFmpeg muxer. Only containers that carry H.264 with exact timestamps.
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
+
+# errno of a write that failed for want of room -> what to tell the user
+_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "the file grew past the size this file system or `ulimit -f` allows",
+            errno.EIO: "the disk reported an input/output error"}
 
 @dataclass
 class EncodeSettings:
@@ -262,10 +269,27 @@ class EncodeStage(Sink):
             self._audio_packets = iter(self._src.demux(*self._src.streams.audio))
 
     # --------------------------------------------------------------------------------- writing
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write that fails for want of room (a full disk, a quota, `ulimit -f`, a failing
+        drive) becomes an OutputError naming the cause and the fix; others pass as they are."""
+        try:
+            yield
+        except (av.FFmpegError, OSError) as err:
+            why = _NO_ROOM.get(getattr(err, "errno", None))
+            if why is None:
+                raise
+            raise OutputError(f"{self.settings.path}: writing the output failed: {why} "
+                              f"(errno {err.errno}); free space or write elsewhere") from None
+
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         """Encode the frames of `batch` ((H, W, 3) uint8 RGB, in order) and return the batch."""
         if self._out is None:
             raise RuntimeError("EncodeStage.setup() has not been called (or flush/abort already ran)")
+        with self._writing():
+            return self._encode(batch)
+
+    def _encode(self, batch: list[FramePacket]) -> list[FramePacket]:
         tb, v = self.info.time_base, self._video
         for packet in batch:
             frame = packet.frame
@@ -376,12 +400,13 @@ class EncodeStage(Sink):
             return []
         if self._out is None:
             raise RuntimeError("EncodeStage.setup() has not been called")
-        self._drain_video()
-        self._mux_audio(until=None)
-        for out, reencode in self._audio.values():
-            if reencode:
-                self._out.mux(out.encode())
-        self._out.close()
+        with self._writing():
+            self._drain_video()
+            self._mux_audio(until=None)
+            for out, reencode in self._audio.values():
+                if reencode:
+                    self._out.mux(out.encode())
+            self._out.close()
         self._out = None
         self._close_source()
         self._finalize()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from pathlib import Path
 
 import av
@@ -61,11 +62,15 @@ class RecordSink(LiveAV, EncodeStage):
         EncodeStage.__init__(self, settings, info)
         self._init_live(audio)
         self._file = None
+        # salvage (the output's own thread) and abort/close (the runner's, after a join that
+        # timed out) must not interleave: an abort in the middle would unlink what salvage keeps
+        self._ending = threading.RLock()
 
     def _open_container(self) -> str:
         """The temporary file opened by Python and handed to the muxer: a failed write (EFBIG,
-        ENOSPC, EIO) then raises at the frame that made it. FFmpeg's own file I/O keeps such an
-        error to itself: the recording stopped growing and nobody was told."""
+        ENOSPC, EIO) then raises at the frame that made it. With FFmpeg's own file I/O a failed
+        write of a fragment was seen not to raise (the recording stopped growing and nobody was
+        told), though convert's plain mp4 writes do raise (stages/sinks/file.py)."""
         path = self.validate()
         muxer = _CONTAINERS[path.suffix.lower()]
         self.temp_path = self.settings.partial_path
@@ -94,14 +99,15 @@ class RecordSink(LiveAV, EncodeStage):
         super()._finalize()
 
     def abort(self) -> None:
-        if self._out is not None:
-            try:
-                self._out.close()
-            except Exception:  # noqa: BLE001 - the file is removed anyway
-                pass
-            self._out = None
-        self._close_file()
-        super().abort()
+        with self._ending:
+            if self._out is not None:
+                try:
+                    self._out.close()
+                except Exception:  # noqa: BLE001 - the file is removed anyway
+                    pass
+                self._out = None
+            self._close_file()
+            super().abort()
 
     def _add_video(self) -> None:
         super()._add_video()
@@ -110,6 +116,10 @@ class RecordSink(LiveAV, EncodeStage):
     def salvage(self) -> str:
         """After a failed write: close what can be closed, cut the file after its last complete
         fragment (.mp4/.mov) and rename it into place; removed when nothing playable is in it."""
+        with self._ending:
+            return self._salvage()
+
+    def _salvage(self) -> str:
         temp, final = self.temp_path, Path(self.settings.path)
         if self._out is not None:
             try:

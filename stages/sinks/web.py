@@ -262,8 +262,14 @@ class WebSink(Sink):
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 raise web.HTTPForbidden(text="swapstream: this page needs its token; open the URL that "
                                              "`swapstream live` printed (it ends in ?token=...)\n")
-        if self.loopback and not is_loopback(urlsplit(f"//{request.host}").hostname or ""):
-            raise web.HTTPForbidden(text=f"swapstream: open this page as http://127.0.0.1:{self.port}/\n")
+        if self.loopback:
+            try:
+                host = urlsplit(f"//{request.host}").hostname or ""
+            except ValueError:  # "Host: [zz]": malformed, not a 500
+                log.debug("web: 400 for a malformed Host header from %s", request.remote)
+                raise web.HTTPBadRequest(text="swapstream: malformed Host header\n") from None
+            if not is_loopback(host):
+                raise web.HTTPForbidden(text=f"swapstream: open this page as http://127.0.0.1:{self.port}/\n")
         if request.method == "POST" and request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType(text="swapstream: send JSON (application/json)\n")
         response = await handler(request)

@@ -58,6 +58,15 @@ def test_a_fresh_cache_is_private_and_others_caches_are_refused(tmp_path):
     assert "\n" not in str(err.value) and "chmod 700" in str(err.value)
     assert not (shared / "engines").exists()
 
+    # folders an older version left group-writable (umask 002) are all named in one line
+    old = tmp_path / "old"
+    EngineCache("t", old).get({"a": 1}, "f.bin", lambda p: p.write_bytes(b"x"))
+    for folder in (old / "engines", old / "engines" / "t"):
+        os.chmod(folder, 0o775)
+    with pytest.raises(ConfigError, match="can be written by others") as err:
+        EngineCache("t", old).lookup({"a": 1}, "f.bin")
+    assert f"chmod 700 {old / 'engines'} {old / 'engines' / 't'}" in str(err.value)
+
     link = tmp_path / "link"
     link.symlink_to(root)
     with pytest.raises(ConfigError, match="symbolic link"):

@@ -112,6 +112,11 @@ def test_a_stream_password_is_never_printed():
     assert resolve(url).label == "rtsp://user:***@192.0.2.7:554/live" and resolve(url).url == url
     assert masked("srt://h:9000?passphrase=secret&latency=20") == "srt://h:9000?passphrase=***&latency=20"
     assert masked(f"Connection refused: '{url}'") == "Connection refused: 'rtsp://user:***@192.0.2.7:554/live'"
+    # FFmpeg splits user:password@host at the last "@": a password may hold "@" or "/"
+    assert masked("rtsp://admin:p@ss@10.0.0.2/live") == "rtsp://admin:***@10.0.0.2/live"
+    assert masked("rtsp://admin:pa/ss@10.0.0.2/live") == "rtsp://admin:***@10.0.0.2/live"
+    assert masked("rtmp://live.example.com/app/sk-12345") == "rtmp://live.example.com/app/***"
+    assert masked("udp://127.0.0.1:5000") == "udp://127.0.0.1:5000"
     with pytest.raises(SwapstreamError) as err:
         check_outputs(LiveConfig(outputs={"stream": "ftp://user:password@host/x"}))
     assert "password" not in str(err.value)

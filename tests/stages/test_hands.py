@@ -107,7 +107,9 @@ def test_live_follows_the_hand_on_a_thread_of_its_own(scene):
         for p in _packets([frame] * 2 + [covered] * 4 + [frame] * (STALE + 3), lm):
             [p] = stage.process([p])
             marked.append(p.faces[0].occlusion is not None)
-            time.sleep(0.3)  # a camera's frame interval, with room for a loaded machine
+            deadline = time.monotonic() + 20  # the next camera frame comes after the search ends
+            while stage._pending is not None and not stage._pending[0].done() and time.monotonic() < deadline:
+                time.sleep(0.01)
     finally:
         stage.close()
     assert marked[:3] == [False, False, False]

@@ -401,6 +401,17 @@ def test_malformed_requests_get_400_and_one_log_line(images, caplog):
             [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_a_malformed_host_header_on_a_loopback_server_gets_400(images, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="swapstream.web")
+    with serving(images[0]) as (sink, _):  # loopback: the Host header is checked
+        for host in (b"[zz]", b"[::1"):
+            assert raw(sink.port, b"GET /stats HTTP/1.1\r\nHost: " + host + b"\r\n") == 400, host
+        assert raw(sink.port, b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n") == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_an_offer_with_several_video_sections_gets_no_tracks(images):
     with serving(images[0]) as (sink, _):
         with ThreadPoolExecutor(1) as pool:
