@@ -125,15 +125,10 @@ class HandsStage(Stage):
         self._restart()
 
     def _restart(self) -> None:
-        import mediapipe as mp
-
         self._wait()
         if self._hands is not None:
             self._hands.close()
-        s = self.settings
-        self._hands = mp.solutions.hands.Hands(
-            static_image_mode=False, max_num_hands=s.max_hands, model_complexity=s.complexity,
-            min_detection_confidence=s.confidence, min_tracking_confidence=s.confidence)
+        self._hands = _tracker(self.settings)
         self._followed, self._idle = False, 0
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
@@ -170,12 +165,8 @@ class HandsStage(Stage):
     def _look_back(self, batch: list[FramePacket], first: int, found_at: int) -> None:
         """A hand first found at batch[found_at]: follow it backwards over the frames before it
         down to batch[first] (those the palm search skipped), with a tracker of its own."""
-        import mediapipe as mp
-
         s = self.settings
-        with mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=s.max_hands,
-                                      model_complexity=s.complexity, min_detection_confidence=s.confidence,
-                                      min_tracking_confidence=s.confidence) as back:
+        with _tracker(s) as back:
             self.find(back, batch[found_at].frame, _faces(batch[found_at]), s.roi)  # start on the hand
             for k in range(found_at - 1, first - 1, -1):
                 faces = _faces(batch[k])
@@ -202,8 +193,6 @@ class HandsStage(Stage):
             if not faces:
                 self._followed, self._idle = False, 0
                 continue
-            if self._hands is None:  # closed under a runner that gave up waiting for this thread
-                return batch
             if self._pending is None and (self._followed or self._idle % s.search_every == 0):
                 if self._pool is None:
                     from concurrent.futures import ThreadPoolExecutor
@@ -248,6 +237,15 @@ class HandsStage(Stage):
         # MediaPipe graphs and threads do not pickle; setup() makes fresh ones
         state.update(_hands=None, _pool=None, _pending=None)
         return state
+
+
+def _tracker(s: HandSettings):
+    """A MediaPipe Hands that follows hands from call to call (video mode), as `s` sets it."""
+    import mediapipe as mp
+
+    return mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=s.max_hands,
+                                    model_complexity=s.complexity, min_detection_confidence=s.confidence,
+                                    min_tracking_confidence=s.confidence)
 
 
 def _roi(frame: np.ndarray, faces: list[Face], side_px: int):

@@ -12,8 +12,8 @@ the face-oval hull's area in the crop), so it scales with the face and the model
   read as a classifier (below LEARNED_CUT[0] occluded, above LEARNED_CUT[1] face, a smooth ramp
   between, each a share of the mask's own level over the face), and the cut is feathered
   inwards onto the face, not over the occluder, as segmenting tools threshold their occlusion
-  masks; `hands` cuts out the hands the hands stage found over the
-  face (Face.occlusion); `both`; `none`.
+  masks; `hands` cuts out the hands the hands stage found over the face (Face.occlusion);
+  `both`; `none`.
 - The mouth (BlendSettings.mouth): `keep` always shows A's own mouth interior (the inner-lip
   polygon, a little dilated and feathered) through the swapped face; `swap` never; `auto` keeps
   it in proportion to how much wider A's mouth is open than the widest B's faceset showed (the

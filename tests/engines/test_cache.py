@@ -43,6 +43,16 @@ def run(path: Path) -> tuple[float, dict]:
     return float(y[0]), s.get_modelmeta().custom_metadata_map
 
 
+def copy_with_entry(src, dst) -> None:
+    """The attack on a cache: src's engine file over dst's, dst's entry.json rewritten (size,
+    sha256) to match it, as whoever can write to the cache could."""
+    shutil.copyfile(src, dst)
+    entry = dst.parent / "entry.json"
+    meta = json.loads(entry.read_text())
+    meta.update(size=dst.stat().st_size, sha256=sha256_file(dst))
+    entry.write_text(json.dumps(meta))
+
+
 def test_a_fresh_cache_is_private_and_others_caches_are_refused(tmp_path):
     root = tmp_path / "cache"
     path, built = EngineCache("t", root).get({"a": 1}, "f.bin", lambda p: p.write_bytes(b"x"))
@@ -81,11 +91,7 @@ def test_an_entry_copied_under_another_key_is_rebuilt(tmp_path):
     assert run(path_ab) == (2.0, {KEY_NAME: engine_key(a2b)})  # the stamp is valid ONNX
     assert ONNX_KEY.read(path_ba) == engine_key(b2a)
     # the attack: one direction's file over the other's, entry.json rewritten to match it
-    shutil.copyfile(path_ab, path_ba)
-    entry = path_ba.parent / "entry.json"
-    meta = json.loads(entry.read_text())
-    meta.update(size=path_ba.stat().st_size, sha256=sha256_file(path_ba))
-    entry.write_text(json.dumps(meta))
+    copy_with_entry(path_ab, path_ba)
     assert cache.lookup(b2a, "direction.onnx", repair=False) is None
     path, built = cache.get(b2a, "direction.onnx", lambda p: tiny_onnx(p, 3.0))
     assert built and run(path)[0] == 3.0  # the right direction runs
@@ -146,11 +152,7 @@ def test_a_saved_program_copied_under_another_key_is_rebuilt(tmp_path):
     assert cache.get(b2a, "direction.ep", lambda p: saved_program(p, 9.0)) == (path_ba, False)  # reused
     assert run_program(path_ab) == 2.0 and run_program(path_ba) == 3.0
     # the attack: one direction's program over the other's, entry.json rewritten to match it
-    shutil.copyfile(path_ab, path_ba)
-    entry = path_ba.parent / "entry.json"
-    meta = json.loads(entry.read_text())
-    meta.update(size=path_ba.stat().st_size, sha256=sha256_file(path_ba))
-    entry.write_text(json.dumps(meta))
+    copy_with_entry(path_ab, path_ba)
     assert cache.lookup(b2a, "direction.ep", repair=False) is None
     path, built = cache.get(b2a, "direction.ep", lambda p: saved_program(p, 3.0))
     assert built and run_program(path) == 3.0  # the right direction runs

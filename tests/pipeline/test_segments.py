@@ -262,6 +262,16 @@ def test_other_config_starts_afresh_and_resume_says_why(clip, cfg, tmp_path, mon
 
 
 @pytest.mark.slow
+def wait_for_a_done_segment(proc: subprocess.Popen, work: Path, seconds: float = 120) -> None:
+    """Until the run's manifest records a finished segment, or `proc` ends, or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        m = segments.read_manifest(work)
+        if m and any(e["status"] == "done" for e in m["segments"]):
+            return
+        time.sleep(0.02)
+
+
 def test_killed_driver_resumes_without_redoing_finished_segments(clip, cfg, tmp_path, monkeypatch):
     out = tmp_path / "killed.mp4"
     work = default_work_dir(out)
@@ -272,12 +282,7 @@ def test_killed_driver_resumes_without_redoing_finished_segments(clip, cfg, tmp_
             "runner='local'), 6, progress=False)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            m = segments.read_manifest(work)
-            if m and any(e["status"] == "done" for e in m["segments"]):
-                break
-            time.sleep(0.02)
+        wait_for_a_done_segment(proc, work)
         assert proc.poll() is None, f"driver ended (rc {proc.returncode}) before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -374,12 +379,7 @@ def test_sigterm_leaves_the_manifest_resumable_and_the_same_command_finishes(cli
     proc = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", *argv], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_default)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            m = segments.read_manifest(work)
-            if m and any(e["status"] == "done" for e in m["segments"]):
-                break
-            time.sleep(0.02)
+        wait_for_a_done_segment(proc, work)
         assert proc.poll() is None, f"convert ended (rc {proc.returncode}) before it: {proc.communicate()}"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
