@@ -85,7 +85,13 @@ from swapstream.pipeline.config import ConvertConfig, SwapSection, fill, load_ya
 from swapstream.pipeline.convert import file_sink  # noqa: E402
 from swapstream.pipeline.counting import CountingSink  # noqa: E402
 from swapstream.pipeline.demo import DEMO_LR, DEMO_SECONDS, DEMO_STEPS, SECONDS  # noqa: E402
-from swapstream.pipeline.request import check_request, make_chain, mouth_reach, swap_settings  # noqa: E402
+from swapstream.pipeline.request import (  # noqa: E402
+    check_request,
+    make_chain,
+    mouth_floor,
+    mouth_reach,
+    swap_settings,
+)
 from swapstream.pipeline.runners.base import built  # noqa: E402
 from swapstream.pipeline.runners.local import LocalRunner  # noqa: E402
 from swapstream.pipeline.samples import FACES as SAMPLE_FACES  # noqa: E402
@@ -199,9 +205,10 @@ class FrameRecord:
 class RecordingSink(CountingSink):
     """convert's file sink (counting faces), recording each frame's swapped faces and blend masks."""
 
-    def __init__(self, inner, blend: BlendSettings, mouth_reach: float | None) -> None:
+    def __init__(self, inner, blend: BlendSettings, mouth_reach: float | None,
+                 mouth_floor: float | None = None) -> None:
         super().__init__(inner)
-        self.blend, self.mouth_reach = blend, mouth_reach
+        self.blend, self.mouth_reach, self.mouth_floor = blend, mouth_reach, mouth_floor
         self.records: dict[int, FrameRecord] = {}
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
@@ -212,7 +219,7 @@ class RecordingSink(CountingSink):
                 # blend skips faces with errors or without a swap; what it pasted is what counts
                 if not (f.ok and f.swapped is not None and f.matrix is not None):
                     continue
-                _, soft = face_masks(f, self.blend, self.mouth_reach)
+                _, soft = face_masks(f, self.blend, self.mouth_reach, self.mouth_floor)
                 _, whole = face_masks(f, replace(self.blend, occlusion="none", mouth="swap"))
                 a, r = (cv2.warpAffine(m, np.asarray(f.matrix, np.float64), (w, h),
                                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
@@ -235,8 +242,9 @@ def convert_recorded(src: Path, dst: Path, cfg: ConvertConfig) -> tuple[dict[int
         settings = EncodeSettings(str(dst), cfg.encode.codec, cfg.encode.crf, cfg.encode.preset,
                                   audio_from=str(src))
         EncodeStage(settings, info).validate()
-        reach = mouth_reach(model.meta, swap_settings(cfg.swap, "convert").to_identity)
-        sink = RecordingSink(file_sink(settings, info).build().inner, cfg.blend, reach)
+        to = swap_settings(cfg.swap, "convert").to_identity
+        sink = RecordingSink(file_sink(settings, info).build().inner, cfg.blend,
+                             mouth_reach(model.meta, to), mouth_floor(model.meta, to))
         run = LocalRunner(cfg.batch_size, False, info.frames).run(chain, decode, [built(sink)], "block")
         stats, report = run.stats, run.sinks
     finally:

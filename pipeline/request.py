@@ -70,7 +70,9 @@ def make_chain(cfg, meta: dict, mode: str, reference: np.ndarray | None = None,
                                                 roi=192 if live else ROI_SIDE, background=live))]
     return [link(DetectStage, cfg.detect), link(AlignStage, align), *identify, link(SwapStage, swap),
             *hands, link(BlendStage, cfg.blend, mouth_reach(meta, swap.to_identity),
-                         tuple(mouth_reach(p.meta, swap.to_identity) for p in people))]
+                         tuple(mouth_reach(p.meta, swap.to_identity) for p in people),
+                         mouth_floor(meta, swap.to_identity),
+                         tuple(mouth_floor(p.meta, swap.to_identity) for p in people))]
 
 
 def _one_person(cfg, meta: dict, reference: np.ndarray | None) -> tuple[Person, ...]:
@@ -98,6 +100,14 @@ def mouth_reach(meta: dict, identity: str) -> float | None:
     was recorded."""
     reach = meta.get("training", {}).get("expression", {}).get(identity, {}).get("mouth_reach")
     return None if reach is None else float(reach)
+
+
+def mouth_floor(meta: dict, identity: str) -> float | None:
+    """The narrowest mouth (core.geometry.mouth_gap, 5th percentile) the faceset of the identity
+    a model draws showed in training, from its model.json; None for a model trained before this
+    was recorded."""
+    floor = meta.get("training", {}).get("expression", {}).get(identity, {}).get("mouth_floor")
+    return None if floor is None else float(floor)
 
 
 def check_model(cfg, say: Callable[[str], None] | None = None) -> CheckedModel:

@@ -8,7 +8,8 @@ coverage of what they write and say what a model will be unable to draw.
 All measures come from the sidecar's landmarks ((N, 478, 2) float32, MediaPipe FaceMesh points,
 pixels of the aligned faces), as shares of the face so they do not depend on its size:
 - mouth open: the inner lips' gap (points 13 and 14) over the face's height (10 to 152) above
-  MOUTH_OPEN (the sample faces: a smile with parted lips 6-9 %, closed lips 0-2 %);
+  MOUTH_OPEN (the sample faces: a smile with parted lips 6-9 %, closed lips 0-2 %); its 95th and
+  5th percentiles are the widest and narrowest mouth the faces show (mouth_reach, mouth_floor);
 - eyes closed: both eyes' lid gap (159-145, 386-374) over their width below EYES_CLOSED (open
   eyes: 0.26-0.45 on the sample faces);
 - yaw, approximate: where the nose tip (1) lies between the face's sides (234, 454), as the
@@ -43,6 +44,9 @@ class Coverage:
     # how wide a mouth the faces show: the 95th percentile of the inner-lip gap over the face's
     # height (core.geometry.mouth_gap); what the blend's `mouth: auto` compares a face's gap with
     mouth_reach: float = 0.0
+    # how closed a mouth the faces show: the 5th percentile of the same gap; a face whose gap is
+    # well below it is one the model cannot draw (`mouth: auto` keeps that face's lips)
+    mouth_floor: float = 0.0
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -87,7 +91,7 @@ def coverage(landmarks: np.ndarray) -> Coverage:
     where = (lm[:, 1, 0] - lm[:, 234, 0]) / np.where(np.abs(across) > 1e-6, across, 1e-6)
     yaw = np.degrees(np.arcsin(np.clip(2 * where - 1, -1, 1)))
     return Coverage(len(lm), float(mouth.mean()), float(closed.mean()), float(yaw.min()), float(yaw.max()),
-                    float(np.percentile(gap, 95)))
+                    float(np.percentile(gap, 95)), float(np.percentile(gap, 5)))
 
 
 def faceset_coverage(directory: str | Path, names: list[str] | None = None) -> Coverage:

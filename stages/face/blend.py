@@ -1,7 +1,7 @@
 """Blend stage: paste each swapped face back into its frame.
 
 Per face, in the aligned S x S crop: build the masks (swapstream.stages.face.masks: the face
-region, less what is in front of it and, where the model cannot draw it, A's open mouth), match
+region, less what is in front of it and, where the model cannot draw it, A's open or closed mouth), match
 the swapped face's colours to the original crop, sharpen. Then warp the face and mask back with
 the inverse of face.matrix into the face's region of interest only (the frame-space bounding box
 of the crop), never the whole frame; where the crop is drawn larger than the decoder drew it,
@@ -66,7 +66,8 @@ class BlendSettings:
         out when `mask` is hull; stages.face.masks) | hands (hands found over the face by the
         hands stage are cut out) | both | none.
     mouth: auto (show A's own mouth interior where A's mouth is open wider than the model's
-        target faceset ever showed) | keep (always) | swap (never).
+        target faceset ever showed, and A's whole mouth, lips included, where A's is closed
+        tighter than that faceset ever showed) | keep (the interior, always) | swap (never).
     detail: 0-1, how much of the frame's fine detail (skin texture; not A's eyes, brows, lips)
         is carried over a face the blend draws larger than the decoder did (full from twice the
         decoder's size, none at or below it).
@@ -105,19 +106,24 @@ class BlendStage(Stage):
     Faces with errors, or without swapped/matrix, are skipped: their pixels stay as they were.
     A packet with at least one blended face gets a new C-contiguous frame; the old one is not
     modified. settings defaults to BlendSettings(). mouth_reach: the widest mouth the model's
-    target faceset showed (core.geometry.mouth_gap, its 95th percentile; the model's training
-    record), or None when unknown; `mouth: auto` keeps A's mouth where A's is open wider.
-    person_reach: the same for each person of a --map (indexed by Face.person), each drawn by
-    its own model.
+    target faceset showed (core.geometry.mouth_gap, its 95th percentile, a float share of the
+    face height; the model's training record), or None when unknown; `mouth: auto` keeps A's
+    mouth interior where A's is open wider. mouth_floor: the narrowest (its 5th percentile),
+    or None when unknown (a model trained before it was recorded: nothing kept for it);
+    `mouth: auto` keeps A's whole mouth, lips included, where A's is narrower.
+    person_reach, person_floor: the same for each person of a --map (indexed by Face.person),
+    each drawn by its own model.
     """
 
     name = "blend"
     needs = Needs(cpu_share=0.25)
 
     def __init__(self, settings: BlendSettings | None = None, mouth_reach: float | None = None,
-                 person_reach: tuple[float | None, ...] = ()) -> None:
+                 person_reach: tuple[float | None, ...] = (), mouth_floor: float | None = None,
+                 person_floor: tuple[float | None, ...] = ()) -> None:
         self.settings = settings if settings is not None else BlendSettings()
         self.mouth_reach, self.person_reach = mouth_reach, tuple(person_reach)
+        self.mouth_floor, self.person_floor = mouth_floor, tuple(person_floor)
 
     def reach_of(self, face: Face) -> float | None:
         """The mouth reach of the model that drew this face: its person's (Face.person, a --map
@@ -125,6 +131,12 @@ class BlendStage(Stage):
         if 0 <= face.person < len(self.person_reach):
             return self.person_reach[face.person]
         return self.mouth_reach
+
+    def floor_of(self, face: Face) -> float | None:
+        """The mouth floor of the model that drew this face, chosen as reach_of chooses."""
+        if 0 <= face.person < len(self.person_floor):
+            return self.person_floor[face.person]
+        return self.mouth_floor
 
     def process(self, batch: list[FramePacket]) -> list[FramePacket]:
         for packet in batch:
@@ -155,7 +167,7 @@ class BlendStage(Stage):
         mask_shape = (size, size) if face.mask is None else face.mask.shape
         if face.swapped.shape != (size, size, 3) or mask_shape != (size, size):
             raise ValueError(f"blend: swapped/mask shapes disagree: {face!r}")
-        hard, alpha = face_masks(face, s, self.reach_of(face))
+        hard, alpha = face_masks(face, s, self.reach_of(face), self.floor_of(face))
         target = face.crop if face.crop is not None else cv2.warpAffine(source, m, (size, size))
         new = transfer_color(face.swapped, target, hard, s.color)
         scale = math.sqrt(abs(det))  # crop px per frame px

@@ -18,7 +18,12 @@ the face-oval hull's area in the crop), so it scales with the face and the model
   polygon, a little dilated and feathered) through the swapped face; `swap` never; `auto` keeps
   it in proportion to how much wider A's mouth is open than the widest B's faceset showed (the
   model's `mouth_reach`, recorded at training): a decoder that never saw an open mouth draws a
-  closed one over it. The weight is a smooth function of the gap, so it cannot pop.
+  closed one over it. The other way round, `auto` also keeps A's whole mouth, lips included (the
+  outer-lip hull, dilated and feathered), in proportion to how much narrower A's lip gap is than
+  the narrowest B's faceset showed (the model's `mouth_floor`, recorded at training, less
+  FLOOR_MARGIN): a decoder that only saw an open smile draws open lips and teeth over a closed
+  mouth. A model without a recorded floor (trained before it was kept) never keeps the lips.
+  Each weight is a smooth function of the gap, so it cannot pop.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ UNKNOWN_REACH = 0.04
 MIN_REACH = 0.02  # never keep A's mouth for a gap below this: closed lips are 0-0.02
 MOUTH_RAMP = 0.02  # the keep weight goes from 0 to 1 over this much more gap than the reach
 MOUTH_GROW = 0.03  # the inner-lip polygon grows by this share of the face before feathering
+# The lips are kept where A's lip gap is below the model's mouth floor less this margin (closed
+# lips measure 0-0.02, so a faceset whose narrowest mouths are just closed keeps nothing), the
+# weight going from 0 to 1 over MOUTH_RAMP less gap.
+FLOOR_MARGIN = 0.02
+LIPS_GROW = 0.03  # the outer-lip hull grows by this share of the face before feathering
 MOUTH_FEATHER = 0.015  # sigma of the mouth cut's edge, share of the face
 HAND_GROW = 0.02  # a hand's region grows by this (finger width beyond the landmarks' hull)
 HAND_FEATHER = 0.012
@@ -70,14 +80,24 @@ OCCLUSION_FEATHER = 0.012
 FEATURE_GROW = 0.03  # eyes, brows and lips: no detail carried over within this of them
 
 
-def mouth_weight(face: Face, mode: str, reach: float | None) -> float:
-    """How much of A's own mouth interior shows through, 0 to 1 (see the module docstring)."""
+def mouth_weight(face: Face, mode: str, reach: float | None,
+                 floor: float | None = None) -> tuple[float, float]:
+    """(inner, lips), each a float 0 to 1: how much of A's own mouth interior (the inner-lip
+    polygon) and of A's whole mouth, lips included (the outer-lip hull), shows through the swap
+    (see the module docstring). mode: BlendSettings.mouth. reach, floor: the widest and narrowest
+    mouth gap (core.geometry.mouth_gap, share of the face height) of the model's target faceset,
+    or None when the model did not record it. `keep`: (1, 0); `swap`: (0, 0)."""
     if mode == "swap":
-        return 0.0
+        return 0.0, 0.0
     if mode == "keep":
-        return 1.0
+        return 1.0, 0.0
+    gap = mouth_gap(face.landmarks)
     lo = max(UNKNOWN_REACH if reach is None else float(reach), MIN_REACH)
-    return float(np.clip((mouth_gap(face.landmarks) - lo) / MOUTH_RAMP, 0.0, 1.0))
+    inner = float(np.clip((gap - lo) / MOUTH_RAMP, 0.0, 1.0))
+    lips = 0.0
+    if floor is not None:  # B's decoder never drew a mouth this closed: keep A's lips
+        lips = float(np.clip((float(floor) - FLOOR_MARGIN - gap) / MOUTH_RAMP, 0.0, 1.0))
+    return inner, lips
 
 
 def _disc(radius: int) -> np.ndarray:
@@ -97,11 +117,13 @@ def _in_crop(face: Face, points: list[int], size: int) -> np.ndarray:
     return transform_points(face.landmarks[points], face.matrix)
 
 
-def face_masks(face: Face, settings, mouth_reach: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def face_masks(face: Face, settings, mouth_reach: float | None = None,
+               mouth_floor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The masks of one face in its crop: (hard, soft), each (S, S) float32 in [0, 1].
 
-    settings: a BlendSettings (mask, occlusion, mouth, erode, feather). mouth_reach: the widest
-    mouth the target identity's faceset showed (None: unknown).
+    settings: a BlendSettings (mask, occlusion, mouth, erode, feather). mouth_reach, mouth_floor:
+    the widest and narrowest mouth (core.geometry.mouth_gap: the 95th and 5th percentile) the
+    target identity's faceset showed (None: unknown; no floor keeps no lips).
     hard: the region with the cuts, before feathering (colour statistics use > 0.5).
     soft: the region feathered, times the feathered cuts, faded to 0 at the crop edge so no
     square seam shows in the frame.
@@ -136,11 +158,15 @@ def face_masks(face: Face, settings, mouth_reach: float | None = None) -> tuple[
         hand = _grow(face.occlusion.astype(np.float32), HAND_GROW * face_px)
         hard = hard * (1 - hand)
         keep *= 1 - np.clip(_blur(hand, HAND_FEATHER * face_px) * 2, 0, 1)  # the hand itself fully out
-    w = mouth_weight(face, settings.mouth, mouth_reach)
+    w, w_lips = mouth_weight(face, settings.mouth, mouth_reach, mouth_floor)
     if w > 0:
         mouth = _grow(polygon_mask(_in_crop(face, INNER_LIPS, size), (size, size)), MOUTH_GROW * face_px)
         hard = hard * (1 - w * mouth)
         keep *= 1 - w * _blur(mouth, MOUTH_FEATHER * face_px)
+    if w_lips > 0:  # out of the colour statistics (hard) too, as the interior above
+        lips = _grow(hull_mask(_in_crop(face, LIPS, size), (size, size)), LIPS_GROW * face_px)
+        hard = hard * (1 - w_lips * lips)
+        keep *= 1 - w_lips * _blur(lips, MOUTH_FEATHER * face_px)
     soft = soft * keep
 
     sigma = settings.feather * face_px

@@ -13,6 +13,9 @@ import pytest
 
 from swapstream.core.geometry import INNER_LIPS, mouth_gap, polygon_mask
 from swapstream.pipeline.cli import main
+from swapstream.pipeline.config import ConvertConfig
+from swapstream.pipeline.request import make_chain, mouth_floor
+from swapstream.stages.face.blend import BlendStage
 
 
 def _frames(path) -> list[np.ndarray]:
@@ -45,6 +48,13 @@ def test_an_open_mouth_survives_a_model_that_never_saw_one(clips, model_dir, tmp
     reach = meta["training"]["expression"]["b"]["mouth_reach"]
     assert reach < 0.04  # Grace Hopper's faceset: lips closed
     assert meta["training"]["expression"]["a"]["mouth_reach"] > 0.05  # the astronaut smiles
+    floor = meta["training"]["expression"]["b"]["mouth_floor"]  # B's narrowest mouth: closed
+    assert 0.0 <= floor <= reach and meta["training"]["expression"]["a"]["mouth_floor"] > 0.04
+    cfg = ConvertConfig(runner="local")
+    cfg.swap.model = str(model_dir)
+    blend = make_chain(cfg, meta, "convert")[-1].build()  # what convert's blend stage is given
+    assert isinstance(blend, BlendStage) and (blend.mouth_reach, blend.mouth_floor) == (reach, floor)
+    assert mouth_floor(meta, "b") == floor and mouth_floor({"training": {}}, "b") is None  # old models
 
     src = _frames(clips["a"])
     outs = {}

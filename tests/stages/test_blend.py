@@ -10,7 +10,7 @@ import pytest
 
 from swapstream.core.color import hist_match, reinhard, rgb_to_lab, sharpen
 from swapstream.core.errors import ConfigError
-from swapstream.core.geometry import FACE_OVAL, alignment_matrix, hull_mask
+from swapstream.core.geometry import FACE_OVAL, LIPS, alignment_matrix, hull_mask, mouth_gap
 from swapstream.core.packet import Face, FramePacket, Why
 from swapstream.pipeline.samples import head, render_frames
 from swapstream.stages.face.blend import BlendSettings, BlendStage, face_masks
@@ -363,3 +363,72 @@ def test_an_open_mouth_is_kept_where_the_model_cannot_draw_one(real):
         BlendSettings(mouth="open")
     with pytest.raises(ConfigError, match="occlusion"):
         BlendSettings(occlusion="xseg")
+
+
+@pytest.fixture(scope="module")
+def closed_mouth():
+    """Grace Hopper's frame (240, 320, 3) uint8 RGB, lips closed, with its (478, 2) landmarks, the
+    astronaut's 64 x 64 aligned crop (an open smile, teeth showing) as what B's decoder draws,
+    and a FaceMesh to measure the output's lip gap with."""
+    mp = pytest.importorskip("mediapipe")
+    frame = next(render_frames(["grace_hopper"], 1, 320, 240))
+    smile, _ = head("astronaut")
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        lm = _landmarks(mesh, frame)[0]
+        slm = _landmarks(mesh, smile)[0]
+        crop = cv2.warpAffine(smile, alignment_matrix(slm, S, COVERAGE), (S, S))
+        yield frame, lm, crop, lambda image: mouth_gap(_landmarks(mesh, image)[0])
+
+
+def test_a_closed_mouth_is_kept_where_the_model_only_draws_an_open_one(closed_mouth):
+    """Grace Hopper's lips are closed; the astronaut's decoder draws an open smile. With a model
+    whose faceset's narrowest mouth (mouth_floor) is wider than Grace's, `auto` keeps her whole
+    mouth, lips included, and the output's lips stay closed; a model without a recorded floor (old
+    model.json), or one whose faceset shows closed lips, swaps the open smile in as before."""
+    frame, lm, smile, gap_of = closed_mouth
+    assert mouth_gap(lm) < 0.01 and gap_of(frame) < 0.01  # lips closed
+    lips = hull_mask(lm[LIPS], frame.shape[:2]) > 0  # the whole mouth in the frame
+    assert lips.sum() > 60
+
+    def blended(mode: str = "auto", floor: float | None = 0.06, color: str = "none", **people) -> np.ndarray:
+        face = make_face(frame, lm, swapped=smile)
+        face.person = people.pop("person", -1)
+        stage = BlendStage(BlendSettings(color=color, mouth=mode), mouth_reach=0.09, mouth_floor=floor,
+                           **people)
+        return stage.process([FramePacket(0, 0, Fraction(1, 30), frame.copy(), [face])])[0].frame
+
+    def lips_kept(out: np.ndarray) -> float:
+        return float((np.abs(out.astype(int) - frame.astype(int)).max(2)[lips] <= 8).mean())
+
+    for color in ("none", "reinhard"):
+        out = blended(color=color)
+        assert lips_kept(out) > 0.95, color
+        assert gap_of(out) < 0.01, color  # still closed when measured on the output
+        assert _diff(out[centre(lm)], frame[centre(lm)]) > 5  # the rest of the face is swapped
+    old = blended(floor=None)
+    assert lips_kept(old) < 0.3
+    assert gap_of(old) > 0.04  # B's open smile over A's closed mouth
+    assert lips_kept(blended(floor=0.02)) < 0.3  # B's faceset shows closed lips: B draws them
+    assert lips_kept(blended("swap")) < 0.3
+    assert np.array_equal(blended("keep"), blended("keep", floor=None))  # the interior only, as before
+    # a --map: the floor of the face's person's model, not the chain's first model's
+    assert lips_kept(blended(floor=None, person=0, person_floor=(0.06,))) > 0.95
+    assert lips_kept(blended(floor=0.06, person=0, person_floor=(None,))) < 0.3
+
+
+def test_the_lips_weight_ramps_with_the_gap_below_the_floor(real):
+    """mouth_weight's lips share: 1 well below the floor, 0 from FLOOR_MARGIN below it, smooth
+    (monotonic, no step larger than the gap moves) between; the interior share unchanged."""
+    from swapstream.stages.face.masks import FLOOR_MARGIN, MOUTH_RAMP, mouth_weight
+
+    _, lm, _ = real  # lips parted: gap ~0.067
+    g = mouth_gap(lm)
+    face = Face(landmarks=lm)
+    floors = g + FLOOR_MARGIN + np.linspace(-0.01, MOUTH_RAMP + 0.01, 41)
+    w = np.array([mouth_weight(face, "auto", 0.5, f)[1] for f in floors])
+    assert w[0] == 0.0 and w[-1] == 1.0
+    assert np.all(np.diff(w) >= 0) and np.abs(np.diff(w)).max() <= np.diff(floors).max() / MOUTH_RAMP + 1e-9
+    assert mouth_weight(face, "auto", 0.5, None) == (0.0, 0.0)  # old model: as before
+    assert mouth_weight(face, "auto", 0.01, None) == (1.0, 0.0)
+    assert mouth_weight(face, "keep", 0.5, 1.0) == (1.0, 0.0)
+    assert mouth_weight(face, "swap", 0.01, 1.0) == (0.0, 0.0)

@@ -4,6 +4,7 @@ smile for A, closed lips for B) and the same faces with a mouth opened, eyes clo
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from swapstream.core.faceset import read_landmarks
 from swapstream.training.coverage import MOUTH_OPEN, coverage, faceset_coverage
@@ -19,6 +20,29 @@ def test_the_sample_facesets_open_mouth_and_closed_lips(facesets):
     assert "open mouth" in warned and "closed eyes" in warned and "from the side" in warned
     assert "open mouth" not in " ".join(a.warnings())
     assert "mouth open in 0%" in b.line() and "of 30 faces" in b.line()
+    # the narrowest and widest mouths: A's smile is parted even at its narrowest, B's lips closed
+    assert b.mouth_floor <= b.mouth_reach < 0.03
+    assert 0.04 < a.mouth_floor <= a.mouth_reach
+
+
+def test_mouth_floor_and_reach_are_the_gaps_5th_and_95th_percentile(facesets):
+    """mouth_floor: the 5th percentile of the inner-lip gap over the face height, beside
+    mouth_reach (the 95th) in what training records (asdict: model.json's training.expression)."""
+    from dataclasses import asdict
+
+    lm = np.array(list(read_landmarks(facesets[1]).values()))  # closed lips
+    height = np.linalg.norm(lm[:, 10] - lm[:, 152], axis=1)
+    opened = lm.copy()
+    share = np.linspace(0.0, 0.2, len(lm))  # the lower inner lip dropped by 0 to 20 % of the face
+    opened[:, 14, 1] = opened[:, 13, 1] + share * height
+    gap = np.linalg.norm(opened[:, 13] - opened[:, 14], axis=1) / height
+    cov = coverage(opened)
+    assert cov.mouth_floor == pytest.approx(np.percentile(gap, 5), abs=1e-6)
+    assert cov.mouth_reach == pytest.approx(np.percentile(gap, 95), abs=1e-6)
+    assert 0.005 < cov.mouth_floor < 0.015 and 0.185 < cov.mouth_reach < 0.195
+    record = asdict(cov)
+    assert record["mouth_floor"] == cov.mouth_floor and record["mouth_reach"] == cov.mouth_reach
+    assert coverage(np.zeros((0, 478, 2))).mouth_floor == 0.0
 
 
 def test_opened_mouth_closed_eyes_and_a_turned_head_are_seen(facesets):
