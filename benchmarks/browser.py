@@ -48,3 +48,23 @@ def chromium(extra_args: tuple[str, ...] = ()):
         raise RuntimeError("Chromium not found: install it with `sudo apt-get install chromium` "
                            "(Debian/Ubuntu)")
     return launch(path, extra_args)
+
+
+def write_y4m(frames, path, fps: int = 30):
+    """Write frames ((H, W, 3) uint8 RGB, even W and H) as a YUV4MPEG2 4:2:0 file: what Chromium's
+    fake camera plays (`--use-file-for-fake-video-capture=PATH`, looped). Returns `path`."""
+    from pathlib import Path
+
+    import av
+
+    path = Path(path)
+    with av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = None
+        for rgb in frames:
+            if stream is None:
+                stream = out.add_stream("wrapped_avframe", rate=fps)
+                stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "yuv420p"
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path

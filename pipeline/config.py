@@ -145,6 +145,8 @@ class LiveConfig(SharedSections):
     duration: float | None = None  # seconds; None: until the input ends or you quit
     policy: str = "newest"  # back-pressure: newest (drop stale frames) | block (keep every frame)
     stats: str | None = None  # write the statistics JSON here at the end
+    tls_cert: str | None = None  # the web page's https certificate (PEM), with tls_key
+    tls_key: str | None = None
     detect: DetectSettings = field(default_factory=live_detect_defaults)
 
     def __post_init__(self) -> None:

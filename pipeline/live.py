@@ -31,12 +31,16 @@ from swapstream.stages.base import Sink
 from swapstream.stages.face.swap import SwapStage
 from swapstream.stages.sinks.controls import Controls
 from swapstream.stages.sinks.overlay import BoxesStage
+from swapstream.stages.sources.browser import BROWSER, BrowserSource, Inbox
 from swapstream.stages.sources.camera import CameraSource, CaptureSettings, parse_size
 
 
 def plan_outputs(cfg: LiveConfig) -> LiveConfig:
     """With no output asked for: the first output that offers itself as the default (a window
-    where there is a display, else the web page; pipeline.outputs)."""
+    where there is a display, else the web page; pipeline.outputs). With --camera browser the
+    web page is always one of the outputs (it is the camera)."""
+    if cfg.camera == BROWSER and "serve" not in cfg.outputs:
+        return dataclasses.replace(cfg, outputs={**cfg.outputs, "serve": outputs()["serve"].default_value})
     if cfg.outputs:
         return cfg
     for out in outputs().values():
@@ -58,12 +62,12 @@ def check_outputs(cfg: LiveConfig) -> None:
 
 
 def build_sinks(cfg: LiveConfig, info, controls: Controls, snapshot: Callable[[], dict],
-                has_audio: bool) -> list[Sink]:
+                has_audio: bool, inbox: Inbox | None = None) -> list[Sink]:
     """The sinks of the outputs cfg asks for, in the outputs' order."""
     from swapstream.stages.sinks.live_av import live_stream_info
 
     stream_info = live_stream_info(info.label, info.width, info.height, info.fps, has_audio)
-    ctx = OutputContext(cfg, info, stream_info, controls, snapshot, has_audio)
+    ctx = OutputContext(cfg, info, stream_info, controls, snapshot, has_audio, inbox)
     return [out.build(cfg.outputs[name], ctx) for name, out in outputs().items() if name in cfg.outputs]
 
 
@@ -119,7 +123,7 @@ def live(cfg: LiveConfig, say: Callable[[str], None] = print,
     `warn` gets the one line that says so (OutputLost, exit 1, when it was the last one). For
     programs (tests, benchmarks): `extra_sinks` are added to the outputs, `on_capture(packet)`
     sees each frame as it is captured."""
-    cfg = plan_outputs(cfg) if not extra_sinks else cfg
+    cfg = plan_outputs(cfg) if not extra_sinks or cfg.camera == BROWSER else cfg
     model = check_model(cfg, say)
     check_outputs(cfg)
     s = _open(cfg, model, extra_sinks or [])
@@ -152,8 +156,13 @@ def _open(cfg: LiveConfig, model, extra_sinks: list[Sink]) -> _Session:
     gate = AudioGate()
     wants_audio = (any(outputs()[name].audio for name in cfg.outputs)
                    or any(s.wants_audio for s in extra_sinks))
-    capture = CaptureSettings(cfg.camera, w, h, cfg.fps, cfg.loop, audio=wants_audio and not cfg.audio)
-    source = CameraSource(capture, on_audio=gate.push)
+    inbox = None
+    if cfg.camera == BROWSER:  # the page's camera (and microphone unless --audio names a device)
+        inbox = Inbox(on_audio=gate.push if wants_audio and not cfg.audio else None)
+        source = BrowserSource(inbox, w, h, cfg.fps)
+    else:
+        capture = CaptureSettings(cfg.camera, w, h, cfg.fps, cfg.loop, audio=wants_audio and not cfg.audio)
+        source = CameraSource(capture, on_audio=gate.push)
     info = source.open()
     sinks: list[Sink] = []
     try:
@@ -167,7 +176,7 @@ def _open(cfg: LiveConfig, model, extra_sinks: list[Sink]) -> _Session:
         wire_controls(controls, stages)
         # the window and the page read the statistics, which are made once the sinks are known
         stats: list[LiveStats] = []
-        sinks = build_sinks(cfg, info, controls, lambda: stats[0].snapshot(), has_audio) + extra_sinks
+        sinks = build_sinks(cfg, info, controls, lambda: stats[0].snapshot(), has_audio, inbox) + extra_sinks
         stats.append(LiveStats([s.name for s in stages], [s.name for s in sinks]))
     except BaseException:
         source.close()
@@ -189,6 +198,12 @@ def _say_ready(cfg: LiveConfig, s: _Session, say: Callable[[str], None]) -> None
     for sink in s.sinks:
         if getattr(sink, "url", None):
             say(f"live: {sink.name} at {sink.url}")
+        if getattr(sink, "fingerprint", None):
+            say(f"live: {sink.name}: the browser will warn of a self-signed certificate; check that it "
+                f"shows this SHA-256 fingerprint before going on: {sink.fingerprint}")
+    if cfg.camera == BROWSER:
+        say("live: waiting for a page to send its camera: open the URL above on the laptop or phone "
+            "that has the camera, and allow it")
     for name in cfg.outputs:
         if outputs()[name].hint:
             say(f"live: {outputs()[name].hint}")

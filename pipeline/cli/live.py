@@ -23,15 +23,20 @@ def add(sub) -> None:
                     "o overlay, q quit; the web page has the same controls.")
     p.add_argument("--camera", default=None,
                    help="0 | /dev/video2 | camera name | rtsp:// udp:// http:// URL | video file "
-                        "(plays in real time) | FORMAT:ARGS (e.g. lavfi:testsrc); default 0")
+                        "(plays in real time) | FORMAT:ARGS (e.g. lavfi:testsrc) | browser (the camera of "
+                        "the page --serve opens, e.g. a laptop's or phone's); default 0")
     p.add_argument("--size", help="WIDTHxHEIGHT to ask the camera for (e.g. 1280x720); frames are scaled "
-                                  "to it")
+                                  "to it (--camera browser: 640x480 unless given)")
     p.add_argument("--fps", type=float, help="frame rate to ask the camera for")
     p.add_argument("--loop", action="store_true", help="a file source starts over at its end")
     p.add_argument("--list-cameras", action="store_true", help="list cameras and the sizes/rates they offer")
     o = p.add_argument_group("outputs (any number)")
     for out in outputs().values():  # pipeline.outputs: one module per output
         o.add_argument(out.flag, dest=out.dest, **out.flag_options)
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate for the https page (with --tls-key); "
+                                                     "default off loopback with --camera browser: a "
+                                                     "self-signed one kept in the cache folder")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     p.add_argument("--codec", help="video encoder of --stream and --record: libx264 (default), h264_nvenc")
     p.add_argument("--audio", metavar="DEVICE",
                    help="audio device for stream/serve/record (default: the source's own audio); "
@@ -68,7 +73,8 @@ def run(a) -> int:
     values = live_values(settings_file(a.config))
     chosen = {o.name: getattr(a, o.dest) for o in outputs().values()}
     flags = {"swap": swap_values(a), "camera": a.camera, "size": a.size, "fps": a.fps, "loop": a.loop or None,
-             "codec": a.codec, "audio": a.audio, "delay_ms": a.delay, "duration": a.duration,
+             "codec": a.codec, "audio": a.audio,
+             "tls_cert": a.tls_cert, "tls_key": a.tls_key, "delay_ms": a.delay, "duration": a.duration,
              "policy": a.policy, "stats": a.stats, "identity": {"only": a.only}, "map": map_values(a.map),
              "outputs": {k: v for k, v in chosen.items() if v is not None and v is not False}}
     cfg = fill(LiveConfig, merge(values, drop_none(flags)))

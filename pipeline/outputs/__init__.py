@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # the declarations load with the CLI: no codec or GUI library
 class OutputContext:
     """What a builder may use: the live config (LiveConfig), the camera's frame size and rate
     (stages.sources.camera.CaptureInfo), the stream facts for encoders (pts in microseconds),
-    the controls, the statistics snapshot (for overlays and the page) and whether there is audio."""
+    the controls, the statistics snapshot (for overlays and the page) and whether there is audio.
+    inbox: with --camera browser, the stages.sources.browser.Inbox the page sends its camera to."""
 
     cfg: Any
     info: Any
@@ -35,6 +36,7 @@ class OutputContext:
     controls: Controls
     snapshot: Callable[[], dict]
     has_audio: bool
+    inbox: Any = None
 
 
 @dataclass(frozen=True)

@@ -392,6 +392,9 @@ class LiveRunner(Runner):
         with holding_stops():  # the outputs are completed whatever comes now
             self._stop.set()
             slot.close()
+            wake = getattr(self.source, "wake", None)
+            if wake is not None:  # a source waiting for frames that may never come (a page's camera)
+                wake()
             for t in self._threads:
                 t.join(timeout=2.0)
             self.stats.ended = time.monotonic()

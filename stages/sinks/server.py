@@ -65,13 +65,15 @@ class GuardedServer:
         self._busy: dict[object, int] = {}  # connection (RequestHandler) -> requests in progress
         self._conns: dict[object, float] = {}  # connections made, oldest first -> when
 
-    async def start(self, sock: socket.socket) -> None:
+    async def start(self, sock: socket.socket, ssl=None) -> None:
+        """Serve on `sock` (listening, non-blocking); `ssl`: an ssl.SSLContext for https."""
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                     keepalive_timeout=self.idle_timeout, max_line_size=MAX_HEADER_BYTES,
                                     max_field_size=MAX_HEADER_BYTES)
         await self.runner.setup()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._connection, sock=sock, backlog=128)
+        self._server = await loop.create_server(self._connection, sock=sock, backlog=128, ssl=ssl,
+                                                ssl_handshake_timeout=self.idle_timeout if ssl else None)
 
     async def stop(self) -> None:
         if self._server is not None:

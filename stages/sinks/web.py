@@ -46,7 +46,7 @@ from swapstream.core.packet import FramePacket
 from swapstream.stages.base import Sink
 from swapstream.stages.sinks.controls import ACTIONS, Controls
 from swapstream.stages.sinks.server import GuardedServer
-from swapstream.stages.sinks.webrtc import AudioConverter, Hub, Viewers
+from swapstream.stages.sinks.webrtc import AudioConverter, BusyError, Hub, Viewers
 
 TOKEN_HEADER = "X-Swapstream-Token"
 MAX_VIEWERS = 8
@@ -57,12 +57,19 @@ log = logging.getLogger("swapstream.web")
 @dataclass
 class WebSettings:
     """host/port to listen on (port 0: any free one); audio: the source has audio, send it too;
-    token: what every request must carry (None: a random one when host is not loopback)."""
+    token: what every request must carry (None: a random one when host is not loopback).
+    camera: (width, height, fps) the page's camera is asked for when the session's camera is the
+    browser (--camera browser), else None. tls: an ssl.SSLContext to serve https with (always off
+    loopback when the page sends its camera: browsers give the camera to secure pages only);
+    fingerprint: its certificate's SHA-256, shown to the user."""
 
     host: str = "127.0.0.1"
     port: int = 8080
     audio: bool = False
     token: str | None = None
+    camera: tuple[int, int, float] | None = None
+    tls: object | None = None
+    fingerprint: str | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -135,8 +142,10 @@ class WebSink(Sink):
     keeps_every_frame = False
     wants_audio = True
 
-    def __init__(self, settings: WebSettings, controls: Controls, snapshot: Callable[[], dict]) -> None:
+    def __init__(self, settings: WebSettings, controls: Controls, snapshot: Callable[[], dict],
+                 inbox=None) -> None:
         self.settings, self.controls, self.snapshot = settings, controls, snapshot
+        self.inbox = inbox  # stages.sources.browser.Inbox: a page may send its camera into it
         self.loopback = is_loopback(settings.host)
         self.token = settings.token or (None if self.loopback else secrets.token_urlsafe(18))
         self.port = settings.port
@@ -151,12 +160,18 @@ class WebSink(Sink):
         self.connections = 0
 
     @property
+    def fingerprint(self) -> str | None:
+        """The SHA-256 fingerprint of a self-signed certificate the page is served with, else None."""
+        return self.settings.fingerprint
+
+    @property
     def url(self) -> str:
         host = self.settings.host.strip("[]")
         if host in ("", "0.0.0.0", "::"):
             host = lan_address()
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        scheme = "https" if self.settings.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     # ------------------------------------------------------------------------- sink contract
     def setup(self) -> None:
@@ -238,7 +253,7 @@ class WebSink(Sink):
         app.router.add_post("/control", self._control)
         app.router.add_post("/offer", self._offer)
         app.router.add_post("/bye", self._bye)
-        await self._server.start(sock)
+        await self._server.start(sock, self.settings.tls)
 
     async def _stop(self) -> None:
         if self._viewers is not None:
@@ -287,7 +302,7 @@ class WebSink(Sink):
             log.debug("web: snapshot failed: %r", err)
             snap = {}
         snap.update(controls=self.controls.state(), viewers=len(self._viewers.peers),
-                    audio=self.settings.audio)
+                    audio=self.settings.audio, camera=self._camera_state())
         return web.json_response(_finite(snap), dumps=lambda o: json.dumps(o, default=str))
 
     async def _control(self, request: web.Request) -> web.Response:
@@ -303,14 +318,28 @@ class WebSink(Sink):
             return web.json_response({"error": str(err)}, status=400)
         return web.json_response(state)
 
+    def _camera_state(self) -> dict | None:
+        """For the page: what its camera is asked for, and whether the seat is taken."""
+        if self.settings.camera is None or self.inbox is None:
+            return None
+        w, h, fps = self.settings.camera
+        return {"width": w, "height": h, "fps": fps, "busy": self.inbox.sender is not None,
+                "received": self.inbox.received, "dropped": self.inbox.dropped}
+
     async def _offer(self, request: web.Request) -> web.Response:
         body = await _json(request)
         if body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
             return web.json_response({"error": 'send {"sdp": ..., "type": "offer"}'}, status=400)
+        sends = body.get("camera") is True
+        if sends and self.inbox is None:
+            return web.json_response({"error": "this session's camera is not the browser's; start it with "
+                                               "`swapstream live --camera browser`"}, status=400)
         if len(self._viewers.peers) >= MAX_VIEWERS:
             return web.json_response({"error": f"{MAX_VIEWERS} viewers already; close one"}, status=503)
         try:
-            answer = await self._viewers.answer(body["sdp"], "offer")
+            answer = await self._viewers.answer(body["sdp"], "offer", self.inbox if sends else None)
+        except BusyError as err:
+            return web.json_response({"error": str(err), "busy": True}, status=409)
         except ValueError as err:
             return web.json_response({"error": str(err)}, status=400)
         self.connections += 1

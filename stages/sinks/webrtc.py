@@ -38,6 +38,11 @@ AUDIO_MAX_S = 0.1
 AUDIO_PREFILL_S = 0.04  # after running dry, wait for this much before playing again (no crackle)
 CONNECT_TIMEOUT_S = 20.0  # a viewer not connected this long after its offer is dropped
 REPEAT_S = 1.0  # with no new frame for this long, the last one is sent again (keeps the stream up)
+SENDER_SILENT_S = 4.0  # a sending page whose camera frames stop this long frees the seat
+
+
+class BusyError(ValueError):
+    """Another page holds the camera seat."""
 
 
 class Hub:
@@ -212,15 +217,29 @@ class Viewers:
         self._tracks: dict[str, list[MediaStreamTrack]] = {}
         self._next = 0
         self._dropping: set[asyncio.Future] = set()
+        self.inbox = None  # stages.sources.browser.Inbox of the session's page camera, once one sent
+        self.sender: str | None = None  # the viewer id of the page that sends its camera
 
-    async def answer(self, sdp: str, kind: str) -> dict:
-        """The answer to a browser's offer: {"sdp", "type", "id"}. ValueError for a bad offer."""
+    async def answer(self, sdp: str, kind: str, inbox=None) -> dict:
+        """The answer to a browser's offer: {"sdp", "type", "id"}. ValueError for a bad offer.
+        With `inbox` (stages.sources.browser.Inbox) the page is the sender: its camera (and
+        microphone) go to the inbox, and it gets the swapped video back on the same connection;
+        BusyError when another page holds the seat."""
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # local network: no STUN servers
         self._next += 1
         pid = f"v{self._next}-{secrets.token_urlsafe(12)}"  # unguessable: only its page may say bye
+        if inbox is not None and not inbox.claim(pid):
+            await pc.close()
+            raise BusyError("busy: another page is sending its camera; you can watch, or close that page")
         self.peers[pid], self._tracks[pid] = pc, []
         self.hub.viewers = len(self.peers)
         tracks = self._tracks[pid]
+        if inbox is not None:
+            self.inbox, self.sender = inbox, pid
+
+            @pc.on("track")
+            def _incoming(track: MediaStreamTrack) -> None:
+                self._spawn(self._receive(pid, track, inbox))
 
         @pc.on("connectionstatechange")
         async def _changed() -> None:
@@ -262,14 +281,52 @@ class Viewers:
     def _expire(self, pid: str, pc: RTCPeerConnection) -> None:
         """A viewer that never connected (its page went away during the handshake) is dropped."""
         if self.peers.get(pid) is pc and pc.connectionState != "connected":
-            task = asyncio.ensure_future(self.drop(pid))
-            self._dropping.add(task)  # the loop keeps only a weak reference
-            task.add_done_callback(self._dropping.discard)
+            self._spawn(self.drop(pid))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._dropping.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._dropping.discard)
+
+    async def _receive(self, pid: str, track: MediaStreamTrack, inbox) -> None:
+        """The sender's `track` into the inbox, frame by frame, as fast as they come (decoded
+        frames never wait in aiortc's queue); the seat is freed when the track ends. A video
+        track also watches the sender: no frame for SENDER_SILENT_S (its network is gone, its tab
+        hidden) frees the seat for the next page."""
+        video = track.kind == "video"
+        if video:
+            self._spawn(self._watch(pid, inbox))
+        try:
+            while self.peers.get(pid) is not None:
+                frame = await track.recv()
+                if inbox.sender != pid:
+                    break
+                if video:
+                    inbox.put(frame)
+                else:
+                    inbox.put_audio(frame)
+        except MediaStreamError:
+            pass
+        if video:
+            await self.drop(pid)
+
+    async def _watch(self, pid: str, inbox) -> None:
+        started = time.monotonic()
+        while self.peers.get(pid) is not None and inbox.sender == pid:
+            await asyncio.sleep(0.5)
+            last = inbox.last_arrival or started
+            if time.monotonic() - last > SENDER_SILENT_S:
+                await self.drop(pid)
+                return
 
     async def drop(self, pid: str) -> None:
-        """Close a viewer's connection and stop its tracks; nothing if it is gone already."""
+        """Close a viewer's connection and stop its tracks; nothing if it is gone already. A
+        sender's seat is freed."""
         pc = self.peers.pop(pid, None)
         self.hub.viewers = len(self.peers)
+        if self.sender == pid:
+            self.inbox.release(pid)
+            self.sender = None
         if pc is None:
             return
         for t in self._tracks.pop(pid, []):
