@@ -16,12 +16,20 @@ the in-process sink, so each output is compared with in-process in the same run.
     python benchmarks/bench_live.py --presets "" --outputs browser   # only the web page runs
     python benchmarks/bench_live.py --occlusion none --mouth swap   # without the hands stage and mouth
 
+The browser-camera row (`--outputs camera`, `swapstream live --camera browser`): headless
+Chromium's fake camera plays the stamped clip (a .y4m, looped) into the page, the page sends it to
+the server over WebRTC and shows what comes back; the page reads the code from its own camera
+preview and from the returned video. Round-trip latency = when a frame came back - when the page
+showed it going out; fps back; dropped = camera frames that never came back; drift as above.
+
 The page also reports each frame's receiveTime (its last RTP packet in), so the browser row is
 split into the server's part (up to arrival) and the browser's (decode and draw).
 
 Goals (2-core CPU, lite64, in-process sink): 640x480@30: 30 fps out, <= 1 % dropped, p95 <= 50
 ms; 1280x720@30: >= 25 fps, p95 <= 80 ms; drift <= 10 %; through the browser p95 at most 60 ms
-above in-process. GPU (1280x720, original64): p95 <= 40 ms. JSON to bench_live.json.
+above in-process. Browser camera, 640x480, lite64: >= 25 fps back, p95 <= 150 ms, drift <= 10 %;
+on a GPU with original64 at 1280x720: p95 <= 80 ms. GPU (1280x720, original64): p95 <= 40 ms.
+JSON to bench_live.json.
 """
 
 from __future__ import annotations
@@ -69,13 +77,14 @@ def read_code(frame: np.ndarray) -> int:
     return value
 
 
-# the page-side reader: the same cells, read from a canvas the video is drawn into
+# the page-side reader: the same cells, read from a canvas the video is drawn into; VIDEO_ID and
+# CODES name the <video> read and the array the codes go to
 PAGE_READER = "(() => { const K = " + json.dumps({"bits": BITS, "x0": X0, "y0": Y0, "cell": CELL}) + """;
-  const v = document.querySelector('video');
+  const v = VIDEO_ID ? document.getElementById(VIDEO_ID) : document.querySelector('video');
   const w = K.x0 + 8 * K.cell, h = K.y0 + 2 * K.cell;  // only the corner with the code
   const c = document.createElement('canvas'); c.width = w; c.height = h;
   const g = c.getContext('2d', {willReadFrequently: true});
-  window.__codes = [];
+  window.CODES = [];
   const tick = (now, meta) => {
     if (v.videoWidth) {
       g.drawImage(v, 0, 0, w, h, 0, 0, w, h);
@@ -90,7 +99,7 @@ PAGE_READER = "(() => { const K = " + json.dumps({"bits": BITS, "x0": X0, "y0": 
         }
         if (s / 25 > 128) value |= (1 << b);
       }
-      window.__codes.push([value, performance.timeOrigin + now,
+      window.CODES.push([value, performance.timeOrigin + now,
                            meta.receiveTime ? performance.timeOrigin + meta.receiveTime : null]);
     }
     v.requestVideoFrameCallback(tick);
@@ -98,6 +107,11 @@ PAGE_READER = "(() => { const K = " + json.dumps({"bits": BITS, "x0": X0, "y0": 
   v.requestVideoFrameCallback(tick);
 })();
 """
+
+
+def reader(video_id: str = "", codes: str = "__codes") -> str:
+    """PAGE_READER for the <video> with id `video_id` (default: the first), into window[codes]."""
+    return PAGE_READER.replace("VIDEO_ID", json.dumps(video_id)).replace("CODES", codes)
 
 
 class Clock:
@@ -238,7 +252,7 @@ class BrowserViewer:
             page = browser.new_page()
             page.goto(self.url)
             page.wait_for_function("(document.querySelector('video') || {}).videoWidth > 0", timeout=30000)
-            page.evaluate(PAGE_READER)
+            page.evaluate(reader())
             while not self._done.wait(1.0):
                 self.codes += page.evaluate("window.__codes.splice(0)")
             self.codes += page.evaluate("window.__codes.splice(0)")
@@ -249,6 +263,102 @@ class BrowserViewer:
         return self.codes
 
 
+class BrowserCamera:
+    """Headless Chromium whose fake camera plays `y4m` into the page at `url` (which sends it, as
+    `--camera browser`); reads the codes of the page's preview (going out) and of its main video
+    (coming back)."""
+
+    def __init__(self, url: str, y4m: Path) -> None:
+        self.url, self.y4m = url, y4m
+        self.out: list = []
+        self.back: list = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        from browser import chromium  # benchmarks/browser.py
+
+        args = ("--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={self.y4m}")
+        with chromium(args) as browser:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(self.url)
+            page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=60000)
+            page.evaluate(reader("preview", "__out"))
+            page.evaluate(reader("video", "__back"))
+            while not self._done.wait(1.0):
+                self._take(page)
+            self._take(page)
+
+    def _take(self, page) -> None:
+        out, back = page.evaluate("[window.__out.splice(0), window.__back.splice(0)]")
+        self.out += out
+        self.back += back
+
+    def stop(self) -> tuple[list, list]:
+        self._done.set()
+        self._thread.join(timeout=20)
+        return self.out, self.back
+
+
+def camera_clip(work: Path, w: int, h: int, frames: int = 150) -> Path:
+    """The astronaut clip with each frame's index stamped, as a .y4m for Chromium's fake camera."""
+    from browser import write_y4m  # benchmarks/browser.py
+
+    from swapstream.pipeline.samples import render_frames
+
+    def stamped():
+        for i, f in enumerate(render_frames(["astronaut"], frames, w, h, 0.5, seed=3)):
+            f = np.ascontiguousarray(f)
+            stamp(f, i)
+            yield f
+
+    return write_y4m(stamped(), work / f"camera_{w}x{h}.y4m", 30)
+
+
+def round_trips(out: list, back: list) -> list[tuple[float, float]]:
+    """(time back, latency ms): each returned code against the last time the page's preview showed
+    that code going out before it (codes repeat as the clip loops)."""
+    seen: dict[int, list[float]] = {}
+    for code, t, _ in out:
+        seen.setdefault(code, []).append(t)
+    res, last = [], None
+    for code, t, _ in back:
+        if code == last:
+            continue  # the same frame drawn again
+        last = code
+        sent = [s for s in seen.get(code, []) if s <= t]
+        if sent and t - sent[-1] < 2000:
+            res.append((t / 1000, t - sent[-1]))
+    return res
+
+
+def run_camera(y4m: Path, model: str, engine: str, seconds: float, port: int, size: str,
+               blend: dict | None = None) -> dict:
+    """One live run with --camera browser: the page's camera goes to the server and comes back."""
+    cfg = LiveConfig(swap=SwapSection(model=model, engine=engine), camera="browser", size=size,
+                     duration=seconds, outputs={"serve": f"127.0.0.1:{port + 2}"})
+    for key, value in (blend or {}).items():
+        setattr(cfg.blend, key, value)
+    cam = BrowserCamera(f"http://127.0.0.1:{port + 2}/", y4m)
+    threading.Timer(4.0, cam.start).start()
+    stats = live(cfg, say=lambda line: None)
+    out, back = cam.stop()
+    summary = stats.summary()
+    lat = round_trips(out, back)
+    res = {"camera": figures(lat, max(len(out), 1), max(len(out) - len(lat), 0), seconds), "summary": summary}
+    res["camera"]["frames_out"] = len(out)
+    res["camera"]["frames_back"] = len(lat)
+    return res
+
+
+def lite64(work: Path) -> str:
+    """A lite64 checkpoint with random weights (the speed is the same as a trained one's)."""
+    return str(save_checkpoint(work / "lite64", SwapModel(preset("lite64"), ["a", "b"]), "lite64"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="length of each run (60)")
@@ -256,7 +366,9 @@ def main() -> None:
     ap.add_argument("--presets", default="lite64,original64")
     ap.add_argument("--engines", default="eager")
     ap.add_argument("--outputs", default="udp,browser",
-                    help="outputs measured beside the in-process sink, each in a run of its own")
+                    help="outputs measured beside the in-process sink, each in a run of its own; "
+                         "camera: the browser-camera run (--camera browser), added with --outputs "
+                         "udp,browser,camera")
     ap.add_argument("--no-outputs", action="store_true", help="skip the UDP + browser runs")
     ap.add_argument("--model", help="checkpoint to use for every preset (default: random weights per preset)")
     ap.add_argument("--port", type=int, default=23450)
@@ -280,8 +392,15 @@ def main() -> None:
                 results.append({"size": size, "preset": name, "engine": engine, "with": "", **r})
                 print("   ", r["in-process"], flush=True)
         for output in ([] if a.no_outputs else [o for o in a.outputs.split(",") if o]):
-            model = a.model or str(save_checkpoint(work / "lite64", SwapModel(preset("lite64"), ["a", "b"]),
-                                                   "lite64"))
+            if output == "camera":
+                model = a.model or lite64(work)
+                print(f"{size} lite64 eager: {a.seconds:.0f} s, the browser's camera, there and back",
+                      flush=True)
+                r = run_camera(camera_clip(work, w, h), model, "eager", a.seconds, a.port, size, blend)
+                results.append({"size": size, "preset": "lite64", "engine": "eager", "with": "camera", **r})
+                print(f"    camera: {r['camera']}", flush=True)
+                continue
+            model = a.model or lite64(work)
             print(f"{size} lite64 eager: {a.seconds:.0f} s, in-process + {output}", flush=True)
             r = run(clip, model, "eager", a.seconds, output, a.port, blend)
             results.append({"size": size, "preset": "lite64", "engine": "eager", "with": output, **r})
@@ -293,7 +412,7 @@ def main() -> None:
     print(f"\n{'size':<10}{'preset':<12}{'engine':<8}{'output':<12}{'fps out':>8}{'drop %':>8}"
           f"{'p50':>7}{'p95':>7}{'p99':>7}{'drift %':>9}")
     for r in results:
-        for k in ("in-process", "udp", "browser", "browser-received"):
+        for k in ("in-process", "udp", "browser", "browser-received", "camera"):
             f = r.get(k)
             if not f or not f.get("frames"):
                 continue

@@ -63,9 +63,18 @@ class Session:
         return next((ln.split(" at ", 1)[1] for ln in self.lines if ln.startswith("live: web at ")), None)
 
     def stats(self) -> dict:
+        return self._call("stats")
+
+    def quit(self) -> None:
+        self._call("control", {"action": "quit"})
+        self.thread.join(timeout=20)
+
+    def _call(self, path: str, body: dict | None = None) -> dict:
         ctx = ssl._create_unverified_context() if self.url.startswith("https") else None
         base, _, query = self.url.partition("?")
-        with urllib.request.urlopen(f"{base}stats?{query}", timeout=5, context=ctx) as r:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{base}{path}?{query}", data, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
             return json.loads(r.read())
 
     def wait(self, what, timeout: float = 20.0):
@@ -177,3 +186,63 @@ def identity(frame: np.ndarray, other: np.ndarray) -> float:
         detect.close()
     embed = FaceEmbedder()
     return float(distance(embed.embed(frame, marks[0]), embed.embed(other, marks[1])))
+
+
+SENT_CODEC = """async () => {
+    const stats = await pc.getStats();
+    const out = [...stats.values()].find((s) => s.type === "outbound-rtp" && s.kind === "video");
+    return out && out.codecId ? stats.get(out.codecId).mimeType : null;
+}"""
+
+
+def test_off_loopback_the_page_is_https_with_its_token_and_takes_vp8_and_h264(model_dir, camera_clip):
+    """Bound to this machine's network address the page is served over TLS with a self-signed
+    certificate (its fingerprint printed), every route needs the token, plain http gets no page;
+    Chromium sends its camera in H.264 and, once that page closed, another in VP8."""
+    import hashlib
+    import socket
+
+    from swapstream.stages.sinks.web import lan_address
+    from tests.browser import chromium, require_chromium
+
+    require_chromium()
+    host = lan_address()
+    if host.startswith("127."):
+        pytest.skip("this machine has no network address besides loopback")
+    cfg = LiveConfig(swap=SwapSection(model=str(model_dir)), camera="browser", size=f"{W}x{H}",
+                     outputs={"serve": f"{host}:0"}, duration=90)
+    s = Session(cfg)
+    url = s.url
+    assert url.startswith(f"https://{host}:") and "?token=" in url, url
+    printed = next(ln for ln in s.lines if "SHA-256 fingerprint" in ln).rsplit(" ", 1)[1]
+    port = int(url.split(":")[2].split("/")[0])
+    served = ssl.get_server_certificate((host, port))
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(served)).digest()
+    assert printed == ":".join(f"{b:02X}" for b in digest), printed
+
+    base = url.split("?")[0]
+    insecure = ssl._create_unverified_context()
+    for path in ("", "stats"):  # no token: 403 on every route
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + path, timeout=5, context=insecure)
+        assert err.value.code == 403
+    with socket.create_connection((host, port), timeout=5) as plain:  # http on the https port
+        plain.sendall(f"GET /stats HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        try:
+            reply = plain.recv(1024)
+        except (ConnectionResetError, TimeoutError):
+            reply = b""
+    assert not reply.startswith(b"HTTP/1.1 200"), reply
+
+    with chromium((*fake_camera(camera_clip), "--ignore-certificate-errors")) as browser:
+        for codec in ("h264", "vp8"):
+            page = browser.new_page()
+            page.goto(f"{url}&codec={codec}")
+            page.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30000)
+            assert page.evaluate("window.isSecureContext")
+            sent = page.evaluate(SENT_CODEC)
+            assert sent and sent.lower() == f"video/{codec}", (codec, sent)
+            page.close()
+            assert s.wait(lambda: not s.stats()["camera"]["busy"], 10), s.stats()
+    s.quit()
+    assert not s.thread.is_alive() and not s.errors, (s.errors, s.lines)
