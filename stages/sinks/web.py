@@ -51,6 +51,8 @@ from swapstream.stages.sinks.webrtc import AudioConverter, BusyError, Hub, Viewe
 TOKEN_HEADER = "X-Swapstream-Token"
 MAX_VIEWERS = 8
 START_TIMEOUT_S = 10.0
+ASK_MARGIN = 1.2  # a sending page's camera is capped at this much more than the swap's output rate
+ASK_MIN_FPS = 10.0
 log = logging.getLogger("swapstream.web")
 
 
@@ -302,7 +304,7 @@ class WebSink(Sink):
             log.debug("web: snapshot failed: %r", err)
             snap = {}
         snap.update(controls=self.controls.state(), viewers=len(self._viewers.peers),
-                    audio=self.settings.audio, camera=self._camera_state())
+                    audio=self.settings.audio, camera=self._camera_state(snap))
         return web.json_response(_finite(snap), dumps=lambda o: json.dumps(o, default=str))
 
     async def _control(self, request: web.Request) -> web.Response:
@@ -318,12 +320,20 @@ class WebSink(Sink):
             return web.json_response({"error": str(err)}, status=400)
         return web.json_response(state)
 
-    def _camera_state(self) -> dict | None:
-        """For the page: what its camera is asked for, and whether the seat is taken."""
+    def _camera_state(self, snap: dict) -> dict | None:
+        """For the page: what its camera is asked for, whether the seat is taken, and `ask_fps`:
+        the rate the swap keeps up with (ASK_MARGIN above what came out over the last seconds,
+        at least ASK_MIN_FPS, at most --fps), which the sending page caps its camera at, so
+        frames that would only be dropped are neither encoded nor sent nor decoded."""
         if self.settings.camera is None or self.inbox is None:
             return None
         w, h, fps = self.settings.camera
-        return {"width": w, "height": h, "fps": fps, "busy": self.inbox.sender is not None,
+        ask = fps
+        out = snap.get("fps_out")
+        if self.inbox.sender is not None and isinstance(out, (int, float)) and out > 0 \
+                and (snap.get("seconds") or 0) > 3:
+            ask = float(min(fps, max(ASK_MIN_FPS, round(out * ASK_MARGIN))))
+        return {"width": w, "height": h, "fps": fps, "ask_fps": ask, "busy": self.inbox.sender is not None,
                 "received": self.inbox.received, "dropped": self.inbox.dropped}
 
     async def _offer(self, request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ import time
 import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from swapstream.core.audio import AUDIO_RATE
@@ -207,6 +208,34 @@ class AudioConverter:
         return np.concatenate(out) if out else np.zeros(0, np.int16)
 
 
+class MarkerJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer, handing a frame to the decoder as soon as its last packet (the
+    RTP marker bit) and every packet before it are in. aiortc's own waits for the next frame's
+    first packet: one frame interval (33 ms at 30 fps) added to every camera frame from a page."""
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        packets, timestamp = [], None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None or (timestamp is not None and packet.timestamp != timestamp):
+                break
+            timestamp = packet.timestamp
+            packets.append(packet)
+            if packet.marker:
+                self.remove(count + 1)
+                return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)
+        return super()._remove_frame(sequence_number)
+
+
+def _quick_receivers(pc: RTCPeerConnection) -> None:
+    """Give the connection's video receivers a MarkerJitterBuffer (before any packet arrives);
+    an aiortc without the private attribute keeps its own buffer."""
+    for t in pc.getTransceivers():
+        name = "_RTCRtpReceiver__jitter_buffer"
+        if t.kind == "video" and isinstance(getattr(t.receiver, name, None), JitterBuffer):
+            setattr(t.receiver, name, MarkerJitterBuffer(capacity=512, is_video=True))
+
+
 class Viewers:
     """The viewers' peer connections: answer an offer, drop a viewer that left or failed, close
     all. Runs on the hub's event loop."""
@@ -248,6 +277,8 @@ class Viewers:
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+            if inbox is not None:
+                _quick_receivers(pc)
             kinds = [t.kind for t in pc.getTransceivers()]
             if "video" not in kinds:
                 raise ValueError("it asks for no video")
