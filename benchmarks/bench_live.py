@@ -15,6 +15,7 @@ the in-process sink, so each output is compared with in-process in the same run.
     python benchmarks/bench_live.py --seconds 20 --presets lite64 --no-outputs   # quick look
     python benchmarks/bench_live.py --presets "" --outputs browser   # only the web page runs
     python benchmarks/bench_live.py --occlusion none --mouth swap   # without the hands stage and mouth
+    python benchmarks/bench_live.py --presets "" --outputs camera   # the browser-camera rows only
 
 The browser-camera row (`--outputs camera`, `swapstream live --camera browser`): headless
 Chromium's fake camera plays the stamped clip (a .y4m, looped) into the page, the page sends it to
@@ -354,9 +355,9 @@ def run_camera(y4m: Path, model: str, engine: str, seconds: float, port: int, si
     return res
 
 
-def lite64(work: Path) -> str:
-    """A lite64 checkpoint with random weights (the speed is the same as a trained one's)."""
-    return str(save_checkpoint(work / "lite64", SwapModel(preset("lite64"), ["a", "b"]), "lite64"))
+def random_model(work: Path, name: str = "lite64") -> str:
+    """A checkpoint of preset `name` with random weights (the speed is a trained one's)."""
+    return str(save_checkpoint(work / name, SwapModel(preset(name), ["a", "b"]), name))
 
 
 def main() -> None:
@@ -370,6 +371,7 @@ def main() -> None:
                          "camera: the browser-camera run (--camera browser), added with --outputs "
                          "udp,browser,camera")
     ap.add_argument("--no-outputs", action="store_true", help="skip the UDP + browser runs")
+    ap.add_argument("--camera-preset", default="lite64", help="the preset of the browser-camera run (lite64)")
     ap.add_argument("--model", help="checkpoint to use for every preset (default: random weights per preset)")
     ap.add_argument("--port", type=int, default=23450)
     ap.add_argument("--occlusion", choices=OCCLUSION_MODES,
@@ -393,14 +395,15 @@ def main() -> None:
                 print("   ", r["in-process"], flush=True)
         for output in ([] if a.no_outputs else [o for o in a.outputs.split(",") if o]):
             if output == "camera":
-                model = a.model or lite64(work)
-                print(f"{size} lite64 eager: {a.seconds:.0f} s, the browser's camera, there and back",
-                      flush=True)
+                model = a.model or random_model(work, a.camera_preset)
+                print(f"{size} {a.camera_preset} eager: {a.seconds:.0f} s, the browser's camera, "
+                      "there and back", flush=True)
                 r = run_camera(camera_clip(work, w, h), model, "eager", a.seconds, a.port, size, blend)
-                results.append({"size": size, "preset": "lite64", "engine": "eager", "with": "camera", **r})
+                results.append({"size": size, "preset": a.camera_preset, "engine": "eager", "with": "camera",
+                                **r})
                 print(f"    camera: {r['camera']}", flush=True)
                 continue
-            model = a.model or lite64(work)
+            model = a.model or random_model(work)
             print(f"{size} lite64 eager: {a.seconds:.0f} s, in-process + {output}", flush=True)
             r = run(clip, model, "eager", a.seconds, output, a.port, blend)
             results.append({"size": size, "preset": "lite64", "engine": "eager", "with": output, **r})
