@@ -31,6 +31,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -159,7 +160,8 @@ def _open_manifest(work: Path, identity: dict, plan: list[Segment], resume: bool
 # ---------------------------------------------------------------------------------- the whole
 def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathLike, cfg: ConvertConfig,
                       segments: int | None = None, work_dir: str | os.PathLike | None = None,
-                      progress: bool = True, dispatch: str = "local", resume: bool = False) -> ConvertSummary:
+                      progress: bool = True, dispatch: str = "local", resume: bool = False,
+                      on_progress: Callable[[float], None] | None = None) -> ConvertSummary:
     """Convert in keyframe-aligned segments that survive a crash; see the module docstring.
 
     segments: how many (0 = about one per minute); None takes cfg.segments (else 0).
@@ -170,6 +172,8 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
     failed segment does not stop the others, the first error is raised when all have ended. Ray
     needs the input, the model and the work dir on a filesystem every node sees at the same path.
     resume: fail unless a work dir of this same request exists (resuming itself is automatic).
+    on_progress: called with the share of the frames done (0..1) at the start and after each
+    finished segment; what it raises stops the conversion as Ctrl-C does (finished segments kept).
     """
     if dispatch not in ("local", "ray"):
         raise ConfigError(f"dispatch {dispatch!r} is not known; choose local or ray")
@@ -186,8 +190,9 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
     jobs = [SegmentJob(str(src), plan[e["index"]], str(work / e["file"]), cfg, meta, model.reference,
                        model.people) for e in entries if e["status"] != "done"]
     reused = len(entries) - len(jobs)
+    done_frames = [sum(e["frames"] for e in entries if e["status"] == "done")]
     bar = tqdm(total=total, unit="frame", desc=src.name, disable=not progress,
-               dynamic_ncols=True, initial=sum(e["frames"] for e in entries if e["status"] == "done"))
+               dynamic_ncols=True, initial=done_frames[0])
     stats = RunStats()
 
     def finished(r: SegmentResult) -> None:
@@ -199,8 +204,13 @@ def convert_segmented(input_path: str | os.PathLike, output_path: str | os.PathL
         _write_manifest(work, manifest)
         bar.update(r.frames)
         stats.add(r.stats)
+        done_frames[0] += r.frames
+        if on_progress is not None:
+            on_progress(done_frames[0] / max(total, 1))
 
     try:
+        if on_progress is not None:
+            on_progress(done_frames[0] / max(total, 1))
         if dispatch == "ray":
             _run_on_ray(jobs, cfg, finished)
         else:

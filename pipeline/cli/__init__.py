@@ -13,11 +13,11 @@ import os
 import sys
 import warnings
 
-from swapstream.pipeline.cli import compile, convert, demo, engines, extract, live, sort, train
+from swapstream.pipeline.cli import compile, convert, demo, engines, extract, live, sort, studio, train
 
 # One module per command, each with add(subparsers) and run(args) -> exit code; listed in the
 # order `swapstream --help` shows them.
-COMMANDS = (extract, sort, train, convert, live, compile, engines, demo)
+COMMANDS = (extract, sort, train, convert, live, studio, compile, engines, demo)
 
 EPILOG = "Swapping someone's face needs their consent. Output video is tagged as synthetic media."
 

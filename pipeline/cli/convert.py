@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from swapstream.pipeline.cli.common import (
@@ -16,13 +17,23 @@ from swapstream.pipeline.cli.common import (
 
 
 def add(sub) -> None:
-    p = sub.add_parser("convert", help="swap the faces of a video",
+    p = sub.add_parser("convert", help="swap the faces of a video (or of several: -o DIR)",
+                       usage="swapstream convert [options] INPUT OUTPUT\n"
+                             "       swapstream convert [options] INPUT [INPUT ...] -o DIR",
                        description="Swap every face in INPUT (or, with --only, one person's) with "
                                    "the other identity of MODEL, or each person of a --map with their "
                                    "own model, and write OUTPUT with the same frames, timestamps and "
-                                   "audio.")
-    p.add_argument("input", help="video file to convert (any format FFmpeg reads)")
-    p.add_argument("output", help="video file to write (.mp4, .mkv, .mov)")
+                                   "audio. With -o DIR: convert several files, and the video files of "
+                                   "folders, one after another into DIR/NAME.swapped.mp4, as a queue "
+                                   "kept in DIR/.swapstream-queue.json (run the same command again to "
+                                   "resume; a bad input fails alone).")
+    p.add_argument("paths", nargs="+", metavar="INPUT",
+                   help="video file to convert (any format FFmpeg reads), then OUTPUT, the video file to "
+                        "write (.mp4, .mkv, .mov); with -o DIR: files and folders to convert")
+    p.add_argument("-o", "--output-dir", metavar="DIR",
+                   help="convert every INPUT (a folder: its video files) into DIR/NAME.swapped.mp4, one "
+                        "after another, each in crash-safe segments; rerunning the same command skips "
+                        "the files done and resumes the one interrupted")
     p.add_argument("--runner", default=None, choices=["auto", "ray", "local"],
                    help="auto (default): local for short inputs on small machines, ray where its start-up "
                         "pays off (a cluster address, --segments, a GPU, 8+ CPUs, or over ~60 s of "
@@ -68,8 +79,21 @@ def add(sub) -> None:
 
 
 def run(a) -> int:
+    from swapstream.core.errors import ConfigError
+
+    if a.output_dir is not None:
+        return _run_queue(a, _config(a))
+    if len(a.paths) != 2:
+        raise ConfigError(f"convert takes INPUT OUTPUT, or several inputs with -o DIR (got {len(a.paths)} "
+                          f"path{'s' if len(a.paths) != 1 else ''}: {' '.join(a.paths)}); e.g. swapstream "
+                          "convert in.mp4 out.mp4, or swapstream convert a.mp4 b.mp4 clips/ -o swapped/")
+    a.input, a.output = a.paths
+    return _run_one(a, _config(a))
+
+
+def _config(a):
+    """The resolved ConvertConfig of the flags over the --config file; the --stats folder checked."""
     from swapstream.pipeline.config import ConvertConfig, convert_values, fill, merge
-    from swapstream.pipeline.convert import convert
 
     values = convert_values(settings_file(a.config))
     flags = {"swap": swap_values(a), "runner": a.runner, "address": a.address,
@@ -89,6 +113,13 @@ def run(a) -> int:
 
         raise OutputError(f"--stats {a.stats}: folder {Path(a.stats).absolute().parent} does not "
                           f"exist; create it or choose another path")
+    return cfg
+
+
+def _run_one(a, cfg) -> int:
+    """convert INPUT OUTPUT."""
+    from swapstream.pipeline.convert import convert
+
     if cfg.segments is not None:  # the work dir and --resume belong to a segmented run only
         from swapstream.pipeline.segments import convert_segmented
 
@@ -122,3 +153,127 @@ def _segments_runner(a, cfg):
 
     info = probe(a.input) if cfg.runner == "auto" else None  # "ray" / "local" need no look
     return resolve(cfg, info, say=None if a.quiet else to_stderr)
+
+
+# --------------------------------------------------------------------------- several: a queue
+def _run_queue(a, cfg) -> int:
+    """convert INPUT... -o DIR: the inputs queued in DIR/.swapstream-queue.json (with what it held
+    unfinished), converted one after another with --segments' crash safety; a summary line, then
+    exit 0, or a SwapstreamError (exit 2) naming the inputs that failed."""
+    from swapstream.core.errors import ConfigError, InputError, OutputError
+    from swapstream.pipeline.conversion_queue import (
+        QUEUE_FILE,
+        JobQueue,
+        expand_inputs,
+        queue_path,
+        run_queue,
+    )
+    from swapstream.pipeline.request import check_model, to_stderr
+
+    if a.work_dir:
+        raise ConfigError("--work-dir goes with one INPUT OUTPUT; with -o DIR each file keeps its segments "
+                          "in DIR/.NAME.swapstream-work until it is done")
+    out = Path(a.output_dir).absolute()
+    files = expand_inputs(a.paths, out)  # a missing input or an empty folder: before anything is written
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"-o {a.output_dir} is a file, not a folder; choose a folder for the outputs")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the output folder {a.output_dir} ({err.strerror or err}); "
+                          "choose another -o DIR") from None
+    say = None if a.quiet else to_stderr
+    queue = JobQueue(queue_path(out))
+    if a.resume and not any(j.state in ("queued", "running") for j in queue.jobs()):
+        raise ConfigError(f"--resume: nothing to resume, {queue.path} holds no unfinished job; run the "
+                          "same command without --resume to start")
+    with queue:  # the queue's lock: a second swapstream on it gets one line
+        check_model(cfg, say)  # a model or engine problem is no bad input: before any job
+        named = queue.add(files, out)
+        for job in named:
+            if job.state in ("failed", "cancelled"):  # named again: its input may have been fixed
+                queue.retry(job.id)
+        ids = {j.id for j in named}
+        plan = [j for j in queue.jobs() if j.id in ids or j.state in ("queued", "running")]
+        place = {j.id: f"[{k}/{len(plan)}]" for k, j in enumerate(plan, 1)}
+
+        def shown(job) -> Path:  # the output as DIR was typed
+            return Path(a.output_dir) / Path(job.output).name
+
+        for j in plan:
+            if j.state == "done":
+                print(f"{place[j.id]} {Path(j.input).name}: done already ({shown(j)})", flush=True)
+        summaries: dict[str, object] = {}
+        last_runner = [None]
+
+        def convert_one(job, progress_cb):
+            from swapstream.pipeline.segments import convert_segmented
+
+            jcfg, choice = _queue_runner(job.input, cfg)
+            if say is not None and choice.runner != last_runner[0]:
+                say(choice.line)
+            last_runner[0] = choice.runner
+            summary = convert_segmented(job.input, job.output, jcfg, progress=not a.quiet,
+                                        dispatch=choice.runner, on_progress=progress_cb)
+            summary.runner, summary.runner_reason = choice.runner, choice.reason
+            return summary
+
+        def on_event(kind, job, detail):
+            at = place.get(job.id, "[+]")
+            if kind == "start":
+                print(f"{at} {Path(job.input).name} -> {shown(job)}", flush=True)
+            elif kind == "done":
+                summaries[job.id] = detail
+                lines = detail.lines()
+                print(f"{at} {lines[0]}", *[ln for ln in lines if ln.startswith("note: ")], sep="\n",
+                      flush=True)
+            elif kind == "failed":
+                print(f"{at} failed: {_reason(job)}", flush=True)
+            elif kind == "cancelled":
+                print(f"{at} cancelled: {Path(job.input).name}", flush=True)
+            elif kind == "interrupted":
+                print(f"{at} {Path(job.input).name}: stopped; run the same command again to resume it "
+                      "(finished segments and files are kept)", file=sys.stderr, flush=True)
+
+        ran = run_queue(queue, convert_one, on_event)
+        ran_ids = {j.id for j in ran}
+        final = [j for j in queue.jobs() if j.id in ids or j.id in ran_ids]
+    done = [j for j in final if j.state == "done"]
+    failed = [j for j in final if j.state == "failed"]
+    cancelled = [j for j in final if j.state == "cancelled"]
+    print(f"queue {Path(a.output_dir) / QUEUE_FILE}: {len(done)} done, {len(failed)} failed"
+          + (f", {len(cancelled)} cancelled" if cancelled else ""))
+    for j in failed:
+        print(f"  failed: {_reason(j)}")
+    if a.stats:
+        import dataclasses
+        import json
+
+        Path(a.stats).write_text(json.dumps(
+            {"queue": str(queue.path),
+             "jobs": [{**dataclasses.asdict(j), "summary": summaries[j.id].to_json() if j.id in summaries
+                       else None} for j in final]}, indent=2))
+    if failed:
+        reasons = "; ".join(_reason(j) for j in failed)
+        rest = f"; the others are in {a.output_dir}" if len(failed) < len(final) else ""
+        raise InputError(f"{len(failed)} of {len(final)} inputs failed: {reasons}{rest}")
+    return 0
+
+
+def _reason(job) -> str:
+    """A failed job's one line, naming its input (decode's messages start with it already)."""
+    return job.error if job.input in (job.error or "") else f"{job.input}: {job.error}"
+
+
+def _queue_runner(input_path: str, cfg):
+    """(cfg for one job of a queue, its runner Choice, unsaid): the runner chosen for the input as
+    for one conversion (with --segments N given: as for --segments), and the job in segments (N, else
+    about one a minute). A bad input fails here with decode's message."""
+    import dataclasses
+
+    from swapstream.pipeline.runners.choice import resolve
+    from swapstream.stages.sources.file import probe
+
+    info = probe(input_path) if cfg.runner == "auto" else None
+    cfg, choice = resolve(cfg, info)
+    return dataclasses.replace(cfg, segments=cfg.segments if cfg.segments is not None else 0), choice

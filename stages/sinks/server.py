@@ -17,12 +17,18 @@ connection. `busy(request)` is its middleware: it marks the connection as in a r
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+TOKEN_HEADER = "X-Swapstream-Token"
+UPLOAD_HEADER = "X-Swapstream-Upload"  # a non-JSON POST (an upload) must carry it: no cross-site form can
 MAX_CONNECTIONS = 128
 IDLE_TIMEOUT_S = 10.0
 MAX_HEADER_BYTES = 8190
@@ -118,3 +124,55 @@ class GuardedServer:
                 self._busy[conn] = left
             else:
                 self._busy.pop(conn, None)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only: localhost, 127.0.0.0/8 or ::1."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def access_guard(token: str | None, loopback: bool, port: Callable[[], int], command: str):
+    """The middleware every swapstream page's server runs first (docs/security.md):
+
+    - with a token (any address but loopback), every request carries it, as ?token=... or the
+      X-Swapstream-Token header: 403 otherwise, 400 for a non-ASCII one;
+    - bound to loopback, the Host header must name a loopback host (no DNS rebinding): 403;
+    - every POST is JSON, or carries the X-Swapstream-Upload header (a file upload): a cross-site
+      form can send neither (415);
+    - responses are never cached, never framed, and leak no referrer.
+    `port()` gives the port for the message; `command` names what printed the URL."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler) -> web.StreamResponse:
+        if token is not None:
+            given = request.query.get("token") or request.headers.get(TOKEN_HEADER, "")
+            if not given.isascii():  # a token is ASCII; anything else is malformed, not a 500
+                log.debug("web: 400 for a non-ASCII token from %s", request.remote)
+                raise web.HTTPBadRequest(text=f"swapstream: the token is ASCII; open the URL that "
+                                              f"`{command}` printed\n")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                raise web.HTTPForbidden(text=f"swapstream: this page needs its token; open the URL that "
+                                             f"`{command}` printed (it ends in ?token=...)\n")
+        if loopback:
+            try:
+                host = urlsplit(f"//{request.host}").hostname or ""
+            except ValueError:  # "Host: [zz]": malformed, not a 500
+                log.debug("web: 400 for a malformed Host header from %s", request.remote)
+                raise web.HTTPBadRequest(text="swapstream: malformed Host header\n") from None
+            if not is_loopback(host):
+                raise web.HTTPForbidden(text=f"swapstream: open this page as http://127.0.0.1:{port()}/\n")
+        if request.method == "POST" and request.content_type != "application/json" \
+                and not request.headers.get(UPLOAD_HEADER):
+            raise web.HTTPUnsupportedMediaType(text="swapstream: send JSON (application/json)\n")
+        response = await handler(request)
+        response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                                 "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"})
+        return response
+
+    return guard

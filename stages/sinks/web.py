@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hmac
 import ipaddress
 import json
 import logging
@@ -37,7 +36,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -45,10 +43,9 @@ from swapstream.core.errors import OutputError, SwapstreamError
 from swapstream.core.packet import FramePacket
 from swapstream.stages.base import Sink
 from swapstream.stages.sinks.controls import ACTIONS, Controls
-from swapstream.stages.sinks.server import GuardedServer
+from swapstream.stages.sinks.server import GuardedServer, access_guard, is_loopback
 from swapstream.stages.sinks.webrtc import AudioConverter, BusyError, Hub, Viewers
 
-TOKEN_HEADER = "X-Swapstream-Token"
 MAX_VIEWERS = 8
 START_TIMEOUT_S = 10.0
 ASK_MARGIN = 1.2  # a sending page's camera is capped at this much more than the swap's output rate
@@ -72,17 +69,6 @@ class WebSettings:
     camera: tuple[int, int, float] | None = None
     tls: object | None = None
     fingerprint: str | None = None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names this machine only: localhost, 127.0.0.0/8 or ::1."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -249,7 +235,8 @@ class WebSink(Sink):
     async def _start(self, sock: socket.socket) -> None:
         app = web.Application(client_max_size=256 * 1024)
         self._server = GuardedServer(app)
-        app.middlewares.extend([self._server.busy, self._guard])
+        guard = access_guard(self.token, self.loopback, lambda: self.port, "swapstream live")
+        app.middlewares.extend([self._server.busy, guard])
         app.router.add_get("/", self._index)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/control", self._control)
@@ -267,32 +254,6 @@ class WebSink(Sink):
             t.cancel()
         if rest:
             await asyncio.wait(rest, timeout=1.0)
-
-    @web.middleware
-    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
-        if self.token is not None:
-            given = request.query.get("token") or request.headers.get(TOKEN_HEADER, "")
-            if not given.isascii():  # a token is ASCII; anything else is malformed, not a 500
-                log.debug("web: 400 for a non-ASCII token from %s", request.remote)
-                raise web.HTTPBadRequest(text="swapstream: the token is ASCII; open the URL that "
-                                              "`swapstream live` printed\n")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                raise web.HTTPForbidden(text="swapstream: this page needs its token; open the URL that "
-                                             "`swapstream live` printed (it ends in ?token=...)\n")
-        if self.loopback:
-            try:
-                host = urlsplit(f"//{request.host}").hostname or ""
-            except ValueError:  # "Host: [zz]": malformed, not a 500
-                log.debug("web: 400 for a malformed Host header from %s", request.remote)
-                raise web.HTTPBadRequest(text="swapstream: malformed Host header\n") from None
-            if not is_loopback(host):
-                raise web.HTTPForbidden(text=f"swapstream: open this page as http://127.0.0.1:{self.port}/\n")
-        if request.method == "POST" and request.content_type != "application/json":
-            raise web.HTTPUnsupportedMediaType(text="swapstream: send JSON (application/json)\n")
-        response = await handler(request)
-        response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-                                 "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"})
-        return response
 
     async def _index(self, _request: web.Request) -> web.Response:
         return web.Response(text=self._page, content_type="text/html")

@@ -213,7 +213,14 @@ class MarkerJitterBuffer(JitterBuffer):
     RTP marker bit) and every packet before it are in. aiortc's own waits for the next frame's
     first packet: one frame interval (33 ms at 30 fps) added to every camera frame from a page."""
 
+    _sent: int | None = None  # the RTP timestamp of the last frame handed over
+
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        # packets of a frame already handed over (padding after its marker) are dropped: alone they
+        # would make an empty frame, which the decoder takes as end of stream
+        while (first := self._packets[self._origin % self._capacity]) is not None \
+                and first.timestamp == self._sent:
+            self.remove(1)
         packets, timestamp = [], None
         for count in range(self.capacity):
             packet = self._packets[(self._origin + count) % self._capacity]
@@ -223,8 +230,17 @@ class MarkerJitterBuffer(JitterBuffer):
             packets.append(packet)
             if packet.marker:
                 self.remove(count + 1)
-                return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)
-        return super()._remove_frame(sequence_number)
+                data = b"".join(p._data for p in packets)
+                if not data:
+                    return None
+                self._sent = timestamp
+                return JitterFrame(data=data, timestamp=timestamp)
+        frame = super()._remove_frame(sequence_number)
+        if frame is not None:
+            if not frame.data:
+                return None
+            self._sent = frame.timestamp
+        return frame
 
 
 def _quick_receivers(pc: RTCPeerConnection) -> None:
@@ -263,11 +279,14 @@ class Viewers:
         self.peers[pid], self._tracks[pid] = pc, []
         self.hub.viewers = len(self.peers)
         tracks = self._tracks[pid]
+        incoming: list[str] = []  # the kinds of the tracks the page sends (a sender's camera)
         if inbox is not None:
             self.inbox, self.sender = inbox, pid
+            self._spawn(self._watch(pid, inbox))
 
-            @pc.on("track")
+            @pc.on("track")  # emitted during setRemoteDescription, for each track the page sends
             def _incoming(track: MediaStreamTrack) -> None:
+                incoming.append(track.kind)
                 self._spawn(self._receive(pid, track, inbox))
 
         @pc.on("connectionstatechange")
@@ -278,6 +297,8 @@ class Viewers:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
             if inbox is not None:
+                if "video" not in incoming:
+                    raise ValueError("it offers a camera but sends no video; offer the camera's track")
                 _quick_receivers(pc)
             kinds = [t.kind for t in pc.getTransceivers()]
             if "video" not in kinds:
@@ -325,15 +346,13 @@ class Viewers:
         track also watches the sender: no frame for SENDER_SILENT_S (its network is gone, its tab
         hidden) frees the seat for the next page."""
         video = track.kind == "video"
-        if video:
-            self._spawn(self._watch(pid, inbox))
         try:
             while self.peers.get(pid) is not None:
                 frame = await track.recv()
                 if inbox.sender != pid:
                     break
                 if video:
-                    inbox.put(frame)
+                    inbox.put(frame, sender=pid)
                 else:
                     inbox.put_audio(frame)
         except MediaStreamError:

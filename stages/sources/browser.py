@@ -49,6 +49,7 @@ class Inbox:
         self._cond = threading.Condition()
         self._frame: av.VideoFrame | None = None
         self._arrived = 0.0
+        self._from: str | None = None  # the sender of the frame waiting
         self.received = 0  # frames that arrived from the browser
         self.dropped = 0  # frames replaced before the capture thread took them
         self.last_arrival: float | None = None  # time.monotonic() of the newest frame
@@ -78,25 +79,28 @@ class Inbox:
             return True
 
     # ----------------------------------------------------------------------------- the video
-    def put(self, frame: av.VideoFrame, arrived: float | None = None) -> None:
-        """Make `frame` (any av.VideoFrame) the newest; the one it replaces, if not taken, is dropped."""
+    def put(self, frame: av.VideoFrame, arrived: float | None = None, sender: str | None = None) -> None:
+        """Make `frame` (any av.VideoFrame) from `sender` the newest; the one it replaces, if not
+        taken, is dropped."""
         with self._cond:
             if self._frame is not None:
                 self.dropped += 1
             self._frame, self._arrived = frame, time.monotonic() if arrived is None else arrived
+            self._from = sender
             self.received += 1
             self.last_arrival = self._arrived
             self._cond.notify_all()
 
-    def take(self, timeout: float) -> tuple[av.VideoFrame, float] | None:
-        """The newest frame not taken yet and its arrival time; None after `timeout` s or when closed."""
+    def take(self, timeout: float) -> tuple[av.VideoFrame, float, str | None] | None:
+        """The newest frame not taken yet, its arrival time and its sender; None after `timeout` s
+        or when closed."""
         with self._cond:
             if self._frame is None and not self.closed:
                 self._cond.wait(timeout)
             if self._frame is None:
                 return None
             frame, self._frame = self._frame, None
-            return frame, self._arrived
+            return frame, self._arrived, self._from
 
     def close(self) -> None:
         """Wake a waiting take() for good (the session ends)."""
@@ -169,9 +173,9 @@ class BrowserSource(Source):
             got = self.inbox.take(WAIT_S)
             if got is None:
                 continue
-            frame, arrived = got
-            if self.inbox.sender != sender:  # a new page: its faces are new tracks
-                sender, prev = self.inbox.sender, None
+            frame, arrived, came_from = got
+            if came_from != sender:  # a new page: its faces are new tracks
+                sender, prev = came_from, None
             rgb = fit(to_rgb(frame, 0), self.width, self.height)
             pts = max(int(round((arrived - opened) * 1e6)), last_pts + 1)
             yield FramePacket(index, pts, LIVE_TIME_BASE, rgb, follows=prev, capture_time=arrived)

@@ -22,7 +22,7 @@ def test_only_the_newest_frame_is_taken_and_the_others_are_counted_dropped():
     frames = [np.full((48, 64, 3), v, np.uint8) for v in (10, 120, 230)]
     for f in frames:
         inbox.put(video_frame(f))
-    got, _ = inbox.take(0.1)
+    got, _, _ = inbox.take(0.1)
     assert abs(int(got.to_ndarray(format="rgb24").mean()) - 230) <= 2  # the last one
     assert (inbox.received, inbox.dropped) == (3, 2)
     assert inbox.take(0.05) is None  # nothing queued behind it

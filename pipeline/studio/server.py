@@ -1,0 +1,290 @@
+"""`swapstream studio`: the web app over a workspace (pipeline.studio.workspace), served by the
+project's own aiohttp server with one plain HTML/JS page (pipeline/studio/data/studio.html).
+
+    GET  /                 the page
+    GET  /api/state        {sources, facesets, models, outputs, jobs, workspace}
+    GET  /api/faces        ?faceset=NAME -> {faces: [names]}
+    GET  /api/model        ?name=NAME -> {history: [rows], preview: bool, curve: bool}
+    GET  /api/log          ?id=JOB -> {log: text}
+    GET  /file             ?path=REL: a file of the workspace (faces, previews, outputs)
+    POST /api/upload       multipart, header X-Swapstream-Upload: files into sources/ (size-limited)
+    POST /api/extract      {sources: [REL], faceset: NAME, every: N}    -> a job
+    POST /api/sort         {faceset: NAME}                               -> a job
+    POST /api/train        {a: NAME, b: NAME, model: NAME, steps: N, preset, resume} -> a job
+    POST /api/convert      {inputs: [REL], model: NAME}                  -> a job
+    POST /api/delete       {faceset: NAME, faces: [names]}; /api/undo {faceset: NAME}
+    POST /api/stop         {id: JOB}
+
+Every long piece of work is a `swapstream` command in its own process (pipeline.studio.jobs):
+the page stays responsive, and the job's command line is shown so it can be typed instead.
+Security as the live page (docs/security.md): loopback by default; any other address needs the
+token the printed URL carries; every POST is JSON or an upload with its header; paths are inside
+the workspace, through no symbolic link; uploads are limited to `max_upload` bytes each.
+Errors are one line: {"error": "..."} with a 4xx status, shown as they are on the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from swapstream.core.errors import SwapstreamError
+from swapstream.pipeline.studio.jobs import Jobs
+from swapstream.pipeline.studio.workspace import IMAGE_EXT, VIDEO_EXT, Workspace, check_faceset, check_name
+from swapstream.stages.sinks.server import GuardedServer, access_guard, is_loopback
+from swapstream.stages.sinks.web import lan_address, listen, quiet_logs
+from swapstream.training.logs import CURVE, read_history
+
+log = logging.getLogger("swapstream.studio")
+DEFAULT_MAX_UPLOAD = 2 << 30  # 2 GiB a file
+PRESETS = ("lite64", "original64", "hd128", "hd256")
+
+
+@dataclass
+class StudioSettings:
+    """workspace: the folder; host/port: where to listen (port 0: any free one); token: required
+    off loopback (None: a random one there); max_upload: bytes a file."""
+
+    workspace: str = "studio"
+    host: str = "127.0.0.1"
+    port: int = 8090
+    token: str | None = None
+    max_upload: int = DEFAULT_MAX_UPLOAD
+
+
+class Studio:
+    """The studio's server (module docstring). `url` once started."""
+
+    def __init__(self, settings: StudioSettings) -> None:
+        self.settings = settings
+        self.ws = Workspace(settings.workspace)
+        self.jobs = Jobs(self.ws.root / "jobs")
+        self.loopback = is_loopback(settings.host)
+        self.token = settings.token or (None if self.loopback else secrets.token_urlsafe(18))
+        self.port = settings.port
+        self._server: GuardedServer | None = None
+        page = resources.files("swapstream.pipeline.studio").joinpath("data/studio.html")
+        self._page = page.read_text("utf-8")
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host.strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = lan_address()
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    async def start(self) -> None:
+        """Listen and serve (on the running loop). OutputError when the port cannot be had."""
+        quiet_logs()
+        sock = listen(self.settings.host, self.settings.port)
+        self.port = sock.getsockname()[1]
+        app = web.Application(client_max_size=1 << 20)
+        self._server = GuardedServer(app)
+        guard = access_guard(self.token, self.loopback, lambda: self.port, "swapstream studio")
+        app.middlewares.extend([self._server.busy, guard, _errors])
+        r = app.router
+        r.add_get("/", self._index)
+        r.add_get("/api/state", self._state)
+        r.add_get("/api/faces", self._faces)
+        r.add_get("/api/model", self._model)
+        r.add_get("/api/log", self._log)
+        r.add_get("/file", self._file)
+        r.add_post("/api/upload", self._upload)
+        r.add_post("/api/extract", self._extract)
+        r.add_post("/api/sort", self._sort)
+        r.add_post("/api/train", self._train)
+        r.add_post("/api/convert", self._convert)
+        r.add_post("/api/delete", self._delete)
+        r.add_post("/api/undo", self._undo)
+        r.add_post("/api/stop", self._stop)
+        await self._server.start(sock)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop()
+
+    # -------------------------------------------------------------------------------- reads
+    async def _index(self, _r: web.Request) -> web.Response:
+        return web.Response(text=self._page, content_type="text/html")
+
+    async def _state(self, _r: web.Request) -> web.Response:
+        ws = self.ws
+        state = await _off_loop(lambda: {
+            "workspace": str(ws.root), "sources": ws.sources(), "facesets": ws.facesets(),
+            "models": ws.models(), "outputs": ws.outputs(), "jobs": self.jobs.all()[:50]})
+        return web.json_response(state)
+
+    async def _faces(self, r: web.Request) -> web.Response:
+        name = r.query.get("faceset", "")
+        return web.json_response({"faceset": name, "faces": await _off_loop(self.ws.faces, name)})
+
+    async def _model(self, r: web.Request) -> web.Response:
+        folder = self.ws.path(f"models/{check_name(r.query.get('name', ''), 'model')}", must_exist=True)
+        rows = await _off_loop(read_history, folder)
+        return web.json_response({"name": folder.name, "history": rows[-2000:],
+                                  "preview": (folder / "preview.png").is_file(),
+                                  "curve": (folder / CURVE).is_file(),
+                                  "checkpoint": (folder / "model.json").is_file()})
+
+    async def _log(self, r: web.Request) -> web.Response:
+        return web.json_response({"log": await _off_loop(self.jobs.log_tail, r.query.get("id", ""))})
+
+    async def _file(self, r: web.Request) -> web.StreamResponse:
+        path = self.ws.path(r.query.get("path", ""), must_exist=True)
+        if not path.is_file() or path.suffix.lower() not in IMAGE_EXT + VIDEO_EXT:
+            raise SwapstreamError(f"{r.query.get('path')} is not an image or a video of the workspace")
+        return web.FileResponse(path)
+
+    # ------------------------------------------------------------------------------- writes
+    async def _upload(self, r: web.Request) -> web.Response:
+        """Files of a multipart body into sources/, each at most max_upload bytes: one over the
+        limit is removed and refused (413), nothing half-written is left."""
+        reader = await r.multipart()
+        saved = []
+        while (part := await reader.next()) is not None:
+            if not part.filename:
+                continue
+            name = check_name(Path(part.filename).name, "file name")
+            if Path(name).suffix.lower() not in VIDEO_EXT + IMAGE_EXT:
+                raise SwapstreamError(f"{name}: not a video or photo ({', '.join(VIDEO_EXT + IMAGE_EXT)})")
+            dest = self.ws.path(f"sources/{name}")
+            tmp = dest.with_name(f".{name}.upload")
+            size = 0
+            try:
+                with open(tmp, "wb") as f:
+                    while chunk := await part.read_chunk(1 << 20):
+                        size += len(chunk)
+                        if size > self.settings.max_upload:
+                            raise web.HTTPRequestEntityTooLarge(
+                                max_size=self.settings.max_upload, actual_size=size,
+                                text=json.dumps({"error": f"{name} is larger than the studio's upload limit "
+                                                          f"({self.settings.max_upload} bytes); copy it into "
+                                                          f"{self.ws.root / 'sources'} instead"}),
+                                content_type="application/json")
+                        f.write(chunk)
+                tmp.replace(dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+            saved.append(self.ws.rel(dest))
+        return web.json_response({"saved": saved})
+
+    async def _extract(self, r: web.Request) -> web.Response:
+        body = await _body(r)
+        sources = [self.ws.rel(self.ws.path(s, must_exist=True)) for s in _list(body, "sources")]
+        faceset = check_name(body.get("faceset", ""), "faceset")
+        every = _int(body, "every", 1, 1, 100)
+        argv = ["extract", *sources, "-o", f"facesets/{faceset}", "--every", str(every)]
+        return self._job("extract", f"extract {faceset}", argv)
+
+    async def _sort(self, r: web.Request) -> web.Response:
+        faceset = check_faceset((await _body(r)).get("faceset", ""))
+        self.ws.path(f"facesets/{faceset}", must_exist=True)
+        return self._job("sort", f"sort {faceset}", ["sort", f"facesets/{faceset}"])
+
+    async def _train(self, r: web.Request) -> web.Response:
+        body = await _body(r)
+        a, b = (check_faceset(body.get(k, "")) for k in ("a", "b"))
+        for f in (a, b):
+            self.ws.path(f"facesets/{f}", must_exist=True)
+        model = check_name(body.get("model", ""), "model")
+        preset = body.get("preset", "lite64")
+        if preset not in PRESETS:
+            raise SwapstreamError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
+        steps = _int(body, "steps", 1000, 1, 10_000_000)
+        every = max(1, min(250, steps // 4))
+        argv = ["train", "--a", f"facesets/{a}", "--b", f"facesets/{b}", "-o", f"models/{model}",
+                "--preset", preset, "--steps", str(steps), "--save-every", str(every),
+                "--preview-every", str(every), "--log-every", str(max(1, min(10, steps // 20))),
+                "--runner", "local"]
+        if body.get("resume"):
+            argv.append("--resume")
+        return self._job("train", f"train {model}", argv)
+
+    async def _convert(self, r: web.Request) -> web.Response:
+        body = await _body(r)
+        inputs = [self.ws.rel(self.ws.path(s, must_exist=True)) for s in _list(body, "inputs")]
+        model = check_name(body.get("model", ""), "model")
+        self.ws.path(f"models/{model}/model.json", must_exist=True)
+        return self._job("convert", f"convert {len(inputs)} file(s) with {model}",
+                         ["convert", *inputs, "-o", "outputs", "--model", f"models/{model}"])
+
+    async def _delete(self, r: web.Request) -> web.Response:
+        body = await _body(r)
+        n = await _off_loop(self.ws.delete_faces, body.get("faceset", ""), _list(body, "faces"))
+        return web.json_response({"deleted": n})
+
+    async def _undo(self, r: web.Request) -> web.Response:
+        n = await _off_loop(self.ws.undo, (await _body(r)).get("faceset", ""))
+        return web.json_response({"restored": n})
+
+    async def _stop(self, r: web.Request) -> web.Response:
+        return web.json_response(self.jobs.stop((await _body(r)).get("id", "")))
+
+    def _job(self, kind: str, title: str, argv: list[str]) -> web.Response:
+        return web.json_response(self.jobs.start(kind, title, argv, self.ws.root))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler) -> web.StreamResponse:
+    """A user's mistake (SwapstreamError) is one line the page shows: {"error": ...}, 400."""
+    try:
+        return await handler(request)
+    except SwapstreamError as err:
+        return web.json_response({"error": str(err)}, status=400)
+
+
+async def _off_loop(fn, *args):
+    """Run `fn` (file system work) off the event loop, so the page never waits behind it."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def _body(request: web.Request) -> dict:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise SwapstreamError("the body must be a JSON object")
+    return body
+
+
+def _list(body: dict, key: str) -> list[str]:
+    value = body.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise SwapstreamError(f"{key}: choose at least one")
+    return value
+
+
+def _int(body: dict, key: str, default: int, lo: int, hi: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise SwapstreamError(f"{key} must be a whole number from {lo} to {hi}")
+    return value
+
+
+def serve(settings: StudioSettings, say=print) -> None:
+    """Run the studio until Ctrl-C (or SIGTERM): jobs that run keep running, and the next studio
+    on the same workspace shows how they ended."""
+    studio = Studio(settings)
+
+    async def main() -> None:
+        await studio.start()
+        say(f"studio: workspace {studio.ws.root}")
+        say(f"studio: open {studio.url}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await studio.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        say("studio: stopped (running jobs go on; the next studio shows how they end)")

@@ -1,0 +1,213 @@
+"""`swapstream studio`, end to end in headless Chromium on the sample faces: sources -> extract ->
+delete and undo -> sort -> train a few steps (curve and preview) -> convert two clips; and its
+security rules (paths inside the workspace, upload limit, token off loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import av
+import pytest
+
+from swapstream.pipeline.studio.server import Studio, StudioSettings
+from swapstream.stages.sinks.file import synthetic_tags
+
+
+class Running:
+    """A Studio served on its own event loop in a thread; stop() ends it."""
+
+    def __init__(self, settings: StudioSettings) -> None:
+        self.studio = Studio(settings)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.studio.start(), self.loop).result(10)
+
+    @property
+    def url(self) -> str:
+        return self.studio.url
+
+    def get(self, path: str, token: bool = True):
+        base, _, query = self.url.partition("?")
+        sep = "&" if "?" in path else "?"
+        url = base + path.lstrip("/") + (f"{sep}{query}" if token and query else "")
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+
+    def post(self, path: str, body: dict):
+        base, _, query = self.url.partition("?")
+        req = urllib.request.Request(base + path.lstrip("/") + (f"?{query}" if query else ""),
+                                     json.dumps(body).encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.studio.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def error_of(call) -> tuple[int, str]:
+    with pytest.raises(urllib.error.HTTPError) as err:
+        call()
+    body = err.value.read().decode()
+    try:
+        body = json.loads(body)["error"]
+    except (ValueError, KeyError):
+        pass
+    return err.value.code, body
+
+
+@pytest.fixture
+def workspace(clips, tmp_path) -> Path:
+    ws = tmp_path / "ws"
+    (ws / "sources").mkdir(parents=True)
+    shutil.copy(clips["a"], ws / "sources" / "astronaut.mp4")
+    shutil.copy(clips["b"], ws / "sources" / "grace.mp4")
+    return ws
+
+
+def wait_job(page, title: str, timeout: float = 240) -> str:
+    """Wait until the job called `title` ends on the Jobs table; its state cell's text."""
+    page.wait_for_function(
+        """(title) => [...document.querySelectorAll('#jobs tr')].some((tr) =>
+             tr.cells[0].textContent === title && !/^running/.test(tr.cells[1].textContent))""",
+        arg=title, timeout=timeout * 1000)
+    return page.evaluate("""(title) => [...document.querySelectorAll('#jobs tr')]
+        .find((tr) => tr.cells[0].textContent === title).cells[1].textContent""", title)
+
+
+def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(workspace):
+    from tests.browser import chromium, require_chromium
+
+    require_chromium()
+    s = Running(StudioSettings(str(workspace), "127.0.0.1", 0))
+    try:
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.goto(s.url)
+            page.wait_for_selector("input.source")
+            # 1. facesets: extract each person's clip into a faceset of its own
+            for src, name in (("sources/astronaut.mp4", "a"), ("sources/grace.mp4", "b")):
+                page.uncheck("input.source[value='sources/astronaut.mp4']")
+                page.uncheck("input.source[value='sources/grace.mp4']")
+                page.check(f"input.source[value='{src}']")
+                page.fill("#faceset-name", name)
+                page.click("#extract")
+                assert wait_job(page, f"extract {name}") == "done"
+            n = len([f for f in (workspace / "facesets" / "a").glob("*.png") if not f.name.startswith("_")])
+            assert n >= 20, n
+            # delete two faces, undo, delete one for good
+            page.click("#facesets button:text-is('a')")
+            page.wait_for_function("document.querySelectorAll('#faces img').length > 0")
+            first = page.eval_on_selector_all("#faces img",
+                                              "imgs => imgs.slice(0, 2).map(i => i.dataset.face)")
+            for f in first:
+                page.click(f"#faces img[data-face='{f}']")
+            page.click("#delete")
+            page.wait_for_function(f"document.getElementById('fs-count').textContent === '{n - 2}'")
+            assert not any((workspace / "facesets" / "a" / f).exists() for f in first)
+            page.click("#undo")
+            page.wait_for_function(f"document.getElementById('fs-count').textContent === '{n}'")
+            assert all((workspace / "facesets" / "a" / f).exists() for f in first)
+            page.click(f"#faces img[data-face='{first[0]}']")
+            page.click("#delete")
+            page.wait_for_function(f"document.getElementById('fs-count').textContent === '{n - 1}'")
+            # sort by person: one person here, whose folder is listed beside the faceset
+            page.click("#sort")
+            assert wait_job(page, "sort a") == "done"
+            page.wait_for_selector("#facesets button:text-is('a/person_1')")
+            kept = len([f for f in (workspace / "facesets" / "a" / "person_1").glob("*.png")
+                        if not f.name.startswith("_")])
+            assert kept >= n - 1 - 3, (kept, n)  # a few may be outliers
+
+            # 2. train a few steps: the loss curve and the preview appear
+            page.click("nav button[data-tab='train']")
+            page.select_option("#train-a", "a/person_1")
+            page.select_option("#train-b", "b")
+            page.fill("#train-model", "ab")
+            page.fill("#train-steps", "12")
+            page.click("#train")
+            assert wait_job(page, "train ab") == "done"
+            page.wait_for_function("document.querySelector('#curve polyline') !== null", timeout=20000)
+            page.wait_for_function("!document.getElementById('preview').hidden && "
+                                   "document.getElementById('preview').naturalWidth > 0", timeout=20000)
+
+            # 3. convert both clips with the model, one after another
+            page.click("nav button[data-tab='convert']")
+            page.check("input.convert-input[value='sources/astronaut.mp4']")
+            page.check("input.convert-input[value='sources/grace.mp4']")
+            page.select_option("#convert-model", "ab")
+            page.click("#convert")
+            assert wait_job(page, "convert 2 file(s) with ab", 400) == "done"
+            page.wait_for_function("document.querySelectorAll('#outputs li').length === 2", timeout=10000)
+            # an error is one readable line at the top of the page
+            page.click("nav button[data-tab='facesets']")
+            page.fill("#faceset-name", "../evil")
+            page.check("input.source[value='sources/grace.mp4']")
+            page.click("#extract")
+            page.wait_for_function("document.getElementById('error').textContent.includes('not allowed')")
+            assert "\n" not in page.text_content("#error")
+    finally:
+        s.stop()
+    outputs = sorted((workspace / "outputs").glob("*.mp4"))
+    assert len(outputs) == 2, outputs
+    for out in outputs:
+        assert synthetic_tags(out)["synthetic_media"] == "1"
+        with av.open(str(out)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 60  # the clip's 2 s at 30 fps
+
+
+def test_the_studio_keeps_to_its_workspace(workspace, tmp_path):
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"\x89PNG not yours")
+    os.symlink(outside, workspace / "sources" / "link.png")
+    s = Running(StudioSettings(str(workspace), "127.0.0.1", 0, max_upload=1000))
+    try:
+        assert s.get("/api/state")[0] == 200
+        for path in ("../secret.png", "/etc/passwd", "sources/link.png", "sources/../../secret.png"):
+            code, why = error_of(lambda p=path: s.get(f"/file?path={urllib.request.quote(p)}"))
+            assert code == 400 and ("outside" in why or "symbolic link" in why or "not a path" in why), why
+        code, why = error_of(lambda: s.post("/api/extract", {"sources": ["../secret.png"], "faceset": "x"}))
+        assert code == 400 and "outside the workspace" in why, why
+        # an upload over the limit is refused and leaves nothing
+        base, _, query = s.url.partition("?")
+        boundary = "swapstreamtest"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mp4\"\r\n"
+                "Content-Type: video/mp4\r\n\r\n")
+        body = head.encode() + b"x" * 5000 + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(base + "api/upload", body, {
+            "Content-Type": f"multipart/form-data; boundary={boundary}", "X-Swapstream-Upload": "1"})
+        code, why = error_of(lambda: urllib.request.urlopen(req, timeout=10))
+        assert code == 413 and "upload limit" in why, why
+        left = [p.name for p in (workspace / "sources").iterdir()]
+        assert not [n for n in left if "big" in n], left  # nothing half-written, under any name
+        # a cross-site form (not JSON, no upload header) cannot post
+        form = urllib.request.Request(base + "api/stop", b"id=x",
+                                      {"Content-Type": "application/x-www-form-urlencoded"})
+        assert error_of(lambda: urllib.request.urlopen(form, timeout=10))[0] == 415
+    finally:
+        s.stop()
+
+
+def test_off_loopback_every_route_needs_the_token(workspace):
+    from swapstream.stages.sinks.web import lan_address
+
+    host = lan_address()
+    if host.startswith("127."):
+        pytest.skip("this machine has no network address besides loopback")
+    s = Running(StudioSettings(str(workspace), host, 0))
+    try:
+        assert "?token=" in s.url
+        for path in ("/", "/api/state", "/file?path=sources/grace.mp4"):
+            assert error_of(lambda p=path: s.get(p, token=False))[0] == 403
+        assert s.get("/api/state")[0] == 200
+    finally:
+        s.stop()
