@@ -11,7 +11,9 @@ project's own aiohttp server with one plain HTML/JS page (pipeline/studio/data/s
     POST /api/extract      {sources: [REL], faceset: NAME, every: N}    -> a job
     POST /api/sort         {faceset: NAME}                               -> a job
     POST /api/train        {a: NAME, b: NAME, model: NAME, steps: N, preset, resume} -> a job
-    POST /api/convert      {inputs: [REL], model: NAME}                  -> a job
+    POST /api/convert      {inputs: [REL], model: NAME, settings: NAME?} -> a job
+    POST /api/tune         {video: REL, model: NAME, time: s, settings: {sections}} -> before/after JPEGs
+    POST /api/settings     {name: NAME, settings: {sections}}: settings/NAME.yaml, for convert and live
     POST /api/delete       {faceset: NAME, faces: [names]}; /api/undo {faceset: NAME}
     POST /api/stop         {id: JOB}
 
@@ -37,6 +39,7 @@ from aiohttp import web
 
 from swapstream.core.errors import SwapstreamError
 from swapstream.pipeline.studio.jobs import Jobs
+from swapstream.pipeline.studio.tune import Tuner, save_settings
 from swapstream.pipeline.studio.workspace import IMAGE_EXT, VIDEO_EXT, Workspace, check_faceset, check_name
 from swapstream.stages.sinks.server import GuardedServer, access_guard, is_loopback
 from swapstream.stages.sinks.web import lan_address, listen, quiet_logs
@@ -66,6 +69,7 @@ class Studio:
         self.settings = settings
         self.ws = Workspace(settings.workspace)
         self.jobs = Jobs(self.ws.root / "jobs")
+        self.tuner = Tuner()
         self.loopback = is_loopback(settings.host)
         self.token = settings.token or (None if self.loopback else secrets.token_urlsafe(18))
         self.port = settings.port
@@ -105,11 +109,14 @@ class Studio:
         r.add_post("/api/delete", self._delete)
         r.add_post("/api/undo", self._undo)
         r.add_post("/api/stop", self._stop)
+        r.add_post("/api/tune", self._tune)
+        r.add_post("/api/settings", self._save_settings)
         await self._server.start(sock)
 
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.stop()
+        await _off_loop(self.tuner.close)
 
     # -------------------------------------------------------------------------------- reads
     async def _index(self, _r: web.Request) -> web.Response:
@@ -119,7 +126,8 @@ class Studio:
         ws = self.ws
         state = await _off_loop(lambda: {
             "workspace": str(ws.root), "sources": ws.sources(), "facesets": ws.facesets(),
-            "models": ws.models(), "outputs": ws.outputs(), "jobs": self.jobs.all()[:50]})
+            "models": ws.models(), "outputs": ws.outputs(), "settings": ws.settings(),
+            "jobs": self.jobs.all()[:50]})
         return web.json_response(state)
 
     async def _faces(self, r: web.Request) -> web.Response:
@@ -213,8 +221,28 @@ class Studio:
         inputs = [self.ws.rel(self.ws.path(s, must_exist=True)) for s in _list(body, "inputs")]
         model = check_name(body.get("model", ""), "model")
         self.ws.path(f"models/{model}/model.json", must_exist=True)
-        return self._job("convert", f"convert {len(inputs)} file(s) with {model}",
-                         ["convert", *inputs, "-o", "outputs", "--model", f"models/{model}"])
+        argv = ["convert", *inputs, "-o", "outputs", "--model", f"models/{model}"]
+        if body.get("settings"):
+            name = check_name(body["settings"], "settings")
+            argv += ["--config", self.ws.rel(self.ws.path(f"settings/{name}.yaml", must_exist=True))]
+        return self._job("convert", f"convert {len(inputs)} file(s) with {model}", argv)
+
+    async def _tune(self, r: web.Request) -> web.Response:
+        body = await _body(r)
+        video = self.ws.path(body.get("video", ""), must_exist=True)
+        model = self.ws.path(f"models/{check_name(body.get('model', ''), 'model')}", must_exist=True)
+        at = body.get("time", 0.0)
+        if isinstance(at, bool) or not isinstance(at, (int, float)):
+            raise SwapstreamError("time must be a number of seconds")
+        values = body.get("settings") or {}
+        return web.json_response(await _off_loop(self.tuner.render, video, model, float(at), values))
+
+    async def _save_settings(self, r: web.Request) -> web.Response:
+        body = await _body(r)
+        name = check_name(body.get("name", ""), "settings")
+        path = self.ws.path(f"settings/{name}.yaml")
+        await _off_loop(save_settings, path, body.get("settings") or {})
+        return web.json_response({"saved": self.ws.rel(path)})
 
     async def _delete(self, r: web.Request) -> web.Response:
         body = await _body(r)

@@ -125,6 +125,10 @@ class Workspace:
                 out.append({"name": p.name, "checkpoint": (p / "model.json").exists()})
         return out
 
+    def settings(self) -> list[str]:
+        """The names of the settings files (settings/NAME.yaml)."""
+        return [p.stem for p in sorted((self.root / "settings").glob("*.yaml")) if not p.is_symlink()]
+
     def outputs(self) -> list[dict]:
         return [{"path": self.rel(p), "bytes": p.stat().st_size}
                 for p in sorted((self.root / "outputs").iterdir())

@@ -1,6 +1,7 @@
 """`swapstream studio`, end to end in headless Chromium on the sample faces: sources -> extract ->
-delete and undo -> sort -> train a few steps (curve and preview) -> convert two clips; and its
-security rules (paths inside the workspace, upload limit, token off loopback)."""
+delete and undo -> sort -> train a few steps (curve and preview) -> tune a frame -> convert two
+clips with the tuned settings; and its security rules (paths inside the workspace, upload limit,
+token off loopback)."""
 
 from __future__ import annotations
 
@@ -140,8 +141,31 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page.wait_for_function("!document.getElementById('preview').hidden && "
                                    "document.getElementById('preview').naturalWidth > 0", timeout=20000)
 
-            # 3. convert both clips with the model, one after another
+            # 3. tune a frame: a setting changes the picture; save the settings for convert
+            page.click("nav button[data-tab='tune']")
+            page.select_option("#tune-video", "sources/astronaut.mp4")
+            page.select_option("#tune-model", "ab")
+            page.wait_for_function("Number(document.getElementById('tune-after').dataset.rendered || 0) >= 1",
+                                   timeout=60000)
+            first = page.get_attribute("#tune-after", "src")
+            before = page.get_attribute("#tune-before", "src")
+            assert first.startswith("data:image/jpeg") and first != before  # the swap changed the frame
+            page.wait_for_timeout(1500)  # renders asked for while choosing the video and model
+            first = page.get_attribute("#tune-after", "src")
+            page.select_option("#tune-settings [data-key='blend.color']", "none")
+            # the new setting, re-rendered: the after picture changes
+            page.wait_for_function("(first) => document.getElementById('tune-after').src !== first",
+                                   arg=first, timeout=30000)
+            assert page.get_attribute("#tune-before", "src") == before
+            page.fill("#settings-name", "tuned")
+            page.click("#save-settings")
+            page.wait_for_function("document.getElementById('saved').textContent.includes('tuned')")
+            saved = (workspace / "settings" / "tuned.yaml").read_text()
+            assert "color: none" in saved, saved
+
+            # 4. convert both clips with the model and the tuned settings, one after another
             page.click("nav button[data-tab='convert']")
+            page.select_option("#convert-settings", "tuned")
             page.check("input.convert-input[value='sources/astronaut.mp4']")
             page.check("input.convert-input[value='sources/grace.mp4']")
             page.select_option("#convert-model", "ab")
