@@ -12,6 +12,9 @@ a kill or Ctrl-C (`swapstream convert IN1 IN2 ... -o DIR`; the studio's queue).
   cancelled job back in the queue. A job the file says is "running" while this process holds the
   lock and is not running it was left by a process that died: next() takes it again as queued (its
   converter resumes it: `convert --segments` keeps its finished segments).
+- Another process (the studio) cancels a job of a queue that is running with request_cancel():
+  a file `QUEUE_FILE.cancel-<id>` that the running process reads at the job's next progress report
+  (a running job) or when it comes to it (a queued one), then removes.
 - run_queue() runs the jobs in order. A job whose conversion raises a SwapstreamError (a bad
   input: corrupt, no video stream) fails with the error's one line and the queue goes on; Ctrl-C
   or a stop signal (KeyboardInterrupt, swapstream.core.process) leaves the running job "running"
@@ -235,13 +238,27 @@ class JobQueue:
 
     def next(self) -> Job | None:
         """The first job to run: queued, or left "running" by a process that died (one this
-        process is not running)."""
+        process is not running). A job another process asked to cancel is cancelled instead."""
         with self._mutex:
             self._claim()
             for j in self._jobs:
                 if j.state == "queued" or (j.state == "running" and j.id not in self._active):
+                    if self._take_cancel_request(j):
+                        continue
                     return dataclasses.replace(j)
             return None
+
+    def _take_cancel_request(self, job: Job) -> bool:
+        """Whether another process asked to cancel `job` (request_cancel); if so it is cancelled
+        and written, and the request removed. Called with the mutex held."""
+        request = cancel_request_path(self.path, job.id)
+        if not request.exists():
+            return False
+        job.state, job.ended = "cancelled", time.time()
+        self._write()
+        with contextlib.suppress(OSError):
+            request.unlink()
+        return True
 
     def mark(self, job_id: str, state: str, error: str | None = None, progress: float | None = None) -> Job:
         """Set a job's state (and its error line, progress); "running" starts an attempt unless
@@ -303,10 +320,37 @@ class JobQueue:
         """A running job's progress; JobCancelled once it has been cancelled."""
         with self._mutex:
             job = self._get(job_id)
-            if job.state == "cancelled":
+            if job.state == "cancelled" or self._take_cancel_request(job):
                 raise JobCancelled(job_id)
             job.progress = min(max(float(fraction), 0.0), 1.0)
             self._write()
+
+
+def cancel_request_path(queue_file: str | os.PathLike, job_id: str) -> Path:
+    return Path(queue_file).with_name(f"{Path(queue_file).name}.cancel-{job_id}")
+
+
+def request_cancel(queue_file: str | os.PathLike, job_id: str) -> Job:
+    """Cancel `job_id` of the queue in `queue_file`, whoever runs it: at once when no process
+    holds the queue, else through a request its runner takes at the job's next progress report.
+    ConfigError for an unknown job or one that has ended."""
+    queue = JobQueue(queue_file)
+    job = next((j for j in queue.jobs() if j.id == job_id), None)
+    if job is None:
+        raise ConfigError(f"the queue has no job {job_id!r}; reload the page")
+    if job.state not in ("queued", "running"):
+        raise ConfigError(f"{Path(job.input).name} is {job.state}; only a queued or running job can be "
+                          "cancelled")
+    try:
+        return queue.cancel(job_id)
+    except ConfigError:
+        if queue._lock_fd is not None:
+            raise
+    finally:
+        queue.close()
+    request = cancel_request_path(queue_file, job_id)
+    request.write_text(str(os.getpid()))
+    return dataclasses.replace(job)
 
 
 def run_queue(queue: JobQueue, convert_one: Callable[[Job, Callable[[float], None]], object],

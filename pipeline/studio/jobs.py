@@ -32,11 +32,13 @@ from pathlib import Path
 from swapstream.core.errors import ConfigError
 
 PERCENT = re.compile(rb"(\d{1,3})%\|")
+LINK = re.compile(rb"live: web at (\S+)")  # a live session's page, once it is up
 ERROR = re.compile(rb"swapstream: error: ([^\r\n]+)")
 TAIL = 16 * 1024  # bytes of the log read for progress and errors
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not yet reaped by its parent, does not)."""
     if not pid:
         return False
     try:
@@ -45,7 +47,11 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(0) said it exists
 
 
 class Jobs:
@@ -124,6 +130,12 @@ class Jobs:
         found = PERCENT.findall(tail)
         if found:
             job["progress"] = min(int(found[-1]), 100) / 100
+        link = LINK.findall(tail) if job["kind"] == "live" else []
+        if link and not job.get("link"):
+            job["link"] = link[-1].decode("ascii", "replace")
+        if job["progress"] and job["started"]:
+            p = job["progress"]
+            job["eta_s"] = round((time.time() - job["started"]) * (1 - p) / p) if 0.02 < p < 1 else None
         proc = self._procs.get(job["id"])
         rcfile = self.folder / f"{job['id']}.rc"
         if proc is not None:
@@ -141,6 +153,7 @@ class Jobs:
         else:
             job["rc"] = rc
             job["state"] = "done" if rc == 0 else "stopped" if job.get("stopping") else "failed"
+            job["link"], job["eta_s"] = None, None
             if job["state"] == "done":
                 job["progress"] = 1.0
         err = ERROR.findall(tail)

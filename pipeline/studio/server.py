@@ -15,7 +15,13 @@ project's own aiohttp server with one plain HTML/JS page (pipeline/studio/data/s
     POST /api/tune         {video: REL, model: NAME, time: s, settings: {sections}} -> before/after JPEGs
     POST /api/settings     {name: NAME, settings: {sections}}: settings/NAME.yaml, for convert and live
     POST /api/delete       {faceset: NAME, faces: [names]}; /api/undo {faceset: NAME}
-    POST /api/stop         {id: JOB}
+    POST /api/stop         {id: JOB}; /api/rerun {id: JOB}: the same command again (a training run
+                           resumes from its checkpoint, a conversion queue where it stopped)
+    GET  /api/queue        the conversion queue of outputs/ (pipeline.conversion_queue): each file's state
+    POST /api/queue/cancel {id: FILE JOB}: cancel one file of the queue, running or queued
+    POST /api/live         {model: NAME, camera: "browser" | device | REL video, settings: NAME?} -> a
+                           live session as a job; its page's URL appears on the job when it is up
+    GET  /api/coverage     ?faceset=NAME -> {line, warnings}: its expression and pose coverage
 
 Every long piece of work is a `swapstream` command in its own process (pipeline.studio.jobs):
 the page stays responsive, and the job's command line is shown so it can be typed instead.
@@ -31,6 +37,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,11 +45,13 @@ from pathlib import Path
 from aiohttp import web
 
 from swapstream.core.errors import SwapstreamError
+from swapstream.pipeline.conversion_queue import JobQueue, queue_path, request_cancel
 from swapstream.pipeline.studio.jobs import Jobs
 from swapstream.pipeline.studio.tune import Tuner, save_settings
 from swapstream.pipeline.studio.workspace import IMAGE_EXT, VIDEO_EXT, Workspace, check_faceset, check_name
 from swapstream.stages.sinks.server import GuardedServer, access_guard, is_loopback
 from swapstream.stages.sinks.web import lan_address, listen, quiet_logs
+from swapstream.training.coverage import faceset_coverage
 from swapstream.training.logs import CURVE, read_history
 
 log = logging.getLogger("swapstream.studio")
@@ -110,6 +119,11 @@ class Studio:
         r.add_post("/api/undo", self._undo)
         r.add_post("/api/stop", self._stop)
         r.add_post("/api/tune", self._tune)
+        r.add_post("/api/rerun", self._rerun)
+        r.add_get("/api/queue", self._queue)
+        r.add_post("/api/queue/cancel", self._queue_cancel)
+        r.add_post("/api/live", self._live)
+        r.add_get("/api/coverage", self._coverage)
         r.add_post("/api/settings", self._save_settings)
         await self._server.start(sock)
 
@@ -210,8 +224,12 @@ class Studio:
         every = max(1, min(250, steps // 4))
         argv = ["train", "--a", f"facesets/{a}", "--b", f"facesets/{b}", "-o", f"models/{model}",
                 "--preset", preset, "--steps", str(steps), "--save-every", str(every),
-                "--preview-every", str(every), "--log-every", str(max(1, min(10, steps // 20))),
-                "--runner", "local"]
+                "--preview-every", str(every), "--log-every", str(max(1, min(10, steps // 20)))]
+        address = str(body.get("address") or "").strip()
+        if body.get("runner") == "ray":  # Ray Train: a local Ray, or the cluster at address
+            argv += ["--runner", "ray"] + (["--address", _address(address)] if address else [])
+        else:
+            argv += ["--runner", "local"]
         if body.get("resume"):
             argv.append("--resume")
         return self._job("train", f"train {model}", argv)
@@ -256,6 +274,68 @@ class Studio:
     async def _stop(self, r: web.Request) -> web.Response:
         return web.json_response(self.jobs.stop((await _body(r)).get("id", "")))
 
+    async def _rerun(self, r: web.Request) -> web.Response:
+        """A job that ended (failed, stopped, interrupted) started again with the same command: a
+        conversion queue skips the finished files and resumes the interrupted one from its
+        segments; a training run gets --resume (it continues from its last checkpoint)."""
+        job = self.jobs.get((await _body(r)).get("id", ""))
+        if job["state"] == "running" or (job["state"] == "done" and job["kind"] != "convert"):
+            raise SwapstreamError(f"{job['title']} is {job['state']}; only a job that ended early can "
+                                  "run again")
+        argv = list(job["argv"][1:])
+        if job["kind"] == "train" and "--resume" not in argv:
+            argv.append("--resume")
+        return self._job(job["kind"], job["title"], argv)
+
+    async def _queue(self, _r: web.Request) -> web.Response:
+        def read() -> list[dict]:
+            path = queue_path(self.ws.root / "outputs")
+            if not path.is_file():
+                return []
+            now, out = time.time(), []
+            for j in JobQueue(path).jobs():
+                eta = None
+                if j.state == "running" and j.started and 0.02 < j.progress < 1:
+                    eta = round((now - j.started) * (1 - j.progress) / j.progress)
+                out.append({"id": j.id, "input": Path(j.input).name, "output": Path(j.output).name,
+                            "state": j.state, "progress": j.progress, "error": j.error, "eta_s": eta,
+                            "attempts": j.attempts})
+            return out
+
+        return web.json_response({"files": await _off_loop(read)})
+
+    async def _queue_cancel(self, r: web.Request) -> web.Response:
+        jid = (await _body(r)).get("id", "")
+        if not isinstance(jid, str) or not jid.isalnum():
+            raise SwapstreamError("no such file in the queue; reload the page")
+        job = await _off_loop(request_cancel, queue_path(self.ws.root / "outputs"), jid)
+        return web.json_response({"id": job.id, "state": job.state})
+
+    async def _live(self, r: web.Request) -> web.Response:
+        body = await _body(r)
+        model = check_name(body.get("model", ""), "model")
+        self.ws.path(f"models/{model}/model.json", must_exist=True)
+        camera = str(body.get("camera") or "browser").strip()
+        argv = ["live", "--model", f"models/{model}", "--serve", f"{self.settings.host}:0"]
+        if camera == "browser" or camera.isdigit() or camera.startswith("/dev/video"):
+            argv += ["--camera", camera]
+        else:  # a video of the workspace, played as a camera
+            argv += ["--camera", self.ws.rel(self.ws.path(camera, must_exist=True)), "--loop"]
+        if body.get("settings"):
+            name = check_name(body["settings"], "settings")
+            argv += ["--config", self.ws.rel(self.ws.path(f"settings/{name}.yaml", must_exist=True))]
+        return self._job("live", f"live with {model}", argv)
+
+    async def _coverage(self, r: web.Request) -> web.Response:
+        faceset = check_faceset(r.query.get("faceset", ""))
+        folder = self.ws.path(f"facesets/{faceset}", must_exist=True)
+
+        def measure() -> dict:
+            c = faceset_coverage(folder, self.ws.faces(faceset))
+            return {"line": c.line(), "warnings": c.warnings()}
+
+        return web.json_response(await _off_loop(measure))
+
     def _job(self, kind: str, title: str, argv: list[str]) -> web.Response:
         return web.json_response(self.jobs.start(kind, title, argv, self.ws.root))
 
@@ -296,6 +376,15 @@ def _int(body: dict, key: str, default: int, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise SwapstreamError(f"{key} must be a whole number from {lo} to {hi}")
     return value
+
+
+def _address(text: str) -> str:
+    """A Ray cluster address the page gave: HOST:PORT or ray://HOST:PORT, nothing else."""
+    import re
+
+    if not re.fullmatch(r"(ray://)?[A-Za-z0-9.-]+(:\d{1,5})?", text):
+        raise SwapstreamError(f"cluster address {text!r} is not HOST:PORT or ray://HOST:PORT")
+    return text
 
 
 def serve(settings: StudioSettings, say=print) -> None:

@@ -25,6 +25,7 @@ from swapstream.pipeline.conversion_queue import (
     JobQueue,
     expand_inputs,
     queue_path,
+    request_cancel,
     run_queue,
 )
 from swapstream.pipeline.segments import default_work_dir
@@ -132,6 +133,37 @@ def test_cancel_retry_and_failures_do_not_stop_the_queue(tmp_path):
     assert q.retry(a.id).state == "queued" and q.retry(d.id).state == "queued"
     assert [j.attempts for j in q.jobs()] == [1, 1, 1, 0]
     q.close()
+
+
+def test_another_process_cancels_a_running_and_a_queued_job_of_a_running_queue(tmp_path):
+    """The studio cancels files of a queue that `swapstream convert` runs: a running job stops at
+    its next progress report, a queued one is skipped; with nobody running the queue, at once."""
+    q = JobQueue(queue_path(tmp_path))  # the converting process: it holds the queue's lock
+    a, b, c = q.add([tmp_path / f"{n}.mp4" for n in "abc"], tmp_path)
+    seen = []
+
+    def convert_one(job: Job, progress_cb):
+        seen.append(Path(job.input).stem)
+        if job.id == a.id:
+            progress_cb(0.3)
+            # another process (its own open file, so its own lock attempt) asks to cancel a and b
+            assert request_cancel(queue_path(tmp_path), a.id).state == "running"
+            assert request_cancel(queue_path(tmp_path), b.id).state == "queued"
+            progress_cb(0.6)
+            raise AssertionError("not reached: a was cancelled")
+        progress_cb(1.0)
+
+    ran = run_queue(q, convert_one)
+    assert seen == ["a", "c"]
+    assert [(Path(j.input).stem, j.state) for j in q.jobs()] == [("a", "cancelled"), ("b", "cancelled"),
+                                                                ("c", "done")]
+    assert [(Path(j.input).stem, j.state) for j in ran] == [("a", "cancelled"), ("c", "done")]
+    assert not list(tmp_path.glob("*.cancel-*"))  # the requests were taken
+    q.retry(b.id)
+    q.close()
+    assert request_cancel(queue_path(tmp_path), b.id).state == "cancelled"  # nobody runs it: at once
+    with pytest.raises(ConfigError, match="is done"):
+        request_cancel(queue_path(tmp_path), c.id)
 
 
 def test_interrupt_leaves_the_job_running_and_the_next_run_takes_it_again(tmp_path):

@@ -85,7 +85,7 @@ def wait_job(page, title: str, timeout: float = 240) -> str:
         .find((tr) => tr.cells[0].textContent === title).cells[1].textContent""", title)
 
 
-def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(workspace):
+def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(workspace, clips):
     from tests.browser import chromium, require_chromium
 
     require_chromium()
@@ -95,6 +95,11 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.goto(s.url)
             page.wait_for_selector("input.source")
+            # 0. a video uploaded from the page lands in sources/
+            page.set_input_files("#upload-files", str(clips["ab"]))
+            page.click("#upload")
+            page.wait_for_selector("input.source[value='sources/ab.mp4']")
+            assert (workspace / "sources" / "ab.mp4").read_bytes() == Path(clips["ab"]).read_bytes()
             # 1. facesets: extract each person's clip into a faceset of its own
             for src, name in (("sources/astronaut.mp4", "a"), ("sources/grace.mp4", "b")):
                 page.uncheck("input.source[value='sources/astronaut.mp4']")
@@ -108,6 +113,8 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             # delete two faces, undo, delete one for good
             page.click("#facesets button:text-is('a')")
             page.wait_for_function("document.querySelectorAll('#faces img').length > 0")
+            # its expression and pose coverage, and what a model trained on it could not draw
+            page.wait_for_function("document.getElementById('coverage').textContent.startsWith('coverage:')")
             first = page.eval_on_selector_all("#faces img",
                                               "imgs => imgs.slice(0, 2).map(i => i.dataset.face)")
             for f in first:
@@ -172,6 +179,8 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page.click("#convert")
             assert wait_job(page, "convert 2 file(s) with ab", 400) == "done"
             page.wait_for_function("document.querySelectorAll('#outputs li').length === 2", timeout=10000)
+            page.wait_for_function("[...document.querySelectorAll('#queue tr')].filter((tr) => "
+                                   "tr.cells[1].textContent === 'done').length === 2", timeout=10000)
             # an error is one readable line at the top of the page
             page.click("nav button[data-tab='facesets']")
             page.fill("#faceset-name", "../evil")
@@ -233,5 +242,101 @@ def test_off_loopback_every_route_needs_the_token(workspace):
         for path in ("/", "/api/state", "/file?path=sources/grace.mp4"):
             assert error_of(lambda p=path: s.get(p, token=False))[0] == 403
         assert s.get("/api/state")[0] == 200
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def with_model(workspace, model_dir) -> Path:
+    shutil.copytree(model_dir, workspace / "models" / "m")
+    return workspace
+
+
+def wait_api(s: Running, what, timeout: float = 120):
+    """Poll the studio's /api/state until what(state) is truthy; returns it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what(json.loads(s.get("/api/state")[1]))
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.5)
+
+
+def test_the_queue_finishes_across_a_studio_restart_and_resumes_after_a_kill(with_model):
+    """Conversions are jobs of their own: a studio stopped mid-queue and started again finds the
+    queue finished (both outputs playable and tagged); a queue whose process was killed shows
+    "interrupted", and running it again finishes it."""
+    import signal
+
+    ws = with_model
+    inputs = ["sources/astronaut.mp4", "sources/grace.mp4"]
+    s = Running(StudioSettings(str(ws), "127.0.0.1", 0))
+    try:
+        job = s.post("/api/convert", {"inputs": inputs, "model": "m"})
+        assert wait_api(s, lambda st: json.loads(s.get("/api/queue")[1])["files"])  # the queue is written
+    finally:
+        s.stop()  # the studio goes away mid-queue; the conversion goes on
+    s = Running(StudioSettings(str(ws), "127.0.0.1", 0))
+    try:
+        done = wait_api(s, lambda st: next((j for j in st["jobs"] if j["id"] == job["id"]
+                                            and j["state"] != "running"), None), 240)
+        assert done and done["state"] == "done", done
+        files = json.loads(s.get("/api/queue")[1])["files"]
+        assert [f["state"] for f in files] == ["done", "done"], files
+    finally:
+        s.stop()
+    for out in sorted((ws / "outputs").glob("*.mp4")):
+        assert synthetic_tags(out)["synthetic_media"] == "1"
+        with av.open(str(out)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 60
+
+    # killed outright (the machine went down): interrupted; running it again finishes the queue
+    for out in (ws / "outputs").glob("*.mp4"):
+        out.unlink()
+    s = Running(StudioSettings(str(ws), "127.0.0.1", 0))
+    try:
+        job = s.post("/api/convert", {"inputs": inputs, "model": "m"})
+        assert wait_api(s, lambda st: json.loads(s.get("/api/queue")[1])["files"][0]["state"] == "running")
+        os.killpg(job["pid"], signal.SIGKILL)
+        s.stop()
+        s = Running(StudioSettings(str(ws), "127.0.0.1", 0))
+        gone = wait_api(s, lambda st: next((j for j in st["jobs"] if j["id"] == job["id"]), None))
+        assert gone["state"] == "interrupted", gone
+        again = s.post("/api/rerun", {"id": job["id"]})
+        done = wait_api(s, lambda st: next((j for j in st["jobs"] if j["id"] == again["id"]
+                                            and j["state"] != "running"), None), 240)
+        assert done and done["state"] == "done", (done, s.jobs.log_tail(again["id"]) if done else "")
+        assert [f["state"] for f in json.loads(s.get("/api/queue")[1])["files"]] == ["done", "done"]
+    finally:
+        s.stop()
+    assert len(list((ws / "outputs").glob("*.swapped.mp4"))) == 2
+
+
+def test_a_live_session_starts_from_the_studio_and_its_page_plays(with_model):
+    """Live from the studio: a source video played as the camera, the live page's link appears
+    on the job, the page plays the swapped video in Chromium, Stop ends the session."""
+    from tests.browser import chromium, require_chromium
+
+    require_chromium()
+    s = Running(StudioSettings(str(with_model), "127.0.0.1", 0))
+    try:
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.goto(s.url)
+            page.click("nav button[data-tab='live']")
+            page.select_option("#live-model", "m")
+            page.select_option("#live-camera", "sources/astronaut.mp4")
+            page.click("#live-start")
+            link = page.wait_for_selector("a.live-link", timeout=60000).get_attribute("href")
+            assert link.startswith("http://127.0.0.1:"), link
+            live = browser.new_page()
+            live.goto(link)
+            live.wait_for_function("document.getElementById('video').videoWidth > 0", timeout=30000)
+            page.click("#live-sessions button:text-is('Stop')")
+            ended = wait_api(s, lambda st: next((j for j in st["jobs"] if j["kind"] == "live"
+                                                 and j["state"] != "running"), None), 30)
+            assert ended and ended["state"] in ("done", "stopped"), ended
     finally:
         s.stop()
