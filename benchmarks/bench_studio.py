@@ -11,6 +11,11 @@ chain runs again on the cached frame), then a new position in the video. Reports
 
 Goal (2-core CPU, lite64): a 1080p frame re-rendered with new settings in <= 1 s (the first
 render after choosing the video, which loads the model, apart).
+
+`--idle S` measures the studio's server instead: `swapstream studio` in a process of its own
+with its page open in headless Chromium, its CPU use over S seconds idle, then the page's requests
+(/api/state, as the page polls it) answered while an extract job works both cores.
+Goals: ~0 % CPU idle with the page open; the page stays responsive during a long job.
 """
 
 from __future__ import annotations
@@ -42,12 +47,84 @@ CHANGES = [  # (kind, settings) applied in turn to the same frame
 ]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle(seconds: float) -> dict:
+    """The studio's CPU with its page open and idle, and its answers during a busy job."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from browser import chromium  # benchmarks/browser.py
+
+    work = Path(tempfile.mkdtemp(prefix="bench_studio-idle-"))
+    (work / "sources").mkdir()
+    make_clip(work / "sources" / "long.mp4", ["astronaut"], 30.0, 30, 1280, 720, 0.5, seed=3)
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    argv = [sys.executable, "-m", "swapstream.pipeline.cli", "studio", "--workspace", str(work),
+            "--serve", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_selector("input.source")
+            time.sleep(3)
+            c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(seconds)
+            idle_pct = 100 * (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+            body = json.dumps({"sources": ["sources/long.mp4"], "faceset": "long"}).encode()
+            req = urllib.request.Request(url + "api/extract", body, {"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=10).close()
+            waits = []
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                t = time.perf_counter()
+                urllib.request.urlopen(url + "api/state", timeout=10).read()
+                waits.append(1000 * (time.perf_counter() - t))
+                time.sleep(0.5)
+            shown = page.evaluate("document.getElementById('running').textContent")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    waits.sort()
+    res = {"idle_cpu_pct": round(idle_pct, 2), "state_ms_p50": round(statistics.median(waits), 1),
+           "state_ms_p95": round(waits[int(0.95 * (len(waits) - 1))], 1),
+           "state_ms_max": round(max(waits), 1),
+           "requests": len(waits), "page_saw_the_job": shown}
+    print(f"studio idle with its page open: {res['idle_cpu_pct']} % of a core over {seconds:.0f} s")
+    print(f"/api/state during an extract job ({len(waits)} requests): p50 {res['state_ms_p50']} ms, "
+          f"p95 {res['state_ms_p95']} ms, max {res['state_ms_max']} ms; the page showed {shown!r}")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1920x1080")
     ap.add_argument("--model", help="a checkpoint folder (default: lite64 with random weights)")
     ap.add_argument("--json", default="bench_studio.json")
+    ap.add_argument("--idle", type=float, metavar="S",
+                    help="measure the server idle and during a job instead")
     a = ap.parse_args()
+    if a.idle:
+        Path(a.json).write_text(json.dumps(idle(a.idle), indent=1))
+        return
     w, h = map(int, a.size.split("x"))
     work = Path(tempfile.mkdtemp(prefix="bench_studio-"))
     clip = make_clip(work / "clip.mp4", ["astronaut"], 4.0, 30, w, h, 0.5, seed=3)

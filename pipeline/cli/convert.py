@@ -46,6 +46,10 @@ def add(sub) -> None:
                    help="Ray runner: align, swap and blend in one actor (auto: on machines of up to "
                         "4 CPUs without a GPU)")
     p.add_argument("--stats", metavar="FILE.json", help="write per-stage figures as JSON")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="with -o DIR: convert N files side by side, each a Ray task (a local Ray, or the "
+                        "cluster at --address; the files on a folder every node mounts); default 1: one "
+                        "after another")
     p.add_argument("--segments", type=int, metavar="N",
                    help="convert in N keyframe-aligned segments that survive a crash (0: about one "
                         "per minute); rerunning the same command resumes, finished segments are kept")
@@ -81,6 +85,11 @@ def add(sub) -> None:
 def run(a) -> int:
     from swapstream.core.errors import ConfigError
 
+    if a.parallel < 1:
+        raise ConfigError(f"--parallel {a.parallel}: give 1 or more files at a time")
+    if a.parallel > 1 and a.output_dir is None:
+        raise ConfigError("--parallel goes with several inputs and -o DIR (one INPUT OUTPUT uses "
+                          "--runner ray to spread one file over the cluster)")
     if a.output_dir is not None:
         return _run_queue(a, _config(a))
     if len(a.paths) != 2:
@@ -224,7 +233,7 @@ def _run_queue(a, cfg) -> int:
                 print(f"{at} {Path(job.input).name} -> {shown(job)}", flush=True)
             elif kind == "done":
                 summaries[job.id] = detail
-                lines = detail.lines()
+                lines = detail if isinstance(detail, list) else detail.lines()  # a Ray task's: its lines
                 print(f"{at} {lines[0]}", *[ln for ln in lines if ln.startswith("note: ")], sep="\n",
                       flush=True)
             elif kind == "failed":
@@ -235,7 +244,12 @@ def _run_queue(a, cfg) -> int:
                 print(f"{at} {Path(job.input).name}: stopped; run the same command again to resume it "
                       "(finished segments and files are kept)", file=sys.stderr, flush=True)
 
-        ran = run_queue(queue, convert_one, on_event)
+        if a.parallel > 1:  # side by side, each file a Ray task
+            from swapstream.pipeline.queue_ray import run_queue_on_ray
+
+            ran = run_queue_on_ray(queue, cfg, a.parallel, a.address, bool(a.verbose), on_event)
+        else:
+            ran = run_queue(queue, convert_one, on_event)
         ran_ids = {j.id for j in ran}
         final = [j for j in queue.jobs() if j.id in ids or j.id in ran_ids]
     done = [j for j in final if j.state == "done"]
@@ -251,13 +265,20 @@ def _run_queue(a, cfg) -> int:
 
         Path(a.stats).write_text(json.dumps(
             {"queue": str(queue.path),
-             "jobs": [{**dataclasses.asdict(j), "summary": summaries[j.id].to_json() if j.id in summaries
-                       else None} for j in final]}, indent=2))
+             "jobs": [{**dataclasses.asdict(j), "summary": _summary_json(summaries.get(j.id))}
+                      for j in final]}, indent=2))
     if failed:
         reasons = "; ".join(_reason(j) for j in failed)
         rest = f"; the others are in {a.output_dir}" if len(failed) < len(final) else ""
         raise InputError(f"{len(failed)} of {len(final)} inputs failed: {reasons}{rest}")
     return 0
+
+
+def _summary_json(summary):
+    """A job's summary for --stats: a conversion's own, the lines a Ray task returned, or None."""
+    if summary is None or isinstance(summary, list):
+        return summary
+    return summary.to_json()
 
 
 def _reason(job) -> str:

@@ -8,10 +8,10 @@ project's own aiohttp server with one plain HTML/JS page (pipeline/studio/data/s
     GET  /api/log          ?id=JOB -> {log: text}
     GET  /file             ?path=REL: a file of the workspace (faces, previews, outputs)
     POST /api/upload       multipart, header X-Swapstream-Upload: files into sources/ (size-limited)
-    POST /api/extract      {sources: [REL], faceset: NAME, every: N}    -> a job
+    POST /api/extract      {sources: [REL], faceset: NAME, every: N, like: FACESET | REL?} -> a job
     POST /api/sort         {faceset: NAME}                               -> a job
     POST /api/train        {a: NAME, b: NAME, model: NAME, steps: N, preset, resume} -> a job
-    POST /api/convert      {inputs: [REL], model: NAME, settings: NAME?} -> a job
+    POST /api/convert      {inputs: [REL], model: NAME, settings: NAME?, parallel: N, address?} -> a job
     POST /api/tune         {video: REL, model: NAME, time: s, settings: {sections}} -> before/after JPEGs
     POST /api/settings     {name: NAME, settings: {sections}}: settings/NAME.yaml, for convert and live
     POST /api/delete       {faceset: NAME, faces: [names]}; /api/undo {faceset: NAME}
@@ -204,6 +204,10 @@ class Studio:
         faceset = check_name(body.get("faceset", ""), "faceset")
         every = _int(body, "every", 1, 1, 100)
         argv = ["extract", *sources, "-o", f"facesets/{faceset}", "--every", str(every)]
+        if body.get("like"):  # only this person's faces: a faceset of them, or a photo or video
+            like = body["like"]
+            like = f"facesets/{check_faceset(like)}" if not str(like).startswith("sources/") else like
+            argv += ["--like", self.ws.rel(self.ws.path(like, must_exist=True))]
         return self._job("extract", f"extract {faceset}", argv)
 
     async def _sort(self, r: web.Request) -> web.Response:
@@ -240,6 +244,10 @@ class Studio:
         model = check_name(body.get("model", ""), "model")
         self.ws.path(f"models/{model}/model.json", must_exist=True)
         argv = ["convert", *inputs, "-o", "outputs", "--model", f"models/{model}"]
+        parallel = _int(body, "parallel", 1, 1, 256)
+        if parallel > 1:  # side by side, each file a Ray task (a local Ray, or the cluster at address)
+            address = str(body.get("address") or "").strip()
+            argv += ["--parallel", str(parallel)] + (["--address", _address(address)] if address else [])
         if body.get("settings"):
             name = check_name(body["settings"], "settings")
             argv += ["--config", self.ws.rel(self.ws.path(f"settings/{name}.yaml", must_exist=True))]

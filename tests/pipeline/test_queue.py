@@ -366,3 +366,26 @@ def test_sigterm_then_the_same_command_resumes_the_queue(clips, model_dir, tmp_p
         assert len(decode_all(dst)[0]) == len(decode_all(src_clip)[0])
         assert synthetic_tags(dst)["synthetic_media"] == "1"
     assert not work.exists()
+
+
+def test_files_convert_side_by_side_as_ray_tasks(clips, model_dir, tmp_path, capsys):
+    """--parallel 2: two files at once, each a Ray task on a local Ray; a corrupt one fails alone."""
+    import ray
+
+    corrupt = tmp_path / "x.mp4"
+    corrupt.write_bytes(np.random.default_rng(1).bytes(50_000))
+    out = tmp_path / "out"
+    try:
+        rc = main(["-q", "convert", str(clips["a"]), str(clips["b"]), str(corrupt), "-o", str(out),
+                   "--model", str(model_dir), "--parallel", "2"])
+    finally:
+        ray.shutdown()
+    std = capsys.readouterr()
+    assert rc == 2 and f"1 of 3 inputs failed: {corrupt}" in one_error_line(std.err), std.err
+    jobs = on_disk(out)
+    assert [j["state"] for j in jobs] == ["done", "done", "failed"], jobs
+    a, b = jobs[0], jobs[1]
+    assert a["started"] < b["ended"] and b["started"] < a["ended"], (a, b)  # they ran at the same time
+    for name in ("a", "b"):
+        dst = out / f"{name}.swapped.mp4"
+        assert len(decode_all(dst)[0]) == 60 and synthetic_tags(dst)["synthetic_media"] == "1"

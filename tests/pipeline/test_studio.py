@@ -75,6 +75,11 @@ def workspace(clips, tmp_path) -> Path:
     return ws
 
 
+def faces_in(folder: Path) -> int:
+    """The face images of a faceset folder (its contact sheets, _*.png, left out)."""
+    return len([f for f in folder.glob("*.png") if not f.name.startswith("_")])
+
+
 def wait_job(page, title: str, timeout: float = 240) -> str:
     """Wait until the job called `title` ends on the Jobs table; its state cell's text."""
     page.wait_for_function(
@@ -108,7 +113,18 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
                 page.fill("#faceset-name", name)
                 page.click("#extract")
                 assert wait_job(page, f"extract {name}") == "done"
-            n = len([f for f in (workspace / "facesets" / "a").glob("*.png") if not f.name.startswith("_")])
+            # the two-person clip, only the faces like faceset b's (Grace Hopper's): one of two a frame
+            page.uncheck("input.source[value='sources/grace.mp4']")
+            page.check("input.source[value='sources/ab.mp4']")
+            page.fill("#faceset-name", "b_from_ab")
+            page.select_option("#like", "b")
+            page.click("#extract")
+            assert wait_job(page, "extract b_from_ab") == "done"
+            liked = faces_in(workspace / "facesets" / "b_from_ab")
+            assert 20 <= liked <= 30, liked  # 30 frames with two faces each
+            page.uncheck("input.source[value='sources/ab.mp4']")
+            page.select_option("#like", "")
+            n = faces_in(workspace / "facesets" / "a")
             assert n >= 20, n
             # delete two faces, undo, delete one for good
             page.click("#facesets button:text-is('a')")
@@ -132,8 +148,7 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page.click("#sort")
             assert wait_job(page, "sort a") == "done"
             page.wait_for_selector("#facesets button:text-is('a/person_1')")
-            kept = len([f for f in (workspace / "facesets" / "a" / "person_1").glob("*.png")
-                        if not f.name.startswith("_")])
+            kept = faces_in(workspace / "facesets" / "a" / "person_1")
             assert kept >= n - 1 - 3, (kept, n)  # a few may be outliers
 
             # 2. train a few steps: the loss curve and the preview appear
@@ -222,6 +237,12 @@ def test_the_studio_keeps_to_its_workspace(workspace, tmp_path):
         assert code == 413 and "upload limit" in why, why
         left = [p.name for p in (workspace / "sources").iterdir()]
         assert not [n for n in left if "big" in n], left  # nothing half-written, under any name
+        # a cluster address that is not one is refused before anything runs
+        shutil.copytree(workspace / "sources", workspace / "models" / "m")  # a folder named like a model
+        (workspace / "models" / "m" / "model.json").write_text("{}")
+        code, why = error_of(lambda: s.post("/api/convert", {"inputs": ["sources/grace.mp4"], "model": "m",
+                                                             "parallel": 2, "address": "x; rm -rf /"}))
+        assert code == 400 and "not HOST:PORT" in why, why
         # a cross-site form (not JSON, no upload header) cannot post
         form = urllib.request.Request(base + "api/stop", b"id=x",
                                       {"Content-Type": "application/x-www-form-urlencoded"})
