@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -260,14 +261,27 @@ class Studio:
         at = body.get("time", 0.0)
         if isinstance(at, bool) or not isinstance(at, (int, float)):
             raise SwapstreamError("time must be a number of seconds")
-        values = body.get("settings") or {}
+        values = self._references(body.get("settings") or {}, lambda path: str(path))
         return web.json_response(await _off_loop(self.tuner.render, video, model, float(at), values))
+
+    def _references(self, values: dict, spell) -> dict:
+        """`values` with identity.only's references (workspace paths: a faceset, a photo or a video)
+        checked and spelled by spell(absolute path)."""
+        identity = values.get("identity") if isinstance(values, dict) else None
+        if not isinstance(identity, dict) or not identity.get("only"):
+            return values
+        refs = identity["only"] if isinstance(identity["only"], list) else [identity["only"]]
+        only = [spell(self.ws.path(str(r), must_exist=True)) for r in refs]
+        return {**values, "identity": {**identity, "only": only}}
 
     async def _save_settings(self, r: web.Request) -> web.Response:
         body = await _body(r)
         name = check_name(body.get("name", ""), "settings")
         path = self.ws.path(f"settings/{name}.yaml")
-        await _off_loop(save_settings, path, body.get("settings") or {})
+        # references relative to the file, as convert --config and live --config read them
+        values = self._references(body.get("settings") or {},
+                                  lambda ref: os.path.relpath(ref, self.ws.root / "settings"))
+        await _off_loop(save_settings, path, values)
         return web.json_response({"saved": self.ws.rel(path)})
 
     async def _delete(self, r: web.Request) -> web.Response:

@@ -71,6 +71,7 @@ class Tuner:
         self._blend_key: str | None = None
         self._blend: BlendStage | None = None
         self._checked = None  # pipeline.request.CheckedModel of the chain's model
+        self._spent = False  # the chain's identify stage was flushed (--only): build it again first
 
     def render(self, video: Path, model: Path, at: float, values: dict) -> dict:
         """{before, after (data: URLs of JPEGs), index, time, duration, width, height, faces,
@@ -88,11 +89,14 @@ class Tuner:
                 self._build(cfg, key)
             frame_key = f"{key}|{video}|{index}"
             if self._swapped is None or self._swapped[0] != frame_key:
+                if self._spent:  # identify was flushed to decide on the last frame: a fresh chain
+                    self._build(cfg, key)
                 packet = FramePacket(index, None, Fraction(1, 1000), rgb.copy())
                 for st in self._stages:
                     out = st.process([packet])
                     packet = (out or st.flush() or [packet])[0]
                 self._swapped = (frame_key, packet)
+                self._spent = bool(cfg.identity.only or cfg.map)
             t2 = time.perf_counter()
             blend_key = json.dumps([key, values.get("blend", {})], sort_keys=True, default=str)
             if blend_key != self._blend_key:
@@ -162,6 +166,7 @@ class Tuner:
         return self._frame_rgb, index
 
     def _build(self, cfg: ConvertConfig, key: str) -> None:
+        """The chain but its blend, set up (the model loaded, the references of --only embedded)."""
         self._close_chain()
         checked = self._checked = check_model(cfg)
         links = make_chain(cfg, checked.meta, "convert", checked.reference, checked.people)
@@ -173,7 +178,7 @@ class Tuner:
             for st in stages:
                 st.close()
             raise
-        self._stages, self._chain_key, self._swapped = stages, key, None
+        self._stages, self._chain_key, self._swapped, self._spent = stages, key, None, False
 
     def _close_chain(self) -> None:
         for st in self._stages:

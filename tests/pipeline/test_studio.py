@@ -179,6 +179,21 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page.wait_for_function("(first) => document.getElementById('tune-after').src !== first",
                                    arg=first, timeout=30000)
             assert page.get_attribute("#tune-before", "src") == before
+            # only one person: the faceset b (Grace Hopper) is not in this video, so nothing changes;
+            # the astronaut's own faceset swaps her again
+            shown = page.get_attribute("#tune-after", "src")
+            page.select_option("#tune-only", "b")
+            page.wait_for_function("(shown) => document.getElementById('tune-after').src !== shown",
+                                   arg=shown, timeout=60000)
+            assert page.get_attribute("#tune-after", "src") == before  # left as it was
+            page.select_option("#tune-only", "a/person_1")
+            page.wait_for_function("(before) => document.getElementById('tune-after').src !== before",
+                                   arg=before, timeout=60000)
+            page.fill("#settings-name", "only_a")
+            page.click("#save-settings")
+            page.wait_for_function("document.getElementById('saved').textContent.includes('only_a')")
+            assert "- ../facesets/a/person_1" in (workspace / "settings" / "only_a.yaml").read_text()
+            page.select_option("#tune-only", "")
             page.fill("#settings-name", "tuned")
             page.click("#save-settings")
             page.wait_for_function("document.getElementById('saved').textContent.includes('tuned')")
