@@ -155,7 +155,8 @@ class Studio:
         return web.json_response({"name": folder.name, "history": rows[-2000:],
                                   "preview": (folder / "preview.png").is_file(),
                                   "curve": (folder / CURVE).is_file(),
-                                  "checkpoint": (folder / "model.json").is_file()})
+                                  "checkpoint": (folder / "model.json").is_file(),
+                                  "checkpoints": await _off_loop(_checkpoints, folder)})
 
     async def _log(self, r: web.Request) -> web.Response:
         return web.json_response({"log": await _off_loop(self.jobs.log_tail, r.query.get("id", ""))})
@@ -398,6 +399,23 @@ def _int(body: dict, key: str, default: int, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise SwapstreamError(f"{key} must be a whole number from {lo} to {hi}")
     return value
+
+
+def _checkpoints(folder: Path) -> list[dict]:
+    """A model's checkpoints, newest first: the one in its folder (what convert and live use) and
+    those a Ray Train run keeps in <folder>.train/<run>/checkpoint_* ({where, step, saved})."""
+    from swapstream.training.runstore import checkpoint_dirs, run_name
+
+    found = []
+    for d in [folder, *checkpoint_dirs(Path(f"{folder}.train") / run_name(folder))]:
+        meta = d / "model.json"
+        try:
+            step = json.loads(meta.read_text()).get("step")
+        except (OSError, ValueError):
+            continue
+        where = d.name if d != folder else "model"
+        found.append({"where": where, "step": step, "saved": meta.stat().st_mtime})
+    return sorted(found, key=lambda c: -c["saved"])
 
 
 def _address(text: str) -> str:

@@ -120,8 +120,8 @@ class Workspace:
     def models(self) -> list[dict]:
         """[{name, checkpoint}]: each model folder with a checkpoint (model.json) in it."""
         out = []
-        for p in sorted((self.root / "models").iterdir()):
-            if p.is_dir() and not p.is_symlink() and not p.name.startswith("."):
+        for p in _folders(self.root / "models"):
+            if not p.name.endswith(".train"):  # NAME.train: a Ray run's checkpoints of NAME
                 out.append({"name": p.name, "checkpoint": (p / "model.json").exists()})
         return out
 

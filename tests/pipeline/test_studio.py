@@ -162,6 +162,8 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page.wait_for_function("document.querySelector('#curve polyline') !== null", timeout=20000)
             page.wait_for_function("!document.getElementById('preview').hidden && "
                                    "document.getElementById('preview').naturalWidth > 0", timeout=20000)
+            page.wait_for_function("[...document.querySelectorAll('#checkpoints li')]"
+                                   ".some((li) => li.textContent.startsWith('step 12'))", timeout=20000)
 
             # 3. tune a frame: a setting changes the picture; save the settings for convert
             page.click("nav button[data-tab='tune']")
