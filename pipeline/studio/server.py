@@ -80,6 +80,7 @@ class Studio:
         self.ws = Workspace(settings.workspace)
         self.jobs = Jobs(self.ws.root / "jobs")
         self.tuner = Tuner()
+        self._histories: dict[Path, tuple] = {}
         self.loopback = is_loopback(settings.host)
         self.token = settings.token or (None if self.loopback else secrets.token_urlsafe(18))
         self.port = settings.port
@@ -151,12 +152,29 @@ class Studio:
 
     async def _model(self, r: web.Request) -> web.Response:
         folder = self.ws.path(f"models/{check_name(r.query.get('name', ''), 'model')}", must_exist=True)
-        rows = await _off_loop(read_history, folder)
+        rows = await _off_loop(self._history, folder)
         return web.json_response({"name": folder.name, "history": rows[-2000:],
                                   "preview": (folder / "preview.png").is_file(),
                                   "curve": (folder / CURVE).is_file(),
                                   "checkpoint": (folder / "model.json").is_file(),
                                   "checkpoints": await _off_loop(_checkpoints, folder)})
+
+    def _history(self, folder: Path) -> list[dict]:
+        """history.jsonl's rows, read again only when the file changed (the page asks every second
+        or three while a training runs; a long run's history is megabytes)."""
+        path = folder / "history.jsonl"
+        try:
+            st = path.stat()
+        except OSError:
+            return []
+        key = (st.st_mtime_ns, st.st_size)
+        cached = self._histories.get(path)
+        if cached is None or cached[0] != key:
+            rows = read_history(folder)
+            if len(rows) > 2000:  # the curve's shape: every n-th row, and the newest
+                rows = rows[::len(rows) // 2000 + 1] + rows[-1:]
+            cached = self._histories[path] = (key, rows)
+        return cached[1]
 
     async def _log(self, r: web.Request) -> web.Response:
         return web.json_response({"log": await _off_loop(self.jobs.log_tail, r.query.get("id", ""))})
