@@ -66,7 +66,7 @@ def idle(seconds: float) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="bench_studio-idle-"))
     (work / "sources").mkdir()
-    make_clip(work / "sources" / "long.mp4", ["astronaut"], 30.0, 30, 1280, 720, 0.5, seed=3)
+    make_clip(work / "sources" / "long.mp4", ["astronaut"], 90.0, 30, 1280, 720, 0.5, seed=3)
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]
@@ -100,6 +100,8 @@ def idle(seconds: float) -> dict:
                 waits.append(1000 * (time.perf_counter() - t))
                 time.sleep(0.5)
             shown = page.evaluate("document.getElementById('running').textContent")
+            jobs = json.loads(urllib.request.urlopen(url + "api/state", timeout=10).read())["jobs"]
+            job = {k: jobs[0].get(k) for k in ("state", "progress", "error")} if jobs else None
     finally:
         proc.terminate()
         proc.wait(10)
@@ -107,10 +109,11 @@ def idle(seconds: float) -> dict:
     res = {"idle_cpu_pct": round(idle_pct, 2), "state_ms_p50": round(statistics.median(waits), 1),
            "state_ms_p95": round(waits[int(0.95 * (len(waits) - 1))], 1),
            "state_ms_max": round(max(waits), 1),
-           "requests": len(waits), "page_saw_the_job": shown}
+           "requests": len(waits), "page_saw_the_job": shown, "job": job}
     print(f"studio idle with its page open: {res['idle_cpu_pct']} % of a core over {seconds:.0f} s")
     print(f"/api/state during an extract job ({len(waits)} requests): p50 {res['state_ms_p50']} ms, "
-          f"p95 {res['state_ms_p95']} ms, max {res['state_ms_max']} ms; the page showed {shown!r}")
+          f"p95 {res['state_ms_p95']} ms, max {res['state_ms_max']} ms; the page showed {shown!r}; "
+          f"the job then: {job}")
     return res
 
 
