@@ -275,6 +275,8 @@ class JobQueue:
             if state in ENDED:
                 self._active.discard(job_id)
                 job.ended = time.time()
+                with contextlib.suppress(OSError):  # a cancel asked too late: not for a next attempt
+                    cancel_request_path(self.path, job_id).unlink()
             if state == "queued":
                 self._active.discard(job_id)
                 job.started = job.ended = None

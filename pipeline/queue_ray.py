@@ -30,6 +30,16 @@ def _convert_file(input_path: str, output_path: str, cfg) -> list[str]:
     return convert_segmented(input_path, output_path, cfg, progress=False, dispatch="local").lines()
 
 
+def _absolute(cfg):
+    """cfg with the model and the --only references as absolute paths."""
+    import os
+
+    model = os.path.abspath(cfg.swap.model) if cfg.swap.model else cfg.swap.model
+    swap = dataclasses.replace(cfg.swap, model=model)
+    identity = dataclasses.replace(cfg.identity, only=[os.path.abspath(r) for r in cfg.identity.only])
+    return dataclasses.replace(cfg, swap=swap, identity=identity)
+
+
 def run_queue_on_ray(queue: JobQueue, cfg, slots: int, address: str | None = None, verbose: bool = False,
                      on_event: Callable[[str, Job, object], None] | None = None) -> list[Job]:
     """Run the queue's jobs, `slots` at a time, as Ray tasks (module docstring); the jobs it ran, as
@@ -40,6 +50,7 @@ def run_queue_on_ray(queue: JobQueue, cfg, slots: int, address: str | None = Non
 
     say = on_event or (lambda kind, job, detail: None)
     init_ray(address, verbose)
+    cfg = _absolute(cfg)  # a cluster's workers start in another folder
     task = ray.remote(num_cpus=1, max_retries=0)(_convert_file)
     running: dict[object, Job] = {}
     ran: list[Job] = []
@@ -63,6 +74,10 @@ def run_queue_on_ray(queue: JobQueue, cfg, slots: int, address: str | None = Non
                         raise
                     job = queue.mark(job.id, "failed", error=one_line(cause))
                     say("failed", job, cause)
+                except ray.exceptions.RayError as err:  # its worker died (memory, a lost node): this file
+                    why = f"its Ray worker was lost ({type(err).__name__}); run the same command again"
+                    job = queue.mark(job.id, "failed", error=why)
+                    say("failed", job, err)
                 else:
                     job = queue.mark(job.id, "done", progress=1.0)
                     say("done", job, lines)
@@ -76,9 +91,10 @@ def run_queue_on_ray(queue: JobQueue, cfg, slots: int, address: str | None = Non
                     job = queue.mark(job.id, "cancelled")
                     say("cancelled", job, None)
                     ran.append(job)
-    except KeyboardInterrupt as err:
+    except BaseException as err:
         for ref, job in running.items():  # left "running" on disk: the same command resumes them
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-            say("interrupted", job, err)
+            if isinstance(err, KeyboardInterrupt):
+                say("interrupted", job, err)
         raise

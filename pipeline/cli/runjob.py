@@ -16,6 +16,9 @@ def main() -> int:
     rc = 1
     try:
         rc = swapstream(argv)
+    except SystemExit as err:  # argparse's usage errors: 2
+        rc = err.code if isinstance(err.code, int) else 1
+        raise
     finally:
         tmp = rcfile.with_suffix(".tmp")
         tmp.write_text(str(rc))

@@ -32,14 +32,28 @@ from pathlib import Path
 from swapstream.core.errors import ConfigError
 
 PERCENT = re.compile(rb"(\d{1,3})%\|")
-LINK = re.compile(rb"live: web at (\S+)")  # a live session's page, once it is up
-ERROR = re.compile(rb"swapstream: error: ([^\r\n]+)")
+LINK = re.compile(rb"live: web at (https?://[^\s\"'<>]+)")  # a live session's page, once it is up
+ERROR = re.compile(rb"swapstream(?: [a-z]+)?: error: ([^\r\n]+)")  # ours, and argparse's usage errors
 TAIL = 16 * 1024  # bytes of the log read for progress and errors
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether process `pid` runs (a zombie, ended but not yet reaped by its parent, does not)."""
+def _started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc), with the boot's id; None where
+    unknown. A job keeps it, so a pid the system gave to another process later is not taken for it."""
+    try:
+        ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{ticks}"
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int | None, started: str | None = None) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not yet reaped by its parent, does not; with
+    `started`, one that started at another time is another process)."""
     if not pid:
+        return False
+    if started is not None and _started(pid) != started:
         return False
     try:
         os.kill(pid, 0)
@@ -74,8 +88,8 @@ class Jobs:
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
         job = {"id": jid, "kind": kind, "title": title, "argv": ["swapstream", *argv], "state": "running",
-               "pid": proc.pid, "started": time.time(), "ended": None, "rc": None, "error": None,
-               "progress": 0.0}
+               "pid": proc.pid, "since": _started(proc.pid), "started": time.time(), "ended": None,
+               "rc": None, "error": None, "progress": 0.0}
         with self._lock:
             self._procs[jid] = proc
             self._write(job)
@@ -85,13 +99,13 @@ class Jobs:
         """Ask a running job to stop (SIGTERM: the command's own clean stop: a checkpoint kept,
         no half-written output)."""
         job = self.get(jid)
-        if job["state"] == "running" and _alive(job["pid"]):
-            try:
-                os.killpg(job["pid"], signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            job["stopping"] = True
-            with self._lock:
+        with self._lock:
+            if job["state"] == "running" and _alive(job["pid"], job.get("since")):
+                try:  # the command itself: it stops what it started (Ray's processes) its own way
+                    os.kill(job["pid"], signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                job["stopping"] = True
                 self._write(job)
         return job
 
@@ -143,7 +157,7 @@ class Jobs:
         elif rcfile.is_file():  # it ended while another studio (or none) was running
             rc = int(rcfile.read_text() or 1)
         else:
-            rc = None if _alive(job["pid"]) else "gone"
+            rc = None if _alive(job["pid"], job.get("since")) else "gone"
         if rc is None:
             self._write(job)
             return

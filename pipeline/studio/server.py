@@ -37,7 +37,9 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -49,7 +51,14 @@ from swapstream.core.errors import SwapstreamError
 from swapstream.pipeline.conversion_queue import JobQueue, queue_path, request_cancel
 from swapstream.pipeline.studio.jobs import Jobs
 from swapstream.pipeline.studio.tune import Tuner, save_settings
-from swapstream.pipeline.studio.workspace import IMAGE_EXT, VIDEO_EXT, Workspace, check_faceset, check_name
+from swapstream.pipeline.studio.workspace import (
+    IMAGE_EXT,
+    VIDEO_EXT,
+    Workspace,
+    check_faceset,
+    check_name,
+    safe_name,
+)
 from swapstream.stages.sinks.server import GuardedServer, access_guard, is_loopback
 from swapstream.stages.sinks.web import lan_address, listen, quiet_logs
 from swapstream.training.coverage import faceset_coverage
@@ -194,14 +203,15 @@ class Studio:
         while (part := await reader.next()) is not None:
             if not part.filename:
                 continue
-            name = check_name(Path(part.filename).name, "file name")
+            name = safe_name(Path(part.filename.replace("\\", "/")).name)
             if Path(name).suffix.lower() not in VIDEO_EXT + IMAGE_EXT:
                 raise SwapstreamError(f"{name}: not a video or photo ({', '.join(VIDEO_EXT + IMAGE_EXT)})")
             dest = self.ws.path(f"sources/{name}")
-            tmp = dest.with_name(f".{name}.upload")
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".upload", dir=dest.parent)
+            tmp = Path(tmp_name)
             size = 0
             try:
-                with open(tmp, "wb") as f:
+                with os.fdopen(fd, "wb") as f:
                     while chunk := await part.read_chunk(1 << 20):
                         size += len(chunk)
                         if size > self.settings.max_upload:
@@ -220,14 +230,18 @@ class Studio:
 
     async def _extract(self, r: web.Request) -> web.Response:
         body = await _body(r)
-        sources = [self.ws.rel(self.ws.path(s, must_exist=True)) for s in _list(body, "sources")]
+        sources = [self._media(s, VIDEO_EXT + IMAGE_EXT, folders=True) for s in _list(body, "sources")]
         faceset = check_name(body.get("faceset", ""), "faceset")
         every = _int(body, "every", 1, 1, 100)
-        argv = ["extract", *sources, "-o", f"facesets/{faceset}", "--every", str(every)]
+        out = self.ws.rel(self.ws.path(f"facesets/{faceset}"))
+        argv = ["extract", *sources, "-o", out, "--every", str(every)]
         if body.get("like"):  # only this person's faces: a faceset of them, or a photo or video
             like = body["like"]
-            like = f"facesets/{check_faceset(like)}" if not str(like).startswith("sources/") else like
-            argv += ["--like", self.ws.rel(self.ws.path(like, must_exist=True))]
+            if str(like).startswith("sources/"):
+                argv += ["--like", self._media(like, VIDEO_EXT + IMAGE_EXT)]
+            else:
+                folder = self.ws.path(f"facesets/{check_faceset(like)}", must_exist=True)
+                argv += ["--like", self.ws.rel(folder)]
         return self._job("extract", f"extract {faceset}", argv)
 
     async def _sort(self, r: web.Request) -> web.Response:
@@ -241,6 +255,7 @@ class Studio:
         for f in (a, b):
             self.ws.path(f"facesets/{f}", must_exist=True)
         model = check_name(body.get("model", ""), "model")
+        self.ws.path(f"models/{model}")  # no symbolic link on the way
         preset = body.get("preset", "lite64")
         if preset not in PRESETS:
             raise SwapstreamError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
@@ -260,9 +275,10 @@ class Studio:
 
     async def _convert(self, r: web.Request) -> web.Response:
         body = await _body(r)
-        inputs = [self.ws.rel(self.ws.path(s, must_exist=True)) for s in _list(body, "inputs")]
+        inputs = [self._media(s, VIDEO_EXT, folders=True) for s in _list(body, "inputs")]
         model = check_name(body.get("model", ""), "model")
         self.ws.path(f"models/{model}/model.json", must_exist=True)
+        self.ws.path("outputs/.swapstream-queue.json")  # no symbolic link on the way
         argv = ["convert", *inputs, "-o", "outputs", "--model", f"models/{model}"]
         parallel = _int(body, "parallel", 1, 1, 256)
         if parallel > 1:  # side by side, each file a Ray task (a local Ray, or the cluster at address)
@@ -275,7 +291,7 @@ class Studio:
 
     async def _tune(self, r: web.Request) -> web.Response:
         body = await _body(r)
-        video = self.ws.path(body.get("video", ""), must_exist=True)
+        video = self.ws.path(self._media(body.get("video", ""), VIDEO_EXT))
         model = self.ws.path(f"models/{check_name(body.get('model', ''), 'model')}", must_exist=True)
         at = body.get("time", 0.0)
         if isinstance(at, bool) or not isinstance(at, (int, float)):
@@ -324,7 +340,10 @@ class Studio:
             raise SwapstreamError(f"{job['title']} is {job['state']}; only a job that ended early can "
                                   "run again")
         argv = list(job["argv"][1:])
-        if job["kind"] == "train" and "--resume" not in argv:
+        out = _output_of(argv)
+        # from its last checkpoint; one that stopped before its first checkpoint starts again
+        checkpoint = out is not None and (self.ws.root / out / "model.json").is_file()
+        if job["kind"] == "train" and "--resume" not in argv and checkpoint:
             argv.append("--resume")
         return self._job(job["kind"], job["title"], argv)
 
@@ -358,10 +377,10 @@ class Studio:
         self.ws.path(f"models/{model}/model.json", must_exist=True)
         camera = str(body.get("camera") or "browser").strip()
         argv = ["live", "--model", f"models/{model}", "--serve", f"{self.settings.host}:0"]
-        if camera == "browser" or camera.isdigit() or camera.startswith("/dev/video"):
+        if camera == "browser" or re.fullmatch(r"\d{1,2}|/dev/video\d{1,2}", camera):
             argv += ["--camera", camera]
         else:  # a video of the workspace, played as a camera
-            argv += ["--camera", self.ws.rel(self.ws.path(camera, must_exist=True)), "--loop"]
+            argv += ["--camera", self._media(camera, VIDEO_EXT), "--loop"]
         if body.get("settings"):
             name = check_name(body["settings"], "settings")
             argv += ["--config", self.ws.rel(self.ws.path(f"settings/{name}.yaml", must_exist=True))]
@@ -378,7 +397,24 @@ class Studio:
         return web.json_response(await _off_loop(measure))
 
     def _job(self, kind: str, title: str, argv: list[str]) -> web.Response:
+        """Start a job; refused while another running job writes the same -o (two extracts into one
+        faceset, two trainings of one model would overwrite each other's files)."""
+        out = _output_of(argv)
+        if out is not None:
+            for other in self.jobs.all():
+                if other["state"] == "running" and _output_of(other["argv"]) == out:
+                    raise SwapstreamError(f"{other['title']} is writing {out} already; wait for it or "
+                                          "stop it")
         return web.json_response(self.jobs.start(kind, title, argv, self.ws.root))
+
+    def _media(self, rel: str, extensions: tuple[str, ...], folders: bool = False) -> str:
+        """A workspace path to a video or photo (by extension; a playlist or a list file could make
+        FFmpeg read outside the workspace), or with `folders` a folder of them; its relative path."""
+        path = self.ws.path(rel, must_exist=True)
+        if not (path.is_file() and path.suffix.lower() in extensions) and not (folders and path.is_dir()):
+            kinds = ", ".join(extensions) + (" or a folder" if folders else "")
+            raise SwapstreamError(f"{rel} is not a video or photo the studio takes ({kinds})")
+        return self.ws.rel(path)
 
 
 @web.middleware
@@ -419,6 +455,11 @@ def _int(body: dict, key: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def _output_of(argv: list[str]) -> str | None:
+    """What a job's command writes: its -o value (None without one)."""
+    return argv[argv.index("-o") + 1] if "-o" in argv[:-1] else None
+
+
 def _checkpoints(folder: Path) -> list[dict]:
     """A model's checkpoints, newest first: the one in its folder (what convert and live use) and
     those a Ray Train run keeps in <folder>.train/<run>/checkpoint_* ({where, step, saved})."""
@@ -438,8 +479,6 @@ def _checkpoints(folder: Path) -> list[dict]:
 
 def _address(text: str) -> str:
     """A Ray cluster address the page gave: HOST:PORT or ray://HOST:PORT, nothing else."""
-    import re
-
     if not re.fullmatch(r"(ray://)?[A-Za-z0-9.-]+(:\d{1,5})?", text):
         raise SwapstreamError(f"cluster address {text!r} is not HOST:PORT or ray://HOST:PORT")
     return text

@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
+import tempfile
 import threading
 import time
 from fractions import Fraction
@@ -65,6 +67,7 @@ class Tuner:
         self._frame: tuple | None = None  # (path, time) -> (rgb, index)
         self._frame_rgb: np.ndarray | None = None
         self._frame_index = 0
+        self._frame_pts: int | None = None
         self._chain_key: str | None = None
         self._stages: list = []
         self._swapped: tuple[str, FramePacket] | None = None  # key -> packet before blend
@@ -81,22 +84,23 @@ class Tuner:
             cfg = config_of(values, model)
             duration = self._open(video)
             at = min(max(float(at), 0.0), max(duration - 1e-3, 0.0))
-            rgb, index = self._decode(video, at)
+            rgb, index, pts = self._decode(video, at)
             t1 = time.perf_counter()
             rest = {k: v for k, v in values.items() if k != "blend"}
-            key = json.dumps([str(model), rest], sort_keys=True, default=str)
+            # a model trained further under the same name is another model
+            key = json.dumps([str(model), _stamp(model / "model.json"), rest], sort_keys=True, default=str)
             if key != self._chain_key:
                 self._build(cfg, key)
-            frame_key = f"{key}|{video}|{index}"
+            frame_key = f"{key}|{video}|{_stamp(video)}|{pts}"
             if self._swapped is None or self._swapped[0] != frame_key:
                 if self._spent:  # identify was flushed to decide on the last frame: a fresh chain
                     self._build(cfg, key)
+                self._spent = bool(cfg.identity.only or cfg.map)
                 packet = FramePacket(index, None, Fraction(1, 1000), rgb.copy())
                 for st in self._stages:
                     out = st.process([packet])
                     packet = (out or st.flush() or [packet])[0]
                 self._swapped = (frame_key, packet)
-                self._spent = bool(cfg.identity.only or cfg.map)
             t2 = time.perf_counter()
             blend_key = json.dumps([key, values.get("blend", {})], sort_keys=True, default=str)
             if blend_key != self._blend_key:
@@ -124,9 +128,11 @@ class Tuner:
 
     # ------------------------------------------------------------------------------ inside
     def _open(self, video: Path) -> float:
-        if self._video is None or self._video[0] != video:
+        """Open `video` (again when the file changed); its duration in seconds."""
+        if self._video is None or self._video[0] != (video, _stamp(video)):
             if self._video is not None:
                 self._video[1].close()
+                self._video = self._frame = None
             try:
                 container = av.open(str(video))
             except (av.FFmpegError, OSError) as err:
@@ -138,32 +144,41 @@ class Tuner:
             stream.thread_type = "AUTO"
             duration = float(container.duration / 1e6) if container.duration else \
                 float((stream.duration or 0) * (stream.time_base or 0))
-            self._video, self._frame = (video, container, stream, duration), None
+            self._video, self._frame = ((video, _stamp(video)), container, stream, duration), None
         return self._video[3]
 
-    def _decode(self, video: Path, at: float) -> tuple[np.ndarray, int]:
+    def _decode(self, video: Path, at: float) -> tuple[np.ndarray, int, int | None]:
+        """The frame shown at `at` seconds from the video's start: ((H, W, 3) uint8 RGB, its index
+        at the stream's average rate, its pts)."""
         key = (video, round(at, 3))
         if self._frame == key and self._frame_rgb is not None:
-            return self._frame_rgb, self._frame_index
+            return self._frame_rgb, self._frame_index, self._frame_pts
         _, container, stream, _ = self._video
         tb = stream.time_base
-        container.seek(int(at / tb) + (stream.start_time or 0), stream=stream, backward=True)
+        rate = float(stream.average_rate or 30)
+        start = float((stream.start_time or 0) * tb)  # frame.time counts from the file's own zero
+        target, half = start + at, 0.5 / rate
         best = None
         try:
-            for frame in container.decode(stream):
-                best = frame
-                if frame.time is not None and frame.time >= at - 0.5 / float(stream.average_rate or 30):
+            for back in (0.0, 10.0):  # a seek that lands after the target (some MPEG-TS): 10 s earlier
+                container.seek(int(max(target - back, start) / tb), stream=stream, backward=True)
+                best = first = None
+                for frame in container.decode(stream):
+                    first = frame.time if first is None else first
+                    best = frame
+                    if frame.time is not None and frame.time >= target - half:
+                        break
+                if first is None or first <= target + half:
                     break
         except av.FFmpegError as err:
             raise InputError(f"{video.name}: decoding failed ({err}); the file is damaged, "
                              "pick another") from None
         if best is None:
             raise InputError(f"{video.name}: no frame at {at:.2f} s")
-        rate = float(stream.average_rate or 30)
-        index = int(round((best.time or 0.0) * rate))
+        index = int(round(((best.time or start) - start) * rate))
         self._frame_rgb = to_rgb(best, quarter_turns(best))
-        self._frame, self._frame_index = key, index
-        return self._frame_rgb, index
+        self._frame, self._frame_index, self._frame_pts = key, index, best.pts
+        return self._frame_rgb, index, best.pts
 
     def _build(self, cfg: ConvertConfig, key: str) -> None:
         """The chain but its blend, set up (the model loaded, the references of --only embedded)."""
@@ -189,10 +204,20 @@ class Tuner:
         self._chain_key, self._swapped = None, None
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime ns, size) of a file: a file written again is another file to the caches."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def save_settings(path: Path, values: dict, model: Path | None = None) -> None:
     """Check `values` (as config_of does) and write them to `path` as YAML, atomically."""
     config_of(values, model or Path("model"))
-    tmp = path.with_suffix(".yaml.tmp")
     head = "# swapstream settings, saved by the studio's Tune view: convert --config / live --config\n"
-    tmp.write_text(head + yaml.safe_dump(values, sort_keys=True))
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # never a planted link
+    with os.fdopen(fd, "w") as f:
+        f.write(head + yaml.safe_dump(values, sort_keys=True))
+    os.replace(tmp, path)

@@ -31,6 +31,13 @@ TRASH = ".trash"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,79}")
 
 
+def safe_name(name: str) -> str:
+    """An uploaded file's name made one the studio takes: other characters become _, no leading
+    dot or dash ("IMG (1).MOV" -> "IMG _1_.MOV")."""
+    name = re.sub(r"[^A-Za-z0-9 _.-]", "_", name or "").lstrip(" .-_")[-80:] or "upload"
+    return check_name(name if NAME.fullmatch(name) else f"upload{Path(name).suffix[:8]}", "file name")
+
+
 class PathError(ConfigError):
     """A path the page gave that is not inside the workspace (or not allowed there)."""
 
@@ -107,7 +114,12 @@ class Workspace:
         for p in _folders(self.root / "facesets"):
             for q in [p, *_folders(p)]:
                 name = self.rel(q).removeprefix("facesets/")
-                out.append({"name": name, "faces": len(self.faces(name)), "deleted": len(self._batches(q))})
+                try:
+                    faces, deleted = len(self.faces(name)), len(self._batches(q))
+                except PathError as err:  # a name outside the studio's rule, a linked trash: shown, not used
+                    out.append({"name": name, "faces": 0, "deleted": 0, "problem": str(err)})
+                    continue
+                out.append({"name": name, "faces": faces, "deleted": deleted})
         return out
 
     def faces(self, faceset: str) -> list[str]:
@@ -143,6 +155,7 @@ class Workspace:
         missing = [n for n in wanted if n not in known]
         if missing:
             raise PathError(f"{faceset} has no face {missing[0]!r}; reload the page")
+        self._batches(folder)  # refuses a .trash that is a symbolic link
         batch = folder / TRASH / f"{time.time_ns():020d}"
         batch.mkdir(parents=True)
         for n in wanted:
@@ -164,8 +177,17 @@ class Workspace:
 
     @staticmethod
     def _batches(folder: Path) -> list[Path]:
+        """The trash batches of a faceset folder, oldest first; a trash or batch that is a symbolic
+        link is refused (it could point anywhere: undo would move files in from there)."""
         trash = folder / TRASH
-        return sorted(p for p in trash.iterdir() if p.is_dir()) if trash.is_dir() else []
+        if trash.is_symlink():
+            raise PathError(f"{trash} is a symbolic link; the studio follows none: remove it")
+        if not trash.is_dir():
+            return []
+        batches = sorted(p for p in trash.iterdir() if p.is_dir() or p.is_symlink())
+        if any(p.is_symlink() for p in batches):
+            raise PathError(f"{trash} holds a symbolic link; the studio follows none: remove it")
+        return batches
 
 
 def _folders(folder: Path) -> list[Path]:

@@ -172,7 +172,8 @@ def access_guard(token: str | None, loopback: bool, port: Callable[[], int], com
             raise web.HTTPUnsupportedMediaType(text="swapstream: send JSON (application/json)\n")
         response = await handler(request)
         response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-                                 "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"})
+                                 "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                                 "Cross-Origin-Resource-Policy": "same-origin"})
         return response
 
     return guard

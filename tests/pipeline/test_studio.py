@@ -260,6 +260,20 @@ def test_the_studio_keeps_to_its_workspace(workspace, tmp_path):
         code, why = error_of(lambda: s.post("/api/convert", {"inputs": ["sources/grace.mp4"], "model": "m",
                                                              "parallel": 2, "address": "x; rm -rf /"}))
         assert code == 400 and "not HOST:PORT" in why, why
+        # a playlist could make FFmpeg read outside the workspace: only videos by their extension
+        (workspace / "sources" / "list.m3u8").write_text(f"#EXTM3U\n{outside}\n")
+        code, why = error_of(lambda: s.post("/api/tune", {"video": "sources/list.m3u8", "model": "m"}))
+        assert code == 400 and "not a video" in why, why
+        # a faceset copied in under a name the studio does not take, and one whose trash is a link
+        # out of the workspace: both listed with their problem, the page keeps working
+        (workspace / "facesets" / "José (old)").mkdir(parents=True)
+        (workspace / "facesets" / "linked").mkdir()
+        os.symlink(tmp_path, workspace / "facesets" / "linked" / ".trash")
+        state = json.loads(s.get("/api/state")[1])
+        problems = {f["name"]: f.get("problem") for f in state["facesets"]}
+        assert problems["José (old)"] and "symbolic link" in problems["linked"], problems
+        code, why = error_of(lambda: s.post("/api/undo", {"faceset": "linked"}))
+        assert code == 400 and "symbolic link" in why, why
         # a cross-site form (not JSON, no upload header) cannot post
         form = urllib.request.Request(base + "api/stop", b"id=x",
                                       {"Content-Type": "application/x-www-form-urlencoded"})
