@@ -8,6 +8,8 @@ project's own aiohttp server with one plain HTML/JS page (pipeline/studio/data/s
     GET  /api/log          ?id=JOB -> {log: text}
     GET  /file             ?path=REL: a file of the workspace (faces, previews, outputs)
     POST /api/upload       multipart, header X-Swapstream-Upload: files into sources/ (size-limited)
+    POST /api/add          {path: "/abs/path/to/video.mp4"}: a file of this machine copied into sources/
+                           (a video or photo; only when the studio is bound to loopback)
     POST /api/extract      {sources: [REL], faceset: NAME, every: N, like: FACESET | REL?} -> a job
     POST /api/sort         {faceset: NAME}                               -> a job
     POST /api/train        {a: NAME, b: NAME, model: NAME, steps: N, preset, resume} -> a job
@@ -39,6 +41,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -122,6 +125,7 @@ class Studio:
         r.add_get("/api/log", self._log)
         r.add_get("/file", self._file)
         r.add_post("/api/upload", self._upload)
+        r.add_post("/api/add", self._add)
         r.add_post("/api/extract", self._extract)
         r.add_post("/api/sort", self._sort)
         r.add_post("/api/train", self._train)
@@ -227,6 +231,36 @@ class Studio:
                 tmp.unlink(missing_ok=True)
             saved.append(self.ws.rel(dest))
         return web.json_response({"saved": saved})
+
+    async def _add(self, r: web.Request) -> web.Response:
+        """A video or photo of this machine copied into sources/ (no upload of a big file through the
+        browser). Only on loopback: through a token, anyone could copy another user's files in."""
+        if not self.loopback:
+            raise SwapstreamError("adding a file by its path works only when the studio is bound to "
+                                  "127.0.0.1; upload it, or copy it into the workspace's sources/ folder")
+        raw = (await _body(r)).get("path")
+        src = Path(str(raw or "")).expanduser()
+        if not src.is_absolute() or not src.is_file() or src.suffix.lower() not in VIDEO_EXT + IMAGE_EXT:
+            raise SwapstreamError(f"{raw!r} is not a video or photo on this machine; give its full path "
+                                  f"({', '.join(VIDEO_EXT + IMAGE_EXT)})")
+        dest = self.ws.path(f"sources/{safe_name(src.name)}")
+
+        def copy() -> None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".copy", dir=dest.parent)
+            try:
+                with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+        try:
+            await _off_loop(copy)
+        except OSError as err:
+            raise SwapstreamError(f"cannot copy {src} ({err.strerror or err}); check it is readable and the "
+                                  "workspace has room") from None
+        return web.json_response({"saved": [self.ws.rel(dest)]})
 
     async def _extract(self, r: web.Request) -> web.Response:
         body = await _body(r)

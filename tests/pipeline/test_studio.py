@@ -105,6 +105,11 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page.click("#upload")
             page.wait_for_selector("input.source[value='sources/ab.mp4']")
             assert (workspace / "sources" / "ab.mp4").read_bytes() == Path(clips["ab"]).read_bytes()
+            # and a file of this machine, by its path (the studio is on loopback)
+            page.fill("#add-path", str(clips["empty"]))
+            page.click("#add")
+            page.wait_for_selector("input.source[value='sources/empty.mp4']")
+            assert (workspace / "sources" / "empty.mp4").read_bytes() == Path(clips["empty"]).read_bytes()
             # 1. facesets: extract each person's clip into a faceset of its own
             for src, name in (("sources/astronaut.mp4", "a"), ("sources/grace.mp4", "b")):
                 page.uncheck("input.source[value='sources/astronaut.mp4']")
@@ -274,6 +279,9 @@ def test_the_studio_keeps_to_its_workspace(workspace, tmp_path):
         assert problems["José (old)"] and "symbolic link" in problems["linked"], problems
         code, why = error_of(lambda: s.post("/api/undo", {"faceset": "linked"}))
         assert code == 400 and "symbolic link" in why, why
+        # by path, on loopback: videos and photos only
+        code, why = error_of(lambda: s.post("/api/add", {"path": "/etc/passwd"}))
+        assert code == 400 and "not a video or photo" in why, why
         # a cross-site form (not JSON, no upload header) cannot post
         form = urllib.request.Request(base + "api/stop", b"id=x",
                                       {"Content-Type": "application/x-www-form-urlencoded"})
@@ -294,6 +302,9 @@ def test_off_loopback_every_route_needs_the_token(workspace):
         for path in ("/", "/api/state", "/file?path=sources/grace.mp4"):
             assert error_of(lambda p=path: s.get(p, token=False))[0] == 403
         assert s.get("/api/state")[0] == 200
+        # a file of the server by its path: only on loopback (a token holder could copy anyone's files)
+        code, why = error_of(lambda: s.post("/api/add", {"path": "/etc/hostname"}))
+        assert code == 400 and "only when the studio is bound to" in why, (code, why)
     finally:
         s.stop()
 
