@@ -315,9 +315,11 @@ class Studio:
         self.ws.path("outputs/.swapstream-queue.json")  # no symbolic link on the way
         argv = ["convert", *inputs, "-o", "outputs", "--model", f"models/{model}"]
         parallel = _int(body, "parallel", 1, 1, 256)
+        address = str(body.get("address") or "").strip()
         if parallel > 1:  # side by side, each file a Ray task (a local Ray, or the cluster at address)
-            address = str(body.get("address") or "").strip()
             argv += ["--parallel", str(parallel)] + (["--address", _address(address)] if address else [])
+        elif address:  # one file at a time, each spread over the cluster by the Ray runner
+            argv += ["--runner", "ray", "--address", _address(address)]
         if body.get("settings"):
             name = check_name(body["settings"], "settings")
             argv += ["--config", self.ws.rel(self.ws.path(f"settings/{name}.yaml", must_exist=True))]
