@@ -63,7 +63,7 @@ from swapstream.pipeline.studio.workspace import (
     safe_name,
 )
 from swapstream.stages.sinks.server import GuardedServer, access_guard, is_loopback
-from swapstream.stages.sinks.web import lan_address, listen, quiet_logs
+from swapstream.stages.sinks.web import listen, page_url, quiet_logs
 from swapstream.training.coverage import faceset_coverage
 from swapstream.training.logs import CURVE, read_history
 
@@ -102,11 +102,7 @@ class Studio:
 
     @property
     def url(self) -> str:
-        host = self.settings.host.strip("[]")
-        if host in ("", "0.0.0.0", "::"):
-            host = lan_address()
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        return page_url(self.settings.host, self.port, self.token)
 
     async def start(self) -> None:
         """Listen and serve (on the running loop). OutputError when the port cannot be had."""

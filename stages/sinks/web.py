@@ -114,6 +114,16 @@ def lan_address() -> str:
         return "127.0.0.1"
 
 
+def page_url(host: str, port: int, token: str | None, https: bool = False) -> str:
+    """Where a page served on host:port is opened: an unspecified host (0.0.0.0, ::) as this
+    machine's network address, IPv6 in brackets, the token in the query when there is one."""
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = lan_address()
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if https else 'http'}://{host}:{port}/" + (f"?token={token}" if token else "")
+
+
 def quiet_logs() -> None:
     """aiohttp, aiortc and aioice log at WARNING and above, unless SWAPSTREAM_VERBOSE is set."""
     if not os.environ.get("SWAPSTREAM_VERBOSE"):
@@ -154,12 +164,7 @@ class WebSink(Sink):
 
     @property
     def url(self) -> str:
-        host = self.settings.host.strip("[]")
-        if host in ("", "0.0.0.0", "::"):
-            host = lan_address()
-        host = f"[{host}]" if ":" in host else host
-        scheme = "https" if self.settings.tls is not None else "http"
-        return f"{scheme}://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        return page_url(self.settings.host, self.port, self.token, self.settings.tls is not None)
 
     # ------------------------------------------------------------------------- sink contract
     def setup(self) -> None:

@@ -54,7 +54,6 @@ class Inbox:
         self.dropped = 0  # frames replaced before the capture thread took them
         self.last_arrival: float | None = None  # time.monotonic() of the newest frame
         self.sender: str | None = None  # the id of the page that holds the seat
-        self.senders = 0  # pages that have held the seat
         self.closed = False
         self._resampler: av.AudioResampler | None = None
 
@@ -64,8 +63,6 @@ class Inbox:
         with self._cond:
             if self.sender is not None and self.sender != sender:
                 return False
-            if self.sender is None:
-                self.senders += 1
             self.sender, self.last_arrival = sender, None
             return True
 

@@ -32,10 +32,9 @@ from swapstream.pipeline.segments import default_work_dir
 from swapstream.stages.sinks.file import synthetic_tags
 from tests.pipeline.test_convert import decode_all
 from tests.pipeline.test_segments import RUN_SEGMENT, write_gop_clip
-from tests.procs import ctrl_c_default
+from tests.procs import sigterm_when
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "swapstream.pipeline.cli"]
 
 
 def states(out_dir: Path) -> list[str]:
@@ -301,14 +300,6 @@ def test_good_files_are_converted_and_a_corrupt_one_fails_alone(clips, model_dir
     print(f"first run {first_run:.1f} s")
 
 
-def wait_until(proc: subprocess.Popen, ready, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ready():
-            return
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_sigterm_then_the_same_command_resumes_the_queue(clips, model_dir, tmp_path, monkeypatch, capsys):
     """A stop in the middle of the first job: exit 143, the job left "running" with its finished
@@ -325,20 +316,7 @@ def test_sigterm_then_the_same_command_resumes_the_queue(clips, model_dir, tmp_p
         m = segments.read_manifest(work)
         return bool(m) and any(e["status"] == "done" for e in m["segments"]) and states(out)[0] == "running"
 
-    proc = subprocess.Popen([*CLI, *argv], cwd=REPO, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=ctrl_c_default)
-    try:
-        wait_until(proc, one_segment_done)
-        assert proc.poll() is None, f"convert ended (rc {proc.returncode}) before it: {proc.communicate()}"
-        proc.send_signal(signal.SIGTERM)
-        stdout, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 143, err
-    ours = [ln for ln in err.strip().splitlines() if ln.startswith("swapstream:")]
-    assert ours[-1].startswith("swapstream: stopped by SIGTERM") and "Traceback" not in err, err
+    err = sigterm_when(argv, REPO, one_segment_done)
     assert "gop10.mp4: stopped; run the same command again to resume" in err
     assert states(out) == ["running", "queued"] and not first.exists()
     m = segments.read_manifest(work)

@@ -33,7 +33,7 @@ from swapstream.pipeline.segments import (
 )
 from swapstream.stages.sinks.file import synthetic_tags
 from swapstream.stages.sources.file import DecodeSettings, DecodeStage
-from tests.procs import ctrl_c_default
+from tests.procs import sigterm_when
 
 W, H, FPS, N, GOP = 320, 240, 30, 90, 10  # 3 s, a keyframe every 10 frames
 REPO = Path(__file__).resolve().parents[2]
@@ -265,11 +265,14 @@ def test_other_config_starts_afresh_and_resume_says_why(clip, cfg, tmp_path, mon
 def wait_for_a_done_segment(proc: subprocess.Popen, work: Path, seconds: float = 120) -> None:
     """Until the run's manifest records a finished segment, or `proc` ends, or `seconds` pass."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and proc.poll() is None:
-        m = segments.read_manifest(work)
-        if m and any(e["status"] == "done" for e in m["segments"]):
-            return
+    while time.monotonic() < deadline and proc.poll() is None and not a_segment_done(work):
         time.sleep(0.02)
+
+
+def a_segment_done(work: Path) -> bool:
+    """Whether the manifest in `work` records a finished segment."""
+    m = segments.read_manifest(work)
+    return bool(m) and any(e["status"] == "done" for e in m["segments"])
 
 
 def test_killed_driver_resumes_without_redoing_finished_segments(clip, cfg, tmp_path, monkeypatch):
@@ -376,20 +379,7 @@ def test_sigterm_leaves_the_manifest_resumable_and_the_same_command_finishes(cli
     work = default_work_dir(out)
     argv = ["-q", "convert", str(clip), str(out), "--model", cfg.swap.model, "--runner", "local",
             "--segments", "6"]
-    proc = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", *argv], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_default)
-    try:
-        wait_for_a_done_segment(proc, work)
-        assert proc.poll() is None, f"convert ended (rc {proc.returncode}) before it: {proc.communicate()}"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 143, err
-    ours = [ln for ln in err.strip().splitlines() if ln.startswith("swapstream:")]
-    assert ours and ours[-1].startswith("swapstream: stopped by SIGTERM") and "Traceback" not in err, err
+    sigterm_when(argv, REPO, lambda: a_segment_done(work), 120)
     m = segments.read_manifest(work)  # whole (written atomically), and it names what is done
     done = [e for e in m["segments"] if e["status"] == "done"]
     assert 1 <= len(done) < len(m["segments"]) == 6
