@@ -412,7 +412,7 @@ def test_the_web_page_shows_the_swapped_face_and_its_controls_work(model_dir, tm
     sink = CollectSink(keep_frames=1)
     lines: list[str] = []
     cfg = LiveConfig(swap=SwapSection(model=str(model_dir)), camera=str(clip), loop=True,
-                     outputs={"serve": "127.0.0.1:0"}, duration=25)
+                     outputs={"serve": "127.0.0.1:0"}, duration=90)  # a safety net: the page quits it
     run = threading.Thread(target=live, args=(cfg, lines.append, [sink]), daemon=True)
     run.start()
     deadline = time.monotonic() + 20
