@@ -190,7 +190,10 @@ def figures(lat: list[tuple[float, float]], captured: int, dropped: int, seconds
             "dropped_pct": round(100 * dropped / max(captured, 1), 2),
             "p50": round(float(np.percentile(ms, 50)), 1), "p95": round(float(np.percentile(ms, 95)), 1),
             "p99": round(float(np.percentile(ms, 99)), 1),
-            "drift_pct": round(100 * (np.median(last) / np.median(first) - 1), 1) if seconds >= 25 else None}
+            "drift_pct": round(100 * (np.median(last) / np.median(first) - 1), 1) if seconds >= 25 else None,
+            # the latency's course: p50 of each 5 s of the run (drift compares the ends of it)
+            "p50_by_5s": [round(float(np.median(ms[(t >= a) & (t < a + 5)])), 1)
+                          for a in np.arange(t[0], t[-1], 5.0) if ((t >= a) & (t < a + 5)).any()]}
 
 
 def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: int,
@@ -211,9 +214,8 @@ def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: 
     elif output == "browser":
         cfg.outputs["serve"] = f"127.0.0.1:{port + 1}"
         browser = BrowserViewer(f"http://127.0.0.1:{port + 1}/")
-    if browser is not None:
-        threading.Timer(4.0, browser.start).start()  # the page connects once the server is up
-    stats = live(cfg, say=lambda line: None, extra_sinks=[sink], on_capture=clock.on_capture)
+    stats = live(cfg, say=lambda line: None, extra_sinks=[sink], on_capture=clock.on_capture,
+                 on_ready=browser.start if browser is not None else None)  # once the server is up
     summary = stats.summary()
     captured, dropped = summary["frames_captured"], summary["dropped"]["capture"]
     read = [(code, t) for _, code, t in sink.read]
@@ -337,22 +339,57 @@ def round_trips(out: list, back: list) -> list[tuple[float, float]]:
 
 
 def run_camera(y4m: Path, model: str, engine: str, seconds: float, port: int, size: str,
-               blend: dict | None = None) -> dict:
-    """One live run with --camera browser: the page's camera goes to the server and comes back."""
+               blend: dict | None = None, codec: str = "") -> dict:
+    """One live run with --camera browser: the page's camera goes to the server and comes back
+    (codec: what the page sends in, vp8 or h264; "": the browser's first choice)."""
     cfg = LiveConfig(swap=SwapSection(model=model, engine=engine), camera="browser", size=size,
                      duration=seconds, outputs={"serve": f"127.0.0.1:{port + 2}"})
     for key, value in (blend or {}).items():
         setattr(cfg.blend, key, value)
-    cam = BrowserCamera(f"http://127.0.0.1:{port + 2}/", y4m)
-    threading.Timer(4.0, cam.start).start()
-    stats = live(cfg, say=lambda line: None)
+    cam = BrowserCamera(f"http://127.0.0.1:{port + 2}/" + (f"?codec={codec}" if codec else ""), y4m)
+    arrived: list[tuple[int, float]] = []  # (code, wall-clock ms) of each frame the server took
+
+    def on_capture(packet) -> None:
+        wall = time.time() - time.monotonic() + packet.capture_time
+        arrived.append((read_code(packet.frame), wall * 1000))
+
+    # the page opens once the server is up
+    stats = live(cfg, say=lambda line: None, on_ready=cam.start, on_capture=on_capture)
     out, back = cam.stop()
     summary = stats.summary()
     lat = round_trips(out, back)
     res = {"camera": figures(lat, max(len(out), 1), max(len(out) - len(lat), 0), seconds), "summary": summary}
     res["camera"]["frames_out"] = len(out)
     res["camera"]["frames_back"] = len(lat)
+    res["legs"] = legs(out, arrived, back)
     return res
+
+
+def legs(out: list, arrived: list, back: list) -> dict:
+    """Where the round trip goes, p50 ms of each 5 s: up (the page showing a frame going out ->
+    the server taking it, decoded), server (-> the page receiving its last packet back: the
+    stages, the encoder, the network) and page (-> the page drawing it). Codes repeat as the clip
+    loops: each is matched with its latest occurrence before."""
+    def latest(events: list[tuple[int, float]], code: int, before: float) -> float | None:
+        ts = [t for c, t in events if c == code and t <= before and before - t < 2000]
+        return ts[-1] if ts else None
+
+    sent = [(c, t) for c, t, _ in out]
+    rows = []
+    for code, shown, received in back:
+        if received is None:
+            continue
+        got = latest(arrived, code, received)
+        went = latest(sent, code, got) if got is not None else None
+        if went is not None:
+            rows.append((shown / 1000, got - went, received - got, shown - received))
+    if not rows:
+        return {}
+    a = np.array(rows)
+    bins = np.arange(a[0, 0], a[-1, 0], 5.0)
+    pick = [(a[:, 0] >= b) & (a[:, 0] < b + 5) for b in bins]
+    return {name: [round(float(np.median(a[m, i])), 1) for m in pick if m.any()]
+            for i, name in ((1, "up"), (2, "server"), (3, "page"))}
 
 
 def random_model(work: Path, name: str = "lite64") -> str:
@@ -372,6 +409,10 @@ def main() -> None:
                          "udp,browser,camera")
     ap.add_argument("--no-outputs", action="store_true", help="skip the UDP + browser runs")
     ap.add_argument("--camera-preset", default="lite64", help="the preset of the browser-camera run (lite64)")
+    ap.add_argument("--camera-codec", default="", choices=["", "vp8", "h264"],
+                    help="the codec the page sends its camera in (default: the browser's first choice, VP8)")
+    ap.add_argument("--camera-engine", default="auto",
+                    help="the engine of the browser-camera run (auto: what `swapstream live` picks here)")
     ap.add_argument("--model", help="checkpoint to use for every preset (default: random weights per preset)")
     ap.add_argument("--port", type=int, default=23450)
     ap.add_argument("--occlusion", choices=OCCLUSION_MODES,
@@ -396,12 +437,14 @@ def main() -> None:
         for output in ([] if a.no_outputs else [o for o in a.outputs.split(",") if o]):
             if output == "camera":
                 model = a.model or random_model(work, a.camera_preset)
-                print(f"{size} {a.camera_preset} eager: {a.seconds:.0f} s, the browser's camera, "
+                print(f"{size} {a.camera_preset} {a.camera_engine}: {a.seconds:.0f} s, the browser's camera, "
                       "there and back", flush=True)
-                r = run_camera(camera_clip(work, w, h), model, "eager", a.seconds, a.port, size, blend)
-                results.append({"size": size, "preset": a.camera_preset, "engine": "eager", "with": "camera",
-                                **r})
+                r = run_camera(camera_clip(work, w, h), model, a.camera_engine, a.seconds, a.port, size,
+                               blend, a.camera_codec)
+                results.append({"size": size, "preset": a.camera_preset, "engine": a.camera_engine,
+                                "with": "camera", **r})
                 print(f"    camera: {r['camera']}", flush=True)
+                print(f"    legs (p50 ms of each 5 s): {r['legs']}", flush=True)
                 continue
             model = a.model or random_model(work)
             print(f"{size} lite64 eager: {a.seconds:.0f} s, in-process + {output}", flush=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2  # noqa: F401
 
 from swapstream.core.errors import ConfigError, OutputError
-from swapstream.pipeline.config import LiveConfig
+from swapstream.pipeline.config import LiveConfig, live_in_flight
 from swapstream.pipeline.live_stats import LiveStats
 from swapstream.pipeline.outputs import OutputContext, outputs
 from swapstream.pipeline.request import check_model, make_chain, to_stderr
@@ -116,19 +116,21 @@ class _Session:
 
 def live(cfg: LiveConfig, say: Callable[[str], None] = print,
          extra_sinks: list[Sink] | None = None, on_capture: Callable | None = None,
-         warn: Callable[[str], None] = to_stderr) -> LiveStats:
+         warn: Callable[[str], None] = to_stderr, on_ready: Callable[[], None] | None = None) -> LiveStats:
     """Run a live session (see the module docstring); returns its statistics. SwapstreamError
     for a user's mistake (exit 2); SourceLost when the camera or stream stops (exit 1), after
     every output was closed properly; an output that fails mid-run (a full disk) stops alone,
     `warn` gets the one line that says so (OutputLost, exit 1, when it was the last one). For
     programs (tests, benchmarks): `extra_sinks` are added to the outputs, `on_capture(packet)`
-    sees each frame as it is captured."""
+    sees each frame as it is captured, `on_ready()` is called once every output is up (a page
+    may connect)."""
     cfg = plan_outputs(cfg) if not extra_sinks or cfg.camera == BROWSER else cfg
     model = check_model(cfg, say)
     check_outputs(cfg)
     s = _open(cfg, model, extra_sinks or [])
     options = LiveOptions(cfg.delay_ms, cfg.duration, on_capture=on_capture, on_output_failed=warn,
-                          on_ready=lambda: _say_ready(cfg, s, say))
+                          in_flight=live_in_flight(cfg),
+                          on_ready=lambda: (_say_ready(cfg, s, say), on_ready and on_ready()))
     runner = LiveRunner(s.stats, s.controls, options, audio_gate=s.gate,
                         audio_source=s.audio.chunks() if s.audio is not None else None)
     try:

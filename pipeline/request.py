@@ -64,9 +64,12 @@ def make_chain(cfg, meta: dict, mode: str, reference: np.ndarray | None = None,
                          hold=mode == "convert")]
     swap = swap_settings(cfg.swap, mode, [(p.model, align_settings(cfg, p.meta)) for p in people])
     hands = []
-    if cfg.blend.occlusion in ("hands", "both"):  # live searches for a new hand every 3rd frame
+    if cfg.blend.occlusion in ("hands", "both"):
+        # Live searches for a new hand every 6th frame (200 ms at 30 fps; the learned mask covers
+        # a hand meanwhile): a palm search is ~10 ms of a core, and every 3rd frame the searches
+        # were 13 % of a core here, which the browser camera's 2-core budget has not got.
         live = mode == "live"
-        hands = [link(HandsStage, HandSettings(search_every=3 if live else 4, look_back=not live,
+        hands = [link(HandsStage, HandSettings(search_every=6 if live else 4, look_back=not live,
                                                 roi=192 if live else ROI_SIDE, background=live))]
     return [link(DetectStage, cfg.detect), link(AlignStage, align), *identify, link(SwapStage, swap),
             *hands, link(BlendStage, cfg.blend, mouth_reach(meta, swap.to_identity),

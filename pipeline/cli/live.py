@@ -48,6 +48,9 @@ def add(sub) -> None:
     p.add_argument("--config", help="YAML file; its detect/align/blend sections apply")
     p.add_argument("--stats", metavar="FILE.json", help="write the statistics table as JSON at the end")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--in-flight", type=int, metavar="N", dest="in_flight",
+                   help="frames in the swap chain at once, 1-4 (default: 1 with --camera browser, "
+                        "else 2: two keep two CPU cores busy, at the cost of latency)")
     p.add_argument("--policy", choices=["newest", "block"],
                    help="newest (default): drop frames the swap cannot keep up with, so latency never "
                         "grows; block: process every frame")
@@ -75,7 +78,8 @@ def run(a) -> int:
     flags = {"swap": swap_values(a), "camera": a.camera, "size": a.size, "fps": a.fps, "loop": a.loop or None,
              "codec": a.codec, "audio": a.audio,
              "tls_cert": a.tls_cert, "tls_key": a.tls_key, "delay_ms": a.delay, "duration": a.duration,
-             "policy": a.policy, "stats": a.stats, "identity": {"only": a.only}, "map": map_values(a.map),
+             "policy": a.policy, "in_flight": a.in_flight, "stats": a.stats, "identity": {"only": a.only},
+             "map": map_values(a.map),
              "outputs": {k: v for k, v in chosen.items() if v is not None and v is not False}}
     cfg = fill(LiveConfig, merge(values, drop_none(flags)))
     if not cfg.swap.model and not cfg.map:

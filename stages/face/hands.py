@@ -5,7 +5,7 @@ in the mediapipe wheel (palm detection + 21 hand landmarks, `mp.solutions.hands`
 no downloaded weights. It runs only where a face is: on one square region around the faces
 being swapped (each face's box grown by REACH face sizes on every side), shrunk to ROI_SIDE px,
 and it tracks: while a hand is followed from frame to frame MediaPipe only runs the landmark
-model on it; while none is, the palm search runs every `search_every` frames (4; live 3). In a
+model on it; while none is, the palm search runs every `search_every` frames (4; live 6). In a
 conversion a hand the search finds is then followed backwards over the frames the search
 skipped (`look_back`, as the detect stage does with faces), so it is cut from its first frame.
 Live runs the tracker on a thread of its own (`background`): a frame takes the newest hands

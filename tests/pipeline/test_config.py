@@ -84,3 +84,16 @@ def test_the_map_section_fills_convert_and_live_relative_to_the_file(tmp_path):
                        (["a.jpg=m1", "a.jpg=m2"], "gives a.jpg twice")):
         with pytest.raises(ConfigError, match=match):
             map_values(bad)
+
+
+def test_frames_in_flight_default_to_one_with_the_browser_camera_and_two_else():
+    from swapstream.pipeline.config import LiveConfig, live_in_flight
+
+    assert live_in_flight(LiveConfig()) == 2
+    assert live_in_flight(LiveConfig(camera="browser")) == 1
+    assert live_in_flight(LiveConfig(camera="browser", in_flight=2)) == 2
+    assert live_in_flight(fill(LiveConfig, {"in_flight": 3})) == 3
+    with pytest.raises(ConfigError, match="in-flight 9"):
+        LiveConfig(in_flight=9)
+    parsed = build_parser().parse_args(["live", "--model", "m", "--in-flight", "1"])
+    assert parsed.in_flight == 1
