@@ -48,6 +48,7 @@ from swapstream.stages.sinks.webrtc import AudioConverter, BusyError, Hub, Viewe
 
 MAX_VIEWERS = 8
 START_TIMEOUT_S = 10.0
+CAMERA_BITS_PER_PIXEL = 0.1  # a sending page caps its camera at this (live.html); it starts there too
 ASK_MARGIN = 1.2  # a sending page's camera is capped at this much more than the swap's output rate
 ASK_MIN_FPS = 10.0
 log = logging.getLogger("swapstream.web")
@@ -313,7 +314,11 @@ class WebSink(Sink):
         if len(self._viewers.peers) >= MAX_VIEWERS:
             return web.json_response({"error": f"{MAX_VIEWERS} viewers already; close one"}, status=503)
         try:
-            answer = await self._viewers.answer(body["sdp"], "offer", self.inbox if sends else None)
+            start = None
+            if sends and self.settings.camera is not None:  # the page's cap: 0.1 bit a pixel (live.html)
+                w, h, fps = self.settings.camera
+                start = max(1, round(w * h * fps * CAMERA_BITS_PER_PIXEL / 1000))
+            answer = await self._viewers.answer(body["sdp"], "offer", self.inbox if sends else None, start)
         except BusyError as err:
             return web.json_response({"error": str(err), "busy": True}, status=409)
         except ValueError as err:

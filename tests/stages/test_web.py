@@ -501,3 +501,17 @@ def _depayload(codec: str, payload: bytes) -> bytes:
     from aiortc.codecs.h264 import H264PayloadDescriptor
 
     return H264PayloadDescriptor.parse(payload)[1]
+
+
+def test_the_start_bitrate_goes_on_every_vp8_and_h264_format_of_the_video_only():
+    from swapstream.stages.sinks.webrtc import with_start_bitrate
+
+    sdp = "\r\n".join(["v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=rtpmap:111 opus/48000/2",
+                       "a=fmtp:111 minptime=10", "m=video 9 UDP/TLS/RTP/SAVPF 97 98 99",
+                       "a=rtpmap:97 VP8/90000", "a=rtpmap:98 rtx/90000", "a=fmtp:98 apt=97",
+                       "a=rtpmap:99 H264/90000", "a=fmtp:99 packetization-mode=1", ""])
+    lines = with_start_bitrate(sdp, 922).split("\r\n")
+    assert "a=fmtp:97 x-google-start-bitrate=922" in lines  # VP8 had no fmtp line: one is added
+    assert "a=fmtp:99 packetization-mode=1;x-google-start-bitrate=922" in lines
+    assert "a=fmtp:98 apt=97" in lines and "a=fmtp:111 minptime=10" in lines  # rtx, audio untouched
+    assert lines.index("a=fmtp:97 x-google-start-bitrate=922") == lines.index("a=rtpmap:97 VP8/90000") + 1
