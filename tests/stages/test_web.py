@@ -463,7 +463,7 @@ def test_a_viewer_gets_the_quick_encoder_of_its_codec_and_its_pictures_decode(im
     yuv420p frames the track now hands over, decodes back to the picture sent."""
     import av
 
-    from swapstream.stages.sinks.webrtc import QuickH264Encoder, QuickVp8Encoder, to_i420
+    from swapstream.stages.sinks.webrtc_codecs import QuickH264Encoder, QuickVp8Encoder, to_i420
 
     with serving(images[0]) as (sink, _):
         with ThreadPoolExecutor(1) as pool:
@@ -504,7 +504,7 @@ def _depayload(codec: str, payload: bytes) -> bytes:
 
 
 def test_the_start_bitrate_goes_on_every_vp8_and_h264_format_of_the_video_only():
-    from swapstream.stages.sinks.webrtc import with_start_bitrate
+    from swapstream.stages.sinks.webrtc_codecs import with_start_bitrate
 
     sdp = "\r\n".join(["v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=rtpmap:111 opus/48000/2",
                        "a=fmtp:111 minptime=10", "m=video 9 UDP/TLS/RTP/SAVPF 97 98 99",
