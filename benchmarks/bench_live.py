@@ -378,10 +378,11 @@ def legs(out: list, arrived: list, back: list) -> dict:
         return ts[-1] if ts else None
 
     sent = [(c, t) for c, t, _ in out]
-    rows = []
+    rows, last = [], None
     for code, shown, received in back:
-        if received is None:
+        if received is None or code == last:  # the same frame drawn again
             continue
+        last = code
         got = latest(arrived, code, received)
         went = latest(sent, code, got) if got is not None else None
         if went is not None:

@@ -4,9 +4,10 @@
     (thread)  (drops stale)  (thread)    (thread)            (thread)   (one per sink, each its thread)
 
 - Every stage runs in its own thread, one frame at a time, handing on through one-frame queues
-  (`block`). At most `in_flight` (2) frames are in the chain at once: enough for both cores to
-  work (one frame in detect while the one before it is swapped and blended), few enough that one
-  frame's latency stays near the sum of its stage times whichever stage is the slow one.
+  (`block`). At most `in_flight` frames are in the chain at once (live: 2, or 1 with the
+  browser's camera; pipeline.config.live_in_flight): two are enough for both cores to work (one
+  frame in detect while the one before it is swapped and blended), few enough that one frame's
+  latency stays near the sum of its stage times whichever stage is the slow one.
   MediaPipe, OpenCV, torch and the codecs release the GIL in their heavy calls.
 - Back-pressure policy `newest` (the default): the capture thread keeps only the newest frame; a
   frame the first stage could not take in time is dropped and counted, so nothing queues behind

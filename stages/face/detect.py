@@ -13,8 +13,9 @@ Faces start where the face starts. Convert (`look_back`) also searches the last 
 batch, and a face a search finds that no track followed is tracked backwards over the batch's
 earlier frames, so a face that walks or pans into view gets landmarks from its first frame in
 view, not from the next search. Live cannot look back: it spreads each full search over at most
-`search_frames` frames (or `search_budget` detector calls a frame) and starts the next one at
-once, so no frame waits for the whole tile pyramid and a new face waits ~3 frames (100 ms).
+`search_frames` frames (or `search_budget` detector calls a frame) and starts one every
+`detect_every` frames (live: 3; the next at once where a search takes that long), so no frame
+waits for the whole tile pyramid and a new face waits ~3 frames (100 ms).
 """
 
 from __future__ import annotations

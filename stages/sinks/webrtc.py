@@ -326,14 +326,14 @@ class Viewers:
                     sender._stream_id = f"{sender._stream_id}-audio"
             await pc.setLocalDescription(await pc.createAnswer())
             quick_senders(pc)
+            answer = pc.localDescription.sdp
+            if inbox is not None and start_kbps:
+                answer = with_start_bitrate(answer, start_kbps)
         except Exception as err:
             await self.drop(pid)
             raise ValueError(f"bad offer: {err}") from err
         self.hub.audio_tracks.update(t for t in tracks if isinstance(t, AudioTrack))
         asyncio.get_running_loop().call_later(CONNECT_TIMEOUT_S, self._expire, pid, pc)
-        answer = pc.localDescription.sdp
-        if inbox is not None and start_kbps:
-            answer = with_start_bitrate(answer, start_kbps)
         return {"sdp": answer, "type": pc.localDescription.type, "id": pid}
 
     def _expire(self, pid: str, pc: RTCPeerConnection) -> None:

@@ -86,24 +86,40 @@ def with_start_bitrate(sdp: str, kbps: int) -> str:
     decoder and the swap's share of the CPU more and more: the round trip's p50 rose by 30-60 %
     over a 30 s session before it levelled, which read as lag building up. Other browsers ignore
     the parameter."""
-    lines = sdp.split("\r\n")
-    video, formats = False, {}
-    for i, line in enumerate(lines):
+    param = f"x-google-start-bitrate={kbps}"
+    out: list[str] = []
+    section: list[str] = []
+
+    def close_section() -> None:
+        """Add the parameter within one media section, then hand its lines to `out`."""
+        if section and section[0].startswith("m=video"):
+            for pt in _formats(section, ("VP8", "H264")):
+                fmtp = next((j for j, ln in enumerate(section) if ln.startswith(f"a=fmtp:{pt} ")), None)
+                if fmtp is None:
+                    at = next(j for j, ln in enumerate(section) if ln.startswith(f"a=rtpmap:{pt} "))
+                    section.insert(at + 1, f"a=fmtp:{pt} {param}")
+                else:
+                    section[fmtp] = f"{section[fmtp]};{param}"
+        out.extend(section)
+        section.clear()
+
+    for line in sdp.split("\r\n"):
         if line.startswith("m="):
-            video = line.startswith("m=video")
-        elif video and line.startswith("a=rtpmap:"):
-            pt, codec = line[len("a=rtpmap:"):].split(" ", 1)
-            if codec.split("/")[0].upper() in ("VP8", "H264"):
-                formats[pt] = i
-    out = list(lines)
-    for pt, i in formats.items():
-        fmtp = next((j for j, ln in enumerate(out) if ln.startswith(f"a=fmtp:{pt} ")), None)
-        param = f"x-google-start-bitrate={kbps}"
-        if fmtp is None:
-            out[out.index(lines[i])] = f"{lines[i]}\r\na=fmtp:{pt} {param}"
-        else:
-            out[fmtp] = f"{out[fmtp]};{param}"
+            close_section()
+        section.append(line)
+    close_section()
     return "\r\n".join(out)
+
+
+def _formats(section: list[str], codecs: tuple[str, ...]) -> list[str]:
+    """The payload types of one SDP media section's lines whose a=rtpmap names one of `codecs`."""
+    found = []
+    for line in section:
+        if line.startswith("a=rtpmap:"):
+            pt, _, codec = line[len("a=rtpmap:"):].partition(" ")
+            if codec.split("/")[0].upper() in codecs:
+                found.append(pt)
+    return found
 
 
 def quick_senders(pc) -> None:

@@ -238,8 +238,9 @@ def test_a_face_that_comes_into_view_is_tracked_back_to_its_first_frame():
 
 
 def test_live_finds_a_new_face_within_three_frames():
-    """Live cannot look back: its searches run back to back, each spread over <= 3 frames, so a
-    face coming into view while another is tracked waits at most ~3 frames (100 ms at 30 fps)."""
+    """Live cannot look back: a search starts every 3rd frame (the next at once where one is
+    spread over 3 frames), so a face coming into view while another is tracked waits at most ~3
+    frames (100 ms at 30 fps)."""
     from swapstream.pipeline.config import live_detect_defaults
 
     frames, _ = entering(24, 1280, 720, enter_at=10, side=360)

@@ -477,19 +477,32 @@ def test_a_viewer_gets_the_quick_encoder_of_its_codec_and_its_pictures_decode(im
     assert type(encoder) is {"vp8": QuickVp8Encoder, "h264": QuickH264Encoder}[codec]
 
     frame = cv2.resize(images[0], (320, 240))
-    decoder = av.CodecContext.create("libvpx" if codec == "vp8" else "h264", "r")
-    decoded = []
-    for i in range(3):
+    decoder = av.CodecContext.create(codec, "r")  # FFmpeg's own decoders: they flag key frames
+    decoded, contexts = [], []
+
+    def send(i: int, keyframe: bool = False) -> None:
         vf = to_i420(frame)
         assert vf.format.name == "yuv420p"
         vf.pts, vf.time_base = i * 3000, Fraction(1, 90000)
-        payloads, _ = encoder.encode(vf)
+        payloads, _ = encoder.encode(vf, keyframe)
         assert payloads
-        data = b"".join(_depayload(codec, p) for p in payloads)
-        decoded += decoder.decode(av.Packet(data))
-    assert decoded
+        contexts.append(encoder.codec)
+        decoded.extend(decoder.decode(av.Packet(b"".join(_depayload(codec, p) for p in payloads))))
+
+    for i in range(3):
+        send(i)
+    assert decoded and contexts[0] is contexts[1] is contexts[2]  # aiortc kept the context made here
+    send(3)
+    send(4, keyframe=True)  # a keyframe request (the page's PLI) still gives one
+    assert decoded[-1].key_frame and not decoded[-2].key_frame
+    encoder.target_bitrate = encoder.codec.bit_rate // 2  # a bandwidth report: a new context, made here
+    send(5)
+    assert contexts[-1] is not contexts[-2] and type(encoder) in (QuickVp8Encoder, QuickH264Encoder)
+    assert encoder.codec.bit_rate == encoder.target_bitrate
     back = decoded[-1].to_ndarray(format="rgb24").astype(np.float32)
     assert np.abs(back - frame).mean() < 6.0  # the picture, not a grey or green frame
+    odd = to_i420(np.zeros((241, 321, 3), np.uint8))  # 4:2:0 cannot halve it: rgb24 for swscale
+    assert odd.format.name == "rgb24" and (odd.width, odd.height) == (321, 241)
 
 
 def _depayload(codec: str, payload: bytes) -> bytes:
@@ -515,3 +528,11 @@ def test_the_start_bitrate_goes_on_every_vp8_and_h264_format_of_the_video_only()
     assert "a=fmtp:99 packetization-mode=1;x-google-start-bitrate=922" in lines
     assert "a=fmtp:98 apt=97" in lines and "a=fmtp:111 minptime=10" in lines  # rtx, audio untouched
     assert lines.index("a=fmtp:97 x-google-start-bitrate=922") == lines.index("a=rtpmap:97 VP8/90000") + 1
+    # each section on its own: an audio format of the same number keeps its line; a second video
+    # section gets its own
+    shared = "\r\n".join(["v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 97", "a=rtpmap:97 opus/48000/2",
+                           "a=fmtp:97 minptime=10", "m=video 9 UDP/TLS/RTP/SAVPF 97", "a=rtpmap:97 VP8/90000",
+                           "m=video 9 UDP/TLS/RTP/SAVPF 97", "a=rtpmap:97 VP8/90000", ""])
+    lines = with_start_bitrate(shared, 500).split("\r\n")
+    assert "a=fmtp:97 minptime=10" in lines
+    assert lines.count("a=fmtp:97 x-google-start-bitrate=500") == 2 and lines[-1] == ""
