@@ -48,7 +48,7 @@ from swapstream.stages.sinks.webrtc import AudioConverter, BusyError, Hub, Viewe
 
 MAX_VIEWERS = 8
 START_TIMEOUT_S = 10.0
-CAMERA_BITS_PER_PIXEL = 0.1  # a sending page caps its camera at this (live.html); it starts there too
+CAMERA_BITS_PER_PIXEL = 0.1  # a sending page caps its camera at this (kbps in /stats); it starts there too
 ASK_MARGIN = 1.2  # a sending page's camera is capped at this much more than the swap's output rate
 ASK_MIN_FPS = 10.0
 log = logging.getLogger("swapstream.web")
@@ -300,8 +300,17 @@ class WebSink(Sink):
         if self.inbox.sender is not None and isinstance(out, (int, float)) and out > 0 \
                 and (snap.get("seconds") or 0) > 3:
             ask = float(min(fps, max(ASK_MIN_FPS, round(out * ASK_MARGIN))))
-        return {"width": w, "height": h, "fps": fps, "ask_fps": ask, "busy": self.inbox.sender is not None,
+        return {"width": w, "height": h, "fps": fps, "ask_fps": ask, "kbps": self._camera_kbps(),
+                "busy": self.inbox.sender is not None,
                 "received": self.inbox.received, "dropped": self.inbox.dropped}
+
+    def _camera_kbps(self) -> int | None:
+        """The sending page's camera cap (kbit/s), which its camera also starts at: CAMERA_BITS_PER_PIXEL
+        at the size and rate it is asked for; None when the session's camera is not the browser's."""
+        if self.settings.camera is None:
+            return None
+        w, h, fps = self.settings.camera
+        return max(1, round(w * h * fps * CAMERA_BITS_PER_PIXEL / 1000))
 
     async def _offer(self, request: web.Request) -> web.Response:
         body = await _json(request)
@@ -314,10 +323,7 @@ class WebSink(Sink):
         if len(self._viewers.peers) >= MAX_VIEWERS:
             return web.json_response({"error": f"{MAX_VIEWERS} viewers already; close one"}, status=503)
         try:
-            start = None
-            if sends and self.settings.camera is not None:  # the page's cap: 0.1 bit a pixel (live.html)
-                w, h, fps = self.settings.camera
-                start = max(1, round(w * h * fps * CAMERA_BITS_PER_PIXEL / 1000))
+            start = self._camera_kbps() if sends else None  # the page starts its camera at its cap
             answer = await self._viewers.answer(body["sdp"], "offer", self.inbox if sends else None, start)
         except BusyError as err:
             return web.json_response({"error": str(err), "busy": True}, status=409)

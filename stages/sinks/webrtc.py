@@ -29,7 +29,7 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from swapstream.core.audio import AUDIO_RATE
-from swapstream.stages.sinks.webrtc_codecs import quick_senders, to_i420, with_start_bitrate
+from swapstream.stages.sinks.webrtc_codecs import i420_pixels, quick_senders, with_start_bitrate
 
 VIDEO_CLOCK = 90_000
 AUDIO_FRAME = 960  # 20 ms at 48 kHz: one Opus frame
@@ -55,7 +55,7 @@ class Hub:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._lock = threading.Lock()
-        self._frame: np.ndarray | None = None  # (H, W, 3) uint8 RGB
+        self._frame: tuple[np.ndarray, str] | None = None  # (pixels, format): webrtc_codecs.i420_pixels
         self._stamp = 0.0
         self._seq = 0
         self._changed = asyncio.Event()
@@ -64,11 +64,11 @@ class Hub:
 
     def publish(self, frame: np.ndarray, stamp: float) -> None:
         """Make `frame` ((H, W, 3) uint8 RGB) the newest; `stamp` is its time.monotonic() seconds.
-        Copied while anyone watches (another sink may draw on it later: ~0.3 ms at 720p). Any thread."""
-        if self.viewers:
-            frame = frame.copy()
+        While anyone watches it is converted here, once for every viewer, to the encoders' yuv420p
+        (a new array: another sink may draw on the frame later). Any thread."""
+        pixels = i420_pixels(frame) if self.viewers else (frame, "rgb24")
         with self._lock:
-            self._frame, self._stamp, self._seq = frame, stamp, self._seq + 1
+            self._frame, self._stamp, self._seq = pixels, stamp, self._seq + 1
         if self.viewers:
             self._call(self._wake)
 
@@ -77,8 +77,8 @@ class Hub:
         if self.audio_tracks:
             self._call(self._feed, pcm)
 
-    def latest(self) -> tuple[int, np.ndarray | None, float]:
-        """(sequence number, newest frame or None, its stamp)."""
+    def latest(self) -> tuple[int, tuple[np.ndarray, str] | None, float]:
+        """(sequence number, newest frame as (pixels, format) or None, its stamp)."""
         with self._lock:
             return self._seq, self._frame, self._stamp
 
@@ -135,7 +135,7 @@ class VideoTrack(MediaStreamTrack):
         if self._t0 is None:
             self._t0 = stamp
         self._pts = max(self._pts + 1, round((stamp - self._t0) * VIDEO_CLOCK))
-        out = to_i420(frame)
+        out = av.VideoFrame.from_ndarray(*frame)
         out.pts, out.time_base = self._pts, fractions.Fraction(1, VIDEO_CLOCK)
         return out
 

@@ -21,14 +21,20 @@ from aiortc.codecs.vpx import MAX_BITRATE as VP8_MAX_BITRATE
 from aiortc.codecs.vpx import Vp8Encoder
 
 
-def to_i420(rgb: np.ndarray) -> av.VideoFrame:
-    """(H, W, 3) uint8 RGB -> an av.VideoFrame in yuv420p (BT.601, limited range), what the
-    encoders take. OpenCV's conversion: 0.3 ms at 640x480 where the encoder's own (swscale) took
-    1.7 (Y within 1 level of it). Odd sizes, which 4:2:0 cannot halve, go as rgb24 (swscale then)."""
+def i420_pixels(rgb: np.ndarray) -> tuple[np.ndarray, str]:
+    """(H, W, 3) uint8 RGB -> (pixels, format) for av.VideoFrame.from_ndarray, in a new array:
+    (H * 3 / 2, W) uint8 yuv420p (BT.601, limited range), what the encoders take. OpenCV's
+    conversion: 0.3 ms at 640x480 where the encoder's own (swscale) took 1.7 (Y within 1 level of
+    it). Odd sizes, which 4:2:0 cannot halve, stay rgb24 (a copy; swscale converts them later)."""
     h, w = rgb.shape[:2]
     if h % 2 or w % 2:
-        return av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+        return rgb.copy(), "rgb24"
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), "yuv420p"
+
+
+def to_i420(rgb: np.ndarray) -> av.VideoFrame:
+    """(H, W, 3) uint8 RGB -> an av.VideoFrame in yuv420p (rgb24 for odd sizes), see i420_pixels."""
+    return av.VideoFrame.from_ndarray(*i420_pixels(rgb))
 
 
 class QuickVp8Encoder(Vp8Encoder):

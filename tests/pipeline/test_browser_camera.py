@@ -242,6 +242,10 @@ def test_off_loopback_the_page_is_https_with_its_token_and_takes_vp8_and_h264(mo
             assert page.evaluate("window.isSecureContext")
             sent = page.evaluate(SENT_CODEC)
             assert sent and sent.lower() == f"video/{codec}", (codec, sent)
+            # the camera is capped at the server's rate (web.CAMERA_BITS_PER_PIXEL at the asked size)
+            cap = page.evaluate("pc.getSenders().find((s) => s.track && s.track.kind === 'video')"
+                                ".getParameters().encodings[0].maxBitrate")
+            assert cap == round(W * H * 30 * 0.1 / 1000) * 1000, cap
             page.close()
             assert s.wait(lambda: not s.stats()["camera"]["busy"], 10), s.stats()
     s.quit()
