@@ -63,10 +63,10 @@ def newest_first(packets: Iterable[FramePacket], stats: RunStats) -> Iterator[Fr
         finally:
             slot.close()
 
-    t = threading.Thread(target=capture, name="capture", daemon=True)
-    t.start()
+    t = _Launched(target=capture, name="capture", daemon=True)
     cont = Continuity()
     try:
+        t.start()
         while True:
             try:
                 p = slot.get()
@@ -80,6 +80,7 @@ def newest_first(packets: Iterable[FramePacket], stats: RunStats) -> Iterator[Fr
             raise failure[0]
     finally:
         slot.close()
+        t.join_launched(timeout=2.0)  # the source is closed after this: not while it reads
 
 
 class _LocalRun:
@@ -171,9 +172,9 @@ class _LocalRun:
             self.stats.frames += len(batch)
             bar.update(len(batch))
 
-        reader.start()
-        writer.start()
-        try:
+        try:  # started inside: a stop signal during start() still joins the reader before the
+            reader.start()  # source is closed (closing a generator another thread runs fails)
+            writer.start()
             for batch in reader:
                 through(batch, 0)
             cascade(self._flushes(), through)
@@ -193,7 +194,25 @@ def sink_ahead(batch: list[FramePacket]) -> int:
     return max(AHEAD, min(SINK_AHEAD, int(SINK_BUDGET // max(nbytes, 1))))
 
 
-class _Reader(threading.Thread):
+class _Launched(threading.Thread):
+    """A thread that can be stopped whether or not start() returned: a stop signal may interrupt
+    start() in its wait for the new thread, which then runs anyway."""
+
+    _launched = False
+
+    def start(self) -> None:
+        self._launched = True
+        super().start()
+
+    def join_launched(self, timeout: float | None = None) -> None:
+        """Join the thread if start() was called (waiting for it to begin first); else nothing.
+        timeout: seconds at most (a source blocked in a read), None: until it ends."""
+        if self._launched:
+            self._started.wait(timeout)
+            self.join(timeout)
+
+
+class _Reader(_Launched):
     """Pulls batches from the source in its own thread, up to AHEAD ahead; iterate it for them.
     An error of the source is raised by the iteration, after the batches before it."""
 
@@ -224,10 +243,10 @@ class _Reader(threading.Thread):
 
     def stop(self) -> None:
         self.slot.close()
-        self.join()
+        self.join_launched()
 
 
-class _Writer(threading.Thread):
+class _Writer(_Launched):
     """Hands batches to the sink in its own thread, in order, `slot.capacity` at most waiting
     (AHEAD until the first batch sets it: sink_ahead)."""
 
@@ -270,7 +289,7 @@ class _Writer(threading.Thread):
         """Stop at once (after an error elsewhere): batches still waiting are not written."""
         self._stopped = True
         self.slot.close()
-        self.join()
+        self.join_launched()
 
 
 class LocalRunner(Runner):

@@ -83,3 +83,32 @@ def test_a_truncated_input_raises_after_its_good_frames_and_leaves_no_output(cli
         _run(cut, out, Darken())
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
     assert not _threads()
+
+
+def test_a_stop_signal_while_the_decode_thread_starts_joins_it_before_the_source_closes(
+        clips, tmp_path, monkeypatch):
+    """A real SIGTERM, raised in this (the main) thread just as the decode thread has begun: the
+    runner's clean-up must still stop and join that thread, so the source is not closed while the
+    thread reads it (closing a generator another thread runs raises ValueError)."""
+    import signal
+
+    from swapstream.core import process
+    from swapstream.pipeline.runners import local
+
+    real_start = local._Reader.start
+
+    def start_then_term(self):
+        real_start(self)
+        signal.raise_signal(signal.SIGTERM)  # handled here, inside start(), as in a real stop
+
+    old = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(local._Reader, "start", start_then_term)
+    process.take_stop_signals()
+    try:
+        with pytest.raises(process.Stopped):
+            _run(clips["a"], tmp_path / "out.mp4", Darken())  # its finally closes the source
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        process._state.update(installed=False, stopping=False)
+    assert not _threads()  # joined, not left reading
+    assert not [p for p in tmp_path.iterdir()]  # nothing under the output's name, no partial
