@@ -101,6 +101,27 @@ def holding_stops():
             signal.signal(n, h if h is not None else signal.SIG_DFL)
 
 
+class SignalSafeThread(threading.Thread):
+    """A thread its starter can clean up after whether or not start() returned: a stop signal
+    handled in the main thread may raise Stopped inside start() (in its wait for the new thread),
+    and the thread then runs anyway. Start it inside the try whose clean-up calls
+    join_launched(): joining a thread that was never started raises, leaving one running lets it
+    read a source the clean-up is closing."""
+
+    _launched = False
+
+    def start(self) -> None:
+        self._launched = True
+        super().start()
+
+    def join_launched(self, timeout: float | None = None) -> None:
+        """Join the thread if start() was called (waiting for it to begin first); else nothing.
+        timeout: seconds at most for each wait (a thread blocked in a read), None: until it ends."""
+        if self._launched:
+            self._started.wait(timeout)
+            self.join(timeout)
+
+
 def raise_open_file_limit() -> tuple[int, int] | None:
     """Raise the soft RLIMIT_NOFILE to the hard one (at most 2**20); (old soft, new soft), or None
     where there are no such limits (Windows) or it cannot be raised."""

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from swapstream.core.errors import OutputLost
 from swapstream.core.packet import FramePacket
-from swapstream.core.process import holding_stops, how_interrupted
+from swapstream.core.process import SignalSafeThread, holding_stops, how_interrupted
 from swapstream.pipeline.chain import Chain, Link
 from swapstream.pipeline.live_stats import LiveStats
 from swapstream.pipeline.runners.backpressure import Closed, Continuity, Handoff, check_policy
@@ -153,7 +153,7 @@ class LiveRunner(Runner):
         self._failed_sinks: set[int] = set()
         self._salvaged: set[int] = set()
         self.failures: list[str] = []  # one line per output that stopped early
-        self._threads: list[threading.Thread] = []
+        self._threads: list[SignalSafeThread] = []
         self.ended_by = ""
 
     # ------------------------------------------------------------------------------ threads
@@ -165,9 +165,9 @@ class LiveRunner(Runner):
                 self._errors.append(e)
                 self._stop.set()
 
-        t = threading.Thread(target=body, name=name, daemon=True)
+        t = SignalSafeThread(target=body, name=name, daemon=True)
+        self._threads.append(t)  # before start(): a stop signal inside start() still joins it
         t.start()
-        self._threads.append(t)
         return t
 
     def _get(self, q: Handoff):
@@ -374,19 +374,19 @@ class LiveRunner(Runner):
         slot = Handoff(self.policy, 1)
         feeds = [_Feed(s, self.opt.sink_queue if s.keeps_every_frame else 1,
                        lambda _p, name=s.name: self.stats.drop(f"sink:{name}")) for s in self.sinks]
-        self._spawn("capture", self._capture, slot)
-        if self.audio_source is not None:
-            self._spawn("audio", self._read_audio)
-        prev = slot
-        for i, st in enumerate(self.stages):
-            q = Handoff("block", 1)
-            self._spawn(f"stage-{st.name}", self._stage, st, prev, q, i == 0)
-            prev = q
-        workers = [self._spawn("output", self._output, prev, feeds)]
-        main = [(k, f) for k, f in enumerate(feeds) if f.sink.main_thread]
-        workers += [self._spawn(f"sink-{f.sink.name}", self._sink, k, f)
-                    for k, f in enumerate(feeds) if not f.sink.main_thread]
-        try:
+        try:  # threads start inside: a stop signal while they start still completes the outputs
+            self._spawn("capture", self._capture, slot)
+            if self.audio_source is not None:
+                self._spawn("audio", self._read_audio)
+            prev = slot
+            for i, st in enumerate(self.stages):
+                q = Handoff("block", 1)
+                self._spawn(f"stage-{st.name}", self._stage, st, prev, q, i == 0)
+                prev = q
+            workers = [self._spawn("output", self._output, prev, feeds)]
+            main = [(k, f) for k, f in enumerate(feeds) if f.sink.main_thread]
+            workers += [self._spawn(f"sink-{f.sink.name}", self._sink, k, f)
+                        for k, f in enumerate(feeds) if not f.sink.main_thread]
             self._main_loop(main, workers, self.opt.duration)
         except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP
             self.ended_by = how_interrupted(e)
@@ -397,7 +397,7 @@ class LiveRunner(Runner):
             if wake is not None:  # a source waiting for frames that may never come (a page's camera)
                 wake()
             for t in self._threads:
-                t.join(timeout=2.0)
+                t.join_launched(timeout=2.0)
             self.stats.ended = time.monotonic()
             self.stats.camera_fps = getattr(self.source, "measured_fps", None)
             self._close_all(abort=False)

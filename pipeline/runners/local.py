@@ -21,7 +21,6 @@ here.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
@@ -29,6 +28,7 @@ from itertools import islice
 from tqdm import tqdm
 
 from swapstream.core.packet import FramePacket
+from swapstream.core.process import SignalSafeThread
 from swapstream.pipeline.chain import Chain, Link, stage_name
 from swapstream.pipeline.runners.backpressure import Closed, Continuity, Handoff, check_policy
 from swapstream.pipeline.runners.base import Report, Runner, cascade, one_sink
@@ -63,7 +63,7 @@ def newest_first(packets: Iterable[FramePacket], stats: RunStats) -> Iterator[Fr
         finally:
             slot.close()
 
-    t = _Launched(target=capture, name="capture", daemon=True)
+    t = SignalSafeThread(target=capture, name="capture", daemon=True)
     cont = Continuity()
     try:
         t.start()
@@ -194,25 +194,7 @@ def sink_ahead(batch: list[FramePacket]) -> int:
     return max(AHEAD, min(SINK_AHEAD, int(SINK_BUDGET // max(nbytes, 1))))
 
 
-class _Launched(threading.Thread):
-    """A thread that can be stopped whether or not start() returned: a stop signal may interrupt
-    start() in its wait for the new thread, which then runs anyway."""
-
-    _launched = False
-
-    def start(self) -> None:
-        self._launched = True
-        super().start()
-
-    def join_launched(self, timeout: float | None = None) -> None:
-        """Join the thread if start() was called (waiting for it to begin first); else nothing.
-        timeout: seconds at most (a source blocked in a read), None: until it ends."""
-        if self._launched:
-            self._started.wait(timeout)
-            self.join(timeout)
-
-
-class _Reader(_Launched):
+class _Reader(SignalSafeThread):
     """Pulls batches from the source in its own thread, up to AHEAD ahead; iterate it for them.
     An error of the source is raised by the iteration, after the batches before it."""
 
@@ -246,7 +228,7 @@ class _Reader(_Launched):
         self.join_launched()
 
 
-class _Writer(_Launched):
+class _Writer(SignalSafeThread):
     """Hands batches to the sink in its own thread, in order, `slot.capacity` at most waiting
     (AHEAD until the first batch sets it: sink_ahead)."""
 
