@@ -16,6 +16,7 @@ from collections import deque
 import numpy as np
 
 RECENT_S = 5.0  # the window the live figures cover
+COURSE_S = 10.0  # the summary's course of each stage and output: p50 of each 10 s
 
 
 def _pct(values, qs=(50, 95, 99)) -> dict[str, float]:
@@ -26,20 +27,32 @@ def _pct(values, qs=(50, 95, 99)) -> dict[str, float]:
 
 
 class _Series:
-    """Milliseconds of one measure: all of them (for the end) and the recent (time, ms) pairs."""
+    """Milliseconds of one measure: all of them with their times (for the end) and the recent
+    (time, ms) pairs."""
 
     def __init__(self) -> None:
         self.all = array("f")
+        self.at = array("d")  # time.monotonic() of each of `all`
         self.recent: deque[tuple[float, float]] = deque()
 
     def add(self, now: float, ms: float) -> None:
         self.all.append(ms)
+        self.at.append(now)
         self.recent.append((now, ms))
         while self.recent and self.recent[0][0] < now - RECENT_S:
             self.recent.popleft()
 
     def recent_values(self, now: float) -> list[float]:
         return [v for t, v in self.recent if t >= now - RECENT_S]
+
+    def course(self, start: float, step: float = COURSE_S) -> list[float]:
+        """p50 ms of each `step` seconds from `start` (a session's course: does it slow down?)."""
+        if not self.all:
+            return []
+        ms, at = np.frombuffer(self.all, np.float32), np.frombuffer(self.at, np.float64) - start
+        bins = (np.maximum(at, 0) // step).astype(int)
+        return [round(float(np.median(ms[bins == b])), 1) for b in range(int(bins.max()) + 1)
+                if (bins == b).any()]
 
 
 class LiveStats:
@@ -132,7 +145,7 @@ class LiveStats:
 
     def summary(self) -> dict:
         """The whole session: per stage ms p50/p95, end to end p50/p95/p99 per output, fps in and
-        out, frames dropped and where."""
+        out, frames dropped and where; course_ms: each stage's and output's p50 of each 10 s."""
         end = self.ended or time.monotonic()
         with self._lock:
             secs = max(end - self.started, 1e-6)
@@ -146,6 +159,9 @@ class LiveStats:
                 "dropped": dict(self.dropped), "late_for_delay": self.late,
                 "stage_ms": {n: _pct(s.all, (50, 95)) for n, s in self.stages.items()},
                 "latency_ms": {n: _pct(s.all) for n, s in self.latency.items()},
+                # p50 of each 10 s, in order: where a session that slows down slows
+                "course_ms": {n: s.course(self.started)
+                              for n, s in [*self.stages.items(), *self.latency.items()]},
             }
 
     def lines(self) -> list[str]:

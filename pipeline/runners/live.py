@@ -7,7 +7,8 @@
   (`block`). At most `in_flight` frames are in the chain at once (live: 2, or 1 with the
   browser's camera; pipeline.config.live_in_flight): two are enough for both cores to work (one
   frame in detect while the one before it is swapped and blended), few enough that one frame's
-  latency stays near the sum of its stage times whichever stage is the slow one.
+  latency stays near the sum of its stage times whichever stage is the slow one. With one frame
+  in flight the stages never overlap, so they share one thread (`_stages`): no hand-offs.
   MediaPipe, OpenCV, torch and the codecs release the GIL in their heavy calls.
 - Back-pressure policy `newest` (the default): the capture thread keeps only the newest frame; a
   frame the first stage could not take in time is dropped and counted, so nothing queues behind
@@ -247,6 +248,32 @@ class LiveRunner(Runner):
         finally:
             outq.close()
 
+    def _stages(self, stages: list[Stage], inq: Handoff, outq: Handoff) -> None:
+        """Every stage in this one thread, frame by frame (in_flight 1): with one frame in the
+        chain the stages never run at once, and a thread each only adds hand-offs, each a wake-up
+        that waits for a core and the GIL on a busy machine. A frame a stage holds back leaves
+        the chain's count as with a thread a stage."""
+        cont = Continuity()
+        try:
+            while self._admit() and (p := self._get(inq)) is not None:
+                cont.admit(p)  # frames dropped before the chain: continue the last one in
+                self.stats.frame_taken()
+                batch = [p]
+                for stage in stages:
+                    out: list[FramePacket] = []
+                    for q in batch:
+                        t = time.perf_counter()
+                        out += stage.process([q])
+                        self.stats.stage_time(stage.name, 1000 * (time.perf_counter() - t))
+                    batch = out
+                if not any(q is p for q in batch):  # held back: it no longer takes room
+                    self._hold(p)
+                for q in batch:
+                    if not self._put(outq, q):
+                        return
+        finally:
+            outq.close()
+
     def _output(self, inq: Handoff, feeds: list[_Feed]) -> None:
         """Release frames (at capture time + delay) and their audio to every sink's feed."""
         delay = self.opt.delay_ms / 1000
@@ -379,7 +406,10 @@ class LiveRunner(Runner):
             if self.audio_source is not None:
                 self._spawn("audio", self._read_audio)
             prev = slot
-            for i, st in enumerate(self.stages):
+            if self.opt.in_flight == 1 and len(self.stages) > 1:  # one frame: one thread (see _stages)
+                prev = Handoff("block", 1)
+                self._spawn("stages", self._stages, self.stages, slot, prev)
+            for i, st in enumerate(self.stages if prev is slot else []):
                 q = Handoff("block", 1)
                 self._spawn(f"stage-{st.name}", self._stage, st, prev, q, i == 0)
                 prev = q

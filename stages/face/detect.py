@@ -59,7 +59,11 @@ class DetectSettings:
     over search_budget; 0: off); look_back: search each batch's last frame and track new faces
     backwards over the batch (convert); min_face_share: smallest face as a share of the frame
     height, when that is more than min_face (live: 1/8, a webcam's faces are large, and the tile
-    pyramid for 64 px faces in 720p is 19 detector calls a sweep, for 90 px faces 3)."""
+    pyramid for 64 px faces in 720p is 19 detector calls a sweep, for 90 px faces 3);
+    background: run the detector on a thread of its own (live; no look_back then): a frame
+    starts a search when one is due and none is running, and the faces a search finds are
+    placed (FaceMesh around each box) in the first frame after it ends, so no frame waits for
+    the detector."""
 
     min_face: int = 64
     max_faces: int = 8
@@ -70,8 +74,11 @@ class DetectSettings:
     search_frames: int = 0
     look_back: bool = True
     min_face_share: float = 0.0
+    background: bool = False
 
     def __post_init__(self) -> None:
+        if self.background and self.look_back:
+            raise ConfigError("detect: background search cannot look back; set look_back false")
         if self.min_face < 16:
             raise ConfigError(f"min_face {self.min_face} is below 16 px; FaceMesh cannot place "
                               f"478 landmarks on smaller faces: use 16 or more")
@@ -148,6 +155,8 @@ class DetectStage(Stage):
         self._seen: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.tiles_searched = 0  # detector calls of sweeps, and tiles skipped as unchanged
         self.tiles_skipped = 0
+        self._pool = None  # background: one thread running the detector
+        self._pending = None  # background: the Future of a search's boxes in flight
 
     def setup(self) -> None:
         mp = import_mediapipe()  # heavy import, only where the stage runs
@@ -199,6 +208,10 @@ class DetectStage(Stage):
                 mesh.close()
 
     def close(self) -> None:
+        self._discard_pending()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         self._drop_tracks(self._tracks)
         self._tracks = []
         for m in (self._detector, self._mesh):
@@ -235,11 +248,16 @@ class DetectStage(Stage):
             self._drop_tracks(self._tracks)
             self._tracks, self._sweep = [], []
             self._seen = {}
+            self._discard_pending()
         found, kept = self._follow(frame)
-        regions = self._regions(frame, found, consecutive, sweep)
+        if self.settings.background:
+            boxes = self._background_boxes(frame, found, consecutive)
+        else:
+            regions = self._regions(frame, found, consecutive, sweep)
+            boxes = self._search(frame, regions) if regions else []
         new: list[np.ndarray] = []
-        if regions:
-            for box, score in self._search(frame, regions):
+        if boxes:
+            for box, score in boxes:
                 if len(found) >= self.settings.max_faces:
                     break
                 if any(_contained(box, _bbox(lm)) > 0.5 for lm, _ in found):
@@ -340,13 +358,44 @@ class DetectStage(Stage):
             out.append(key)
         return out
 
+    def _background_boxes(self, frame: np.ndarray, found: list, consecutive: bool
+                          ) -> list[tuple[tuple, float]]:
+        """Background mode: the boxes of the search that ended since the last frame (found in an
+        earlier frame; FaceMesh places them in this one), after starting the next search when
+        one is due and none is running."""
+        boxes: list[tuple[tuple, float]] = []
+        if self._pending is not None and self._pending.done():
+            boxes, self._pending = self._pending.result(), None
+        if self._pending is None:
+            regions = self._regions(frame, found, consecutive, False)
+            if regions:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="face-search")
+                # cut here: later stages may draw into the frame while the thread reads it
+                tiles = [(x, y, np.ascontiguousarray(frame[y:y + side, x:x + side]))
+                         for x, y, side in regions]
+                self._pending = self._pool.submit(self._search_tiles, tiles)
+        return boxes
+
+    def _discard_pending(self) -> None:
+        """Background mode: a search in flight saw frames before a gap: let it end, unused."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
     def _search(self, frame: np.ndarray, regions: list[tuple[int, int, int]]) -> list[tuple[tuple, float]]:
         """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged, over the
         square tiles `regions` (x, y, side) of the frame."""
+        # contiguous: MediaPipe reads a read-only array (as Ray delivers them) in place
+        return self._search_tiles([(x, y, np.ascontiguousarray(frame[y:y + side, x:x + side]))
+                                   for x, y, side in regions])
+
+    def _search_tiles(self, tiles: list[tuple[int, int, np.ndarray]]) -> list[tuple[tuple, float]]:
+        """_search over tiles cut already: (x, y, (side, side, 3) uint8 contiguous) each."""
         boxes: list[tuple[tuple, float]] = []
-        for x, y, side in regions:
-            # contiguous: MediaPipe reads a read-only array (as Ray delivers them) in place
-            tile = np.ascontiguousarray(frame[y:y + side, x:x + side])
+        for x, y, tile in tiles:
             th, tw = tile.shape[:2]
             res = self._detector.process(tile)
             for d in res.detections or []:

@@ -74,10 +74,13 @@ def test_cascade_flushes_each_stage_through_the_rest_in_order():
     assert seen == [(["a"], 2), (["b", "c"], 3)]
 
 
-@pytest.mark.parametrize("runner", ["local", "live"])
+@pytest.mark.parametrize("runner", ["local", "live", "live-one-thread"])
 def test_held_frames_reach_every_sink_through_the_later_stages(runner):
+    """live-one-thread: one frame in flight, every stage in one thread (LiveRunner._stages)."""
+    import threading
     one, two = CollectSink(keep_frames=100), CollectSink(keep_frames=100)
-    chain = [built(HoldEvery(4)), built(Mark())]
+    mark = Mark()
+    chain = [built(HoldEvery(4)), built(mark)]
     if runner == "local":
         report = LocalRunner(batch_size=3, progress=False).run(chain, Packets(packets(10)),
                                                                [built(one), built(two)])
@@ -86,9 +89,18 @@ def test_held_frames_reach_every_sink_through_the_later_stages(runner):
         for sink in (one, two):
             sink.keeps_every_frame = True
         stats = LiveStats(["hold", "mark"], ["memory", "memory"])
-        report = LiveRunner(stats, options=LiveOptions(sink_queue=64)).run(
+        names: set[str] = set()
+        process = mark.process
+        mark.process = lambda batch: (names.add(threading.current_thread().name), process(batch))[1]
+        one_thread = runner == "live-one-thread"
+        report = LiveRunner(stats, options=LiveOptions(sink_queue=64, in_flight=1 if one_thread else 2)).run(
             chain, Packets(packets(10)), [built(one), built(two)], "block")
         assert report.stats is stats
+        # (the end's cascade of held frames runs in the main thread)
+        assert names - {"MainThread"} == ({"stages"} if one_thread else {"stage-mark"}), names
+        # timed per frame: all 10 through hold, the 7 it let go at once through mark (the held 3
+        # go through mark in the end's cascade)
+        assert len(stats.stages["hold"].all) == 10 and len(stats.stages["mark"].all) == 7
     for sink in (one, two):
         got = sorted(i for i, _ in sink.frames)
         assert got == list(range(10)), got  # the held ones (0, 4, 8) came out at the end
