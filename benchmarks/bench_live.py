@@ -20,12 +20,15 @@ the in-process sink, so each output is compared with in-process in the same run.
 The browser-camera row (`--outputs camera`, `swapstream live --camera browser`): headless
 Chromium's fake camera plays the stamped clip (a .y4m, looped) into the page, the page sends it to
 the server over WebRTC and shows what comes back; the page reads the code from its own camera
-preview and from the returned video. Round-trip latency = when the returned frame was decoded and
+preview and from the returned video. fps back = the returned frames the page decoded and handed to
+its compositor a second (requestVideoFrameCallback's presentedFrames); dropped = the share of the
+camera's frames (the same count on the preview) that did not come back; fps_drawn = the distinct
+frames the page's callbacks read, lower by the frames that came back within the same display frame
+as the next one (1-1.5 fps here). Round-trip latency = when the returned frame was decoded and
 handed to the page's compositor (its presentationTime) - when the page's camera captured it (its
 captureTime); both from requestVideoFrameCallback. The callback's own times come in display
 frames (16.7 ms at 60 Hz), steps that move a 70 ms median by 24 %, so they are reported beside,
-as `camera_drawn` (what the page drew when). fps back; dropped = camera frames that never came
-back; drift as above.
+as `camera_drawn` (what the page drew when). Drift as above.
 
 The page also reports each frame's receiveTime (its last RTP packet in), so the browser row is
 split into the server's part (up to arrival) and the browser's (decode and draw).
@@ -106,9 +109,9 @@ PAGE_READER = "(() => { const K = " + json.dumps({"bits": BITS, "x0": X0, "y0": 
       }
       const at = (x) => (x ? performance.timeOrigin + x : null);
       // [code, callback time (a display frame's), last packet in, captured (a local camera's
-      // frame), handed to the compositor (decoded and ready to show)]
+      // frame), handed to the compositor (decoded and ready to show), frames handed to it so far]
       window.CODES.push([value, performance.timeOrigin + now, at(meta.receiveTime),
-                         at(meta.captureTime), at(meta.presentationTime)]);
+                         at(meta.captureTime), at(meta.presentationTime), meta.presentedFrames]);
     }
     v.requestVideoFrameCallback(tick);
   };
@@ -377,12 +380,35 @@ def run_camera(y4m: Path, model: str, engine: str, seconds: float, port: int, si
     summary = stats.summary()
     lat = round_trips(out, back)
     res = {"camera": figures(lat, max(len(out), 1), max(len(out) - len(lat), 0), seconds), "summary": summary}
-    res["camera"]["frames_out"] = len(out)
-    res["camera"]["frames_back"] = len(lat)
+    res["camera"].update(presented(out, back))
     drawn = round_trips(out, back, vsync=True)  # the same at the page's display-frame times
     res["camera_drawn"] = {k: v for k, v in figures(drawn, 1, 0, seconds).items()
                            if k in ("p50", "p95", "p99", "drift_pct", "drift_mean_pct")}
     res["legs"] = legs(out, arrived, back)
+    return res
+
+
+def presented(out: list, back: list) -> dict:
+    """Frames by the page's own count (requestVideoFrameCallback's presentedFrames: frames decoded
+    and handed to the compositor), going out (the camera preview) and coming back: fps_back, and
+    dropped_pct = camera frames that did not come back. The callbacks fire once a display frame
+    (60 Hz), so where two frames come back within one, the draw shows the newer and the callback
+    sees only it: fps_drawn (the distinct frames the callbacks read) is a little lower.
+    frames_out / frames_back: frames the callbacks read, each way."""
+    def count(rows: list) -> tuple[int, float]:
+        rows = [r for r in rows if len(r) > 5 and r[5] is not None]
+        if len(rows) < 2:
+            return 0, 1e-6
+        return rows[-1][5] - rows[0][5], max((rows[-1][1] - rows[0][1]) / 1000, 1e-6)
+
+    (n_out, s_out), (n_back, s_back) = count(out), count(back)
+    drawn = sum(1 for i, r in enumerate(back) if i == 0 or r[0] != back[i - 1][0])
+    span = max((back[-1][1] - back[0][1]) / 1000, 1e-6) if back else 1e-6
+    res = {"frames_out": len(out), "frames_back": drawn, "fps_drawn": round((drawn - 1) / span, 2)}
+    if n_out and n_back:  # the fps and drops figures the goal reads
+        res.update(fps_back=round(n_back / s_back, 2), fps_out=round(n_back / s_back, 2),
+                   fps_camera=round(n_out / s_out, 2),
+                   dropped_pct=round(100 * max(0.0, 1 - (n_back / s_back) / (n_out / s_out)), 2))
     return res
 
 
@@ -468,6 +494,9 @@ def main() -> None:
                 results.append({"size": size, "preset": a.camera_preset, "engine": a.camera_engine,
                                 "with": "camera", **r})
                 print(f"    camera: {r['camera']}", flush=True)
+                c = r["camera"]
+                print(f"    fps back {c.get('fps_back')} (the page's camera {c.get('fps_camera')}), "
+                      f"drawn {c.get('fps_drawn')}; server out {r['summary']['fps_out']}", flush=True)
                 print(f"    legs (p50 ms of each 5 s): {r['legs']}", flush=True)
                 print(f"    at the display-frame times: {r['camera_drawn']}", flush=True)
                 continue
