@@ -37,7 +37,10 @@ Goals (2-core CPU, lite64, in-process sink): 640x480@30: 30 fps out, <= 1 % drop
 ms; 1280x720@30: >= 25 fps, p95 <= 80 ms; drift <= 10 %; through the browser p95 at most 60 ms
 above in-process. Browser camera, 640x480, lite64: >= 25 fps back, p95 <= 150 ms, drift <= 10 %;
 on a GPU with original64 at 1280x720: p95 <= 80 ms. GPU (1280x720, original64): p95 <= 40 ms.
-JSON to bench_live.json.
+Each run also reports the machine's CPU over it (busy, idle, steal, from /proc/stat): on a
+virtual machine whose host is shared, steal (time the host gave others) took 30-40 % of these
+two cores in some runs and under 5 % in others, and the figures move with it; compare runs with
+alike steal. JSON to bench_live.json.
 """
 
 from __future__ import annotations
@@ -209,6 +212,33 @@ def figures(lat: list[tuple[float, float]], captured: int, dropped: int, seconds
                           for a in np.arange(t[0], t[-1], 5.0) if ((t >= a) & (t < a + 5)).any()]}
 
 
+class CpuShare:
+    """The machine's CPU time over a run, from /proc/stat (Linux): the shares busy, idle and
+    stolen (a virtual machine's host running others on its cores: steal). A run whose steal is
+    high had less machine than its core count says; compare runs with alike steal."""
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> list[int] | None:
+        try:
+            with open("/proc/stat") as f:
+                return [int(v) for v in f.readline().split()[1:9]]
+        except OSError:
+            return None
+
+    def shares(self) -> dict:
+        end = self._read()
+        if self.start is None or end is None:
+            return {}
+        d = [b - a for a, b in zip(self.start, end)]
+        total = max(sum(d), 1)
+        # user nice system idle iowait irq softirq steal
+        return {"busy_pct": round(100 * (d[0] + d[1] + d[2] + d[5] + d[6]) / total, 1),
+                "idle_pct": round(100 * (d[3] + d[4]) / total, 1), "steal_pct": round(100 * d[7] / total, 1)}
+
+
 def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: int,
         blend: dict | None = None) -> dict:
     """One live run with the in-process sink, plus `output` ("udp" or "browser") if given; blend:
@@ -227,14 +257,16 @@ def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: 
     elif output == "browser":
         cfg.outputs["serve"] = f"127.0.0.1:{port + 1}"
         browser = BrowserViewer(f"http://127.0.0.1:{port + 1}/")
+    cpu = CpuShare()
     stats = live(cfg, say=lambda line: None, extra_sinks=[sink], on_capture=clock.on_capture,
                  on_ready=browser.start if browser is not None else None)  # once the server is up
+    machine = cpu.shares()
     summary = stats.summary()
     captured, dropped = summary["frames_captured"], summary["dropped"]["capture"]
     read = [(code, t) for _, code, t in sink.read]
     wrong = sum(1 for index, code, _ in sink.read if code != (index & 0xFFFF))
     res = {"in-process": figures(latencies(read, clock), captured, dropped, seconds),
-           "codes_misread": wrong, "summary": summary}
+           "codes_misread": wrong, "summary": summary, "cpu": machine}
     if recv is not None:
         recv.join(timeout=10)
         res["udp"] = figures(latencies(recv.got, clock), captured, dropped, seconds)
@@ -375,8 +407,10 @@ def run_camera(y4m: Path, model: str, engine: str, seconds: float, port: int, si
         arrived.append((read_code(packet.frame), wall * 1000))
 
     # the page opens once the server is up
+    cpu = CpuShare()
     stats = live(cfg, say=lambda line: None, on_ready=cam.start, on_capture=on_capture)
     out, back = cam.stop()
+    machine = cpu.shares()
     summary = stats.summary()
     lat = round_trips(out, back)
     res = {"camera": figures(lat, max(len(out), 1), max(len(out) - len(lat), 0), seconds), "summary": summary}
@@ -385,6 +419,7 @@ def run_camera(y4m: Path, model: str, engine: str, seconds: float, port: int, si
     res["camera_drawn"] = {k: v for k, v in figures(drawn, 1, 0, seconds).items()
                            if k in ("p50", "p95", "p99", "drift_pct", "drift_mean_pct")}
     res["legs"] = legs(out, arrived, back)
+    res["cpu"] = machine
     return res
 
 
@@ -496,7 +531,8 @@ def main() -> None:
                 print(f"    camera: {r['camera']}", flush=True)
                 c = r["camera"]
                 print(f"    fps back {c.get('fps_back')} (the page's camera {c.get('fps_camera')}), "
-                      f"drawn {c.get('fps_drawn')}; server out {r['summary']['fps_out']}", flush=True)
+                      f"drawn {c.get('fps_drawn')}; server out {r['summary']['fps_out']}; "
+                      f"the machine's CPU: {r['cpu']}", flush=True)
                 print(f"    legs (p50 ms of each 5 s): {r['legs']}", flush=True)
                 print(f"    at the display-frame times: {r['camera_drawn']}", flush=True)
                 continue
@@ -510,7 +546,7 @@ def main() -> None:
         r["blend"] = {**vars(LiveConfig().blend), **blend}
     Path(a.json).write_text(json.dumps(results, indent=1, default=str))
     print(f"\n{'size':<10}{'preset':<12}{'engine':<8}{'output':<12}{'fps out':>8}{'drop %':>8}"
-          f"{'p50':>7}{'p95':>7}{'p99':>7}{'drift %':>9}")
+          f"{'p50':>7}{'p95':>7}{'p99':>7}{'drift %':>9}{'steal %':>9}")
     for r in results:
         for k in ("in-process", "udp", "browser", "browser-received", "camera"):
             f = r.get(k)
@@ -518,8 +554,10 @@ def main() -> None:
                 continue
             drift = "" if f.get("drift_pct") is None else f"{f['drift_pct']:+.1f}"
             out = k if not r["with"] or k != "in-process" else f"in-proc+{r['with'][:3]}"
+            steal = r.get("cpu", {}).get("steal_pct")
             print(f"{r['size']:<10}{r['preset']:<12}{r['engine']:<8}{out:<12}{f['fps_out']:>8.1f}"
-                  f"{f['dropped_pct']:>8.1f}{f['p50']:>7.1f}{f['p95']:>7.1f}{f['p99']:>7.1f}{drift:>9}")
+                  f"{f['dropped_pct']:>8.1f}{f['p50']:>7.1f}{f['p95']:>7.1f}{f['p99']:>7.1f}{drift:>9}"
+                  f"{'' if steal is None else f'{steal:.1f}':>9}")
 
 
 if __name__ == "__main__":
