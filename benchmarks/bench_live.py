@@ -220,6 +220,10 @@ class CpuShare:
     def __init__(self) -> None:
         self.start = self._read()
 
+    def restart(self) -> None:
+        """Count from now (once set-up is over)."""
+        self.start = self._read()
+
     @staticmethod
     def _read() -> list[int] | None:
         try:
@@ -258,8 +262,14 @@ def run(clip: Path, model: str, engine: str, seconds: float, output: str, port: 
         cfg.outputs["serve"] = f"127.0.0.1:{port + 1}"
         browser = BrowserViewer(f"http://127.0.0.1:{port + 1}/")
     cpu = CpuShare()
+
+    def ready() -> None:  # once set-up is over and the server is up
+        cpu.restart()
+        if browser is not None:
+            browser.start()
+
     stats = live(cfg, say=lambda line: None, extra_sinks=[sink], on_capture=clock.on_capture,
-                 on_ready=browser.start if browser is not None else None)  # once the server is up
+                 on_ready=ready)
     machine = cpu.shares()
     summary = stats.summary()
     captured, dropped = summary["frames_captured"], summary["dropped"]["capture"]
@@ -406,11 +416,15 @@ def run_camera(y4m: Path, model: str, engine: str, seconds: float, port: int, si
         wall = time.time() - time.monotonic() + packet.capture_time
         arrived.append((read_code(packet.frame), wall * 1000))
 
-    # the page opens once the server is up
     cpu = CpuShare()
-    stats = live(cfg, say=lambda line: None, on_ready=cam.start, on_capture=on_capture)
+
+    def ready() -> None:  # the page opens once the server is up
+        cpu.restart()
+        cam.start()
+
+    stats = live(cfg, say=lambda line: None, on_ready=ready, on_capture=on_capture)
+    machine = cpu.shares()  # the session's time (the browser's start-up in it, not its close)
     out, back = cam.stop()
-    machine = cpu.shares()
     summary = stats.summary()
     lat = round_trips(out, back)
     res = {"camera": figures(lat, max(len(out), 1), max(len(out) - len(lat), 0), seconds), "summary": summary}
@@ -429,7 +443,7 @@ def presented(out: list, back: list) -> dict:
     dropped_pct = camera frames that did not come back. The callbacks fire once a display frame
     (60 Hz), so where two frames come back within one, the draw shows the newer and the callback
     sees only it: fps_drawn (the distinct frames the callbacks read) is a little lower.
-    frames_out / frames_back: frames the callbacks read, each way."""
+    frames_out: callbacks on the preview; frames_back: distinct frames read coming back."""
     def count(rows: list) -> tuple[int, float]:
         rows = [r for r in rows if len(r) > 5 and r[5] is not None]
         if len(rows) < 2:
@@ -439,7 +453,8 @@ def presented(out: list, back: list) -> dict:
     (n_out, s_out), (n_back, s_back) = count(out), count(back)
     drawn = sum(1 for i, r in enumerate(back) if i == 0 or r[0] != back[i - 1][0])
     span = max((back[-1][1] - back[0][1]) / 1000, 1e-6) if back else 1e-6
-    res = {"frames_out": len(out), "frames_back": drawn, "fps_drawn": round((drawn - 1) / span, 2)}
+    res = {"frames_out": len(out), "frames_back": drawn,
+           "fps_drawn": round((drawn - 1) / span, 2) if drawn >= 2 else None}
     if n_out and n_back:  # the fps and drops figures the goal reads
         res.update(fps_back=round(n_back / s_back, 2), fps_out=round(n_back / s_back, 2),
                    fps_camera=round(n_out / s_out, 2),

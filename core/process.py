@@ -101,6 +101,9 @@ def holding_stops():
             signal.signal(n, h if h is not None else signal.SIG_DFL)
 
 
+LAUNCH_WAIT_S = 2.0  # SignalSafeThread: a launched thread has begun by then
+
+
 class SignalSafeThread(threading.Thread):
     """A thread its starter can clean up after whether or not start() returned: a stop signal
     handled in the main thread may raise Stopped inside start() (in its wait for the new thread),
@@ -115,10 +118,11 @@ class SignalSafeThread(threading.Thread):
         super().start()
 
     def join_launched(self, timeout: float | None = None) -> None:
-        """Join the thread if start() was called (waiting for it to begin first); else nothing.
-        timeout: seconds at most for each wait (a thread blocked in a read), None: until it ends."""
-        if self._launched:
-            self._started.wait(timeout)
+        """Join the thread if it was launched; else nothing. A signal may come inside start()
+        before the thread was launched (start() never sets `_started` then) or after (the new
+        thread sets it within moments), so a thread not begun within LAUNCH_WAIT_S never was.
+        timeout: seconds at most for the join (a thread blocked in a read), None: until it ends."""
+        if self._launched and self._started.wait(LAUNCH_WAIT_S):
             self.join(timeout)
 
 

@@ -45,14 +45,15 @@ class _Series:
     def recent_values(self, now: float) -> list[float]:
         return [v for t, v in self.recent if t >= now - RECENT_S]
 
-    def course(self, start: float, step: float = COURSE_S) -> list[float]:
-        """p50 ms of each `step` seconds from `start` (a session's course: does it slow down?)."""
+    def course(self, start: float, step: float = COURSE_S) -> list[float | None]:
+        """p50 ms of each `step` seconds from `start` (a session's course: does it slow down?);
+        None for a span with no value (a stall), so the k-th entry is always k * step on."""
         if not self.all:
             return []
         ms, at = np.frombuffer(self.all, np.float32), np.frombuffer(self.at, np.float64) - start
         bins = (np.maximum(at, 0) // step).astype(int)
-        return [round(float(np.median(ms[bins == b])), 1) for b in range(int(bins.max()) + 1)
-                if (bins == b).any()]
+        return [round(float(np.median(ms[bins == b])), 1) if (bins == b).any() else None
+                for b in range(int(bins.max()) + 1)]
 
 
 class LiveStats:
@@ -145,7 +146,8 @@ class LiveStats:
 
     def summary(self) -> dict:
         """The whole session: per stage ms p50/p95, end to end p50/p95/p99 per output, fps in and
-        out, frames dropped and where; course_ms: each stage's and output's p50 of each 10 s."""
+        out, frames dropped and where; course_ms: each stage's and output's (end to end) p50 of each
+        10 s."""
         end = self.ended or time.monotonic()
         with self._lock:
             secs = max(end - self.started, 1e-6)
@@ -160,8 +162,8 @@ class LiveStats:
                 "stage_ms": {n: _pct(s.all, (50, 95)) for n, s in self.stages.items()},
                 "latency_ms": {n: _pct(s.all) for n, s in self.latency.items()},
                 # p50 of each 10 s, in order: where a session that slows down slows
-                "course_ms": {n: s.course(self.started)
-                              for n, s in [*self.stages.items(), *self.latency.items()]},
+                "course_ms": {"stages": {n: s.course(self.started) for n, s in self.stages.items()},
+                              "outputs": {n: s.course(self.started) for n, s in self.latency.items()}},
             }
 
     def lines(self) -> list[str]:

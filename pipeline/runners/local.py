@@ -121,8 +121,10 @@ class _LocalRun:
         self.stats.startup_s = time.perf_counter() - t0
         bar = tqdm(total=self.total, unit="frame", desc=self.desc, disable=not self.progress,
                    dynamic_ncols=True)
+        newest = None
         if self.policy == "newest":  # one frame at a time, the newest there is
-            packets, size = newest_first(packets, self.stats), 1
+            packets = newest = newest_first(packets, self.stats)
+            size = 1
         else:
             size = self.batch_size
         try:
@@ -140,6 +142,8 @@ class _LocalRun:
             else:
                 self._run_threaded(packets, size, bar)
         finally:
+            if newest is not None:  # its capture thread joined now, before the caller closes the source
+                newest.close()
             bar.close()
         self.stats.seconds = time.perf_counter() - t0
         return self.stats

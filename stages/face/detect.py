@@ -209,15 +209,17 @@ class DetectStage(Stage):
 
     def close(self) -> None:
         self._discard_pending()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-        self._drop_tracks(self._tracks)
-        self._tracks = []
-        for m in (self._detector, self._mesh):
-            if m is not None:
-                m.close()
-        self._detector = self._mesh = None
+        try:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+        finally:
+            self._drop_tracks(self._tracks)
+            self._tracks = []
+            for m in (self._detector, self._mesh):
+                if m is not None:
+                    m.close()
+            self._detector = self._mesh = None
 
     def _video_mesh(self):
         """A FaceMesh in video mode for one track: it follows the face from its last landmarks
@@ -251,7 +253,7 @@ class DetectStage(Stage):
             self._discard_pending()
         found, kept = self._follow(frame)
         if self.settings.background:
-            boxes = self._background_boxes(frame, found, consecutive)
+            boxes = self._finished_boxes()
         else:
             regions = self._regions(frame, found, consecutive, sweep)
             boxes = self._search(frame, regions) if regions else []
@@ -267,6 +269,8 @@ class DetectStage(Stage):
                     found.append((lm, score))
                     kept.append(_Track(lm))
                     new.append(lm)
+        if self.settings.background:  # after placing the last search's faces: not searched again
+            self._start_search(frame, found, consecutive)
         self._tracks = kept
         self._last_index = packet.index
         return found, new
@@ -358,32 +362,37 @@ class DetectStage(Stage):
             out.append(key)
         return out
 
-    def _background_boxes(self, frame: np.ndarray, found: list, consecutive: bool
-                          ) -> list[tuple[tuple, float]]:
+    def _finished_boxes(self) -> list[tuple[tuple, float]]:
         """Background mode: the boxes of the search that ended since the last frame (found in an
-        earlier frame; FaceMesh places them in this one), after starting the next search when
-        one is due and none is running."""
-        boxes: list[tuple[tuple, float]] = []
-        if self._pending is not None and self._pending.done():
-            boxes, self._pending = self._pending.result(), None
-        if self._pending is None:
-            regions = self._regions(frame, found, consecutive, False)
-            if regions:
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
+        earlier frame; FaceMesh places them in this one), else none. A failed search raises."""
+        if self._pending is None or not self._pending.done():
+            return []
+        done, self._pending = self._pending, None
+        return done.result()
 
-                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="face-search")
-                # cut here: later stages may draw into the frame while the thread reads it
-                tiles = [(x, y, np.ascontiguousarray(frame[y:y + side, x:x + side]))
-                         for x, y, side in regions]
-                self._pending = self._pool.submit(self._search_tiles, tiles)
-        return boxes
+    def _start_search(self, frame: np.ndarray, found: list, consecutive: bool) -> None:
+        """Background mode: start the next search on the thread when one is due and none runs."""
+        if self._pending is not None:
+            return
+        regions = self._regions(frame, found, consecutive, False)
+        if not regions:
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="face-search")
+        # The thread reads the tiles while later stages run; they draw into copies (blend copies
+        # the frame), and every frame is a new array, so views of it stay as they are.
+        tiles = [(x, y, np.ascontiguousarray(frame[y:y + side, x:x + side])) for x, y, side in regions]
+        self._pending = self._pool.submit(self._search_tiles, tiles)
 
     def _discard_pending(self) -> None:
-        """Background mode: a search in flight saw frames before a gap: let it end, unused."""
-        if self._pending is not None:
-            self._pending.result()
-            self._pending = None
+        """Background mode: a search in flight saw frames before a gap (or the stage closes): let
+        it end, unused; its error, if it failed, too (the next search reports its own)."""
+        done, self._pending = self._pending, None
+        if done is not None:
+            with contextlib.suppress(Exception):
+                done.result()
 
     def _search(self, frame: np.ndarray, regions: list[tuple[int, int, int]]) -> list[tuple[tuple, float]]:
         """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged, over the

@@ -28,3 +28,24 @@ def test_stops_are_noted_while_outputs_complete_and_a_second_ctrl_c_ends_it():
             _deliver(signal.SIGINT)  # someone insists
             pytest.fail("a second Ctrl-C must end the wind-down")
     assert signal.getsignal(signal.SIGINT) is before  # the handlers are put back
+
+
+def test_a_signal_safe_thread_is_joined_only_if_it_was_launched():
+    """join_launched: a thread started is joined (it ran to its end); one never started, or one
+    whose start() a signal cut short before the thread was launched, is passed over (joining a
+    thread that never began raises RuntimeError in the clean-up that must not fail)."""
+    from swapstream.core.process import SignalSafeThread
+
+    ran = []
+    started = SignalSafeThread(target=lambda: ran.append(1))
+    started.start()
+    started.join_launched()
+    assert ran == [1] and not started.is_alive()
+
+    SignalSafeThread(target=lambda: ran.append(2)).join_launched()  # never started: nothing
+
+    cut = SignalSafeThread(target=lambda: ran.append(3))
+    cut._launched = True  # what start() has set when a signal interrupts it before the launch
+    t0 = time.monotonic()
+    cut.join_launched()  # waits LAUNCH_WAIT_S for it to begin, then passes it over
+    assert ran == [1] and 1.5 < time.monotonic() - t0 < 5

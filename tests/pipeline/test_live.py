@@ -179,7 +179,9 @@ def test_newest_frame_wins_so_latency_stays_flat(clips, policy):
     early, late = np.median(np.array(lat)[t < t[0] + 1]), np.median(np.array(lat)[t > t[-1] - 1])
     dropped = stats.summary()["dropped"]["capture"]
     # the summary's course: the stage's p50 of each 10 s (one here), and second by second
-    assert stats.summary()["course_ms"]["slow"][0] == pytest.approx(66, abs=15)
+    course = stats.summary()["course_ms"]
+    assert course["stages"]["slow"][0] == pytest.approx(66, abs=15)
+    assert len(course["outputs"][sink.name]) == 1
     slow = stats.stages["slow"].course(stats.started, 1.0)
     out = stats.latency[sink.name].course(stats.started, 1.0)
     assert len(slow) >= 4 and all(60 < v < 90 for v in slow), slow

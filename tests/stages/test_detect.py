@@ -306,3 +306,20 @@ def test_a_background_search_from_before_a_gap_is_not_used():
     d.close()
     assert first[0].faces == []
     assert after[0].faces == [] and after[1].faces == [], "a box from before the gap was placed"
+
+
+def test_a_failed_background_search_is_raised_once_and_the_stage_still_closes():
+    """A detector that fails on its thread: the frame after the search ends raises its error
+    (the session reports it), and close() still ends the thread and closes every graph."""
+    face = next(render_frames(["astronaut"], 1, 640, 360, 0.6))
+    d = DetectStage(DetectSettings(look_back=False, background=True))
+    d.setup()
+    d._detector.close()
+    d._detector = None  # an unusable detector: the search raises on the thread
+    pkts = packets([face] * 40, 9700)
+    with pytest.raises(AttributeError):
+        for p in pkts:
+            d.process([p])
+            __import__("time").sleep(0.01)
+    d.close()  # does not raise again
+    assert d._pool is None and d._mesh is None and d._pending is None
