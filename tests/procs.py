@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
+
+# Runs in a fresh interpreter, then execs the command: what a Popen preexec_fn would do, without
+# running Python in a child forked from a test process with threads (which can deadlock before
+# exec: a lock another thread held at the fork stays held in the child, forever).
+_LAUNCH = """
+import json, os, resource, signal, sys
+cfg = json.loads(sys.argv[1])
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+for name in ("SIGPIPE", "SIGXFSZ"):  # Python ignores them at start; the command gets the default
+    signal.signal(getattr(signal, name), signal.SIG_DFL)
+for name, (soft, hard) in cfg["limits"].items():
+    resource.setrlimit(getattr(resource, name), (soft, hard))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
-def ctrl_c_default() -> None:
-    """Popen preexec_fn: the child gets SIGINT's default action, so Python turns it into
-    KeyboardInterrupt. A test run started in the background (`make test &`, nohup) has SIGINT
-    ignored, and children inherit an ignored signal: their Ctrl-C would then do nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def launched(argv: list[str], **limits: tuple[int, int]) -> list[str]:
+    """`argv` (its first item an absolute path, e.g. sys.executable) run with SIGINT's default
+    action and the resource limits given (RLIMIT_NOFILE=(soft, hard), ...): a command line for
+    Popen. The child gets SIGINT's default so Python turns it into KeyboardInterrupt: a test run
+    started in the background (`make test &`, nohup) has SIGINT ignored, and children inherit an
+    ignored signal (their Ctrl-C would then do nothing)."""
+    return [sys.executable, "-c", _LAUNCH, json.dumps({"limits": limits}), *argv]
 
 
 def sigterm_when(argv: list[str], cwd, ready, seconds: float = 180) -> str:
@@ -17,11 +35,10 @@ def sigterm_when(argv: list[str], cwd, ready, seconds: float = 180) -> str:
     stopped as a stopped command must: exit 143, its last line "swapstream: stopped by SIGTERM",
     no traceback. Returns what it printed on stderr."""
     import subprocess
-    import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", *argv], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_default)
+    proc = subprocess.Popen(launched([sys.executable, "-m", "swapstream.pipeline.cli", *argv]), cwd=cwd,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and proc.poll() is None and not ready():

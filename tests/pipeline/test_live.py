@@ -30,7 +30,7 @@ from swapstream.stages.sinks.file import synthetic_tags
 from swapstream.stages.sources.camera import CameraSource, CaptureSettings
 from tests.collect import CollectSink
 from tests.pipeline.test_convert import decode_all
-from tests.procs import ctrl_c_default
+from tests.procs import launched
 
 pytestmark = pytest.mark.slow
 
@@ -334,10 +334,10 @@ def test_a_lost_stream_ends_with_one_line_exit_1_and_a_playable_recording(model_
 def test_ctrl_c_ends_cleanly_and_keeps_the_recording(clips, model_dir, tmp_path):
     rec = tmp_path / "rec.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", "live", "--model", str(model_dir),
-                          "--camera",
-                          str(clips["a"]), "--loop", "--record", str(rec)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env, preexec_fn=ctrl_c_default)
+    p = subprocess.Popen(launched([sys.executable, "-m", "swapstream.pipeline.cli", "live", "--model",
+                                   str(model_dir), "--camera", str(clips["a"]), "--loop",
+                                   "--record", str(rec)]),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert p.stdout.readline().startswith("engine: ")  # which engine --engine auto picked
     assert p.stdout.readline().startswith("live: ")  # running
     time.sleep(2.5)

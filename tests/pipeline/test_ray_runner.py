@@ -17,7 +17,7 @@ from swapstream.pipeline.config import ConvertConfig, SwapSection
 from swapstream.pipeline.convert import convert
 from swapstream.pipeline.samples import make_clip
 from tests.pipeline.test_convert import audio_info, decode_all
-from tests.procs import ctrl_c_default
+from tests.procs import launched
 
 pytestmark = pytest.mark.slow
 
@@ -169,9 +169,8 @@ def test_in_flight_batches_are_bounded(ray_local, long_clip, model_dir, tmp_path
 
 def _cli(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "swapstream.pipeline.cli", "-q", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ctrl_c_default)
+    return subprocess.Popen(launched([sys.executable, "-m", "swapstream.pipeline.cli", "-q", *args]), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

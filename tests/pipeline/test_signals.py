@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline.test_convert import decode_all
-from tests.procs import ctrl_c_default
+from tests.procs import launched
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -43,10 +42,12 @@ def partials(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if "partial" in p.name]
 
 
-def start_live(model_dir, clip, *outputs: str, preexec=ctrl_c_default) -> subprocess.Popen:
-    p = subprocess.Popen([*CLI, "live", "--model", str(model_dir), "--engine", "eager", "--camera", str(clip),
-                          "--loop", *outputs], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=ENV, preexec_fn=preexec)
+def start_live(model_dir, clip, *outputs: str, limits: dict | None = None) -> subprocess.Popen:
+    """`swapstream live` on `clip` with `outputs`, SIGINT's default action and resource `limits`
+    (tests.procs.launched)."""
+    p = subprocess.Popen(launched([*CLI, "live", "--model", str(model_dir), "--engine", "eager", "--camera",
+                                   str(clip), "--loop", *outputs], **(limits or {})),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     for _ in range(2):  # "engine: ..." then "live: <source> ..." once it runs
         line = p.stdout.readline()
         assert line.startswith(("engine: ", "live: ")), (line, finish(p, 5))
@@ -87,9 +88,9 @@ def test_term_and_hup_during_a_live_recording_leave_a_playable_file_and_no_parti
 
 def test_term_during_convert_leaves_nothing_under_the_output_name_and_no_partial(clips, model_dir, tmp_path):
     out_path = tmp_path / "out.mp4"
-    p = subprocess.Popen([*CLI, "convert", str(clips["a"]), str(out_path), "--model", str(model_dir),
-                          "--runner", "local", "--engine", "eager"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=ENV, preexec_fn=ctrl_c_default)
+    p = subprocess.Popen(launched([*CLI, "convert", str(clips["a"]), str(out_path), "--model", str(model_dir),
+                                   "--runner", "local", "--engine", "eager"]), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.monotonic() + 60
     while not partials(tmp_path) and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)  # the output is being written once its temporary file exists
@@ -123,11 +124,9 @@ class UdpCounter(threading.Thread):
                 pass
 
 
-def small_files() -> None:
-    """preexec_fn: files of at most 150 kB (`ulimit -f`); SIGXFSZ left as it is: swapstream must
-    ignore it itself, or the write beyond the limit kills the process."""
-    ctrl_c_default()
-    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+# files of at most 150 kB (`ulimit -f`); SIGXFSZ at its default: swapstream must ignore it
+# itself, or the write beyond the limit kills the process
+SMALL_FILES = {"RLIMIT_FSIZE": (150_000, 150_000)}
 
 
 def test_a_file_size_limit_stops_the_recording_alone_and_keeps_it_playable(clips, model_dir, tmp_path):
@@ -135,7 +134,7 @@ def test_a_file_size_limit_stops_the_recording_alone_and_keeps_it_playable(clips
     udp = UdpCounter()
     udp.start()
     p = start_live(model_dir, clips["a"], "--record", str(rec), "--stream", f"udp://127.0.0.1:{udp.port}",
-                   "--duration", "7", "--stats", str(stats), preexec=small_files)
+                   "--duration", "7", "--stats", str(stats), limits=SMALL_FILES)
     # the first fragment (~98 kB with the header) fits, the second (~88 kB more) fails at ~4 s:
     # 7 s leave the stream ~3 s (~80 frames) beyond the recording's end
     out, err = finish(p, 90)
@@ -155,19 +154,16 @@ def test_a_file_size_limit_stops_the_recording_alone_and_keeps_it_playable(clips
     assert udp.bytes > 100_000
 
 
-def tiny_files() -> None:
-    """preexec_fn: files of at most 20 kB, less than the converted clip; SIGXFSZ left as it is."""
-    ctrl_c_default()
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+TINY_FILES = {"RLIMIT_FSIZE": (20_000, 20_000)}  # less than the converted clip; SIGXFSZ at its default
 
 
 def test_a_full_disk_during_convert_is_one_line_and_leaves_nothing(clips, model_dir, tmp_path):
     """`ulimit -f` (a full disk in small) while convert writes: one line naming the cause and the
     fix, exit 2, no traceback, nothing under the output name and no partial."""
     out_path = tmp_path / "out.mp4"
-    p = subprocess.run([*CLI, "convert", str(clips["a"]), str(out_path), "--model", str(model_dir),
-                        "--runner", "local", "--engine", "eager"], capture_output=True, text=True,
-                       env=ENV, preexec_fn=tiny_files, timeout=180)
+    p = subprocess.run(launched([*CLI, "convert", str(clips["a"]), str(out_path), "--model", str(model_dir),
+                                 "--runner", "local", "--engine", "eager"], **TINY_FILES),
+                       capture_output=True, text=True, env=ENV, timeout=180)
     assert p.returncode == 2, p.stderr
     lines = ours(p.stderr)
     assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr

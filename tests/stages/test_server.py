@@ -4,7 +4,6 @@ limit, real TCP connections that never send a request, a real viewer request aft
 from __future__ import annotations
 
 import json
-import resource
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import textwrap
 import time
 import urllib.request
 
-from tests.procs import ctrl_c_default
+from tests.procs import launched
 
 CHILD = textwrap.dedent("""
     import os, sys, threading, time
@@ -39,15 +38,10 @@ CHILD = textwrap.dedent("""
 """).replace("import os,", "import json, os,")
 
 
-def tight_files() -> None:
-    """preexec_fn: 1024 open files, soft and hard (raising the soft limit cannot help here)."""
-    ctrl_c_default()
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
-
-
 def test_1100_idle_connections_under_a_1024_file_limit_leave_the_page_serving():
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, preexec_fn=tight_files)
+    # 1024 open files, soft and hard (raising the soft limit cannot help here)
+    child = subprocess.Popen(launched([sys.executable, "-c", CHILD], RLIMIT_NOFILE=(1024, 1024)),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     idle: list[socket.socket] = []
     try:
         port = int(child.stdout.readline())
@@ -99,6 +93,6 @@ def test_a_connection_that_sends_no_request_is_closed_after_the_timeout():
 def test_the_soft_open_file_limit_is_raised_to_the_hard_one():
     code = ("import resource; from swapstream.core.process import prepare_process; prepare_process(); "
             "print(*resource.getrlimit(resource.RLIMIT_NOFILE))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096)))
+    out = subprocess.run(launched([sys.executable, "-c", code], RLIMIT_NOFILE=(1024, 4096)),
+                         capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["4096", "4096"]

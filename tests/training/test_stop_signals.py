@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from swapstream.engines.checkpoint import load_checkpoint
 from swapstream.training.loop import TrainConfig, train
 from swapstream.training.runstore import run_name
-from tests.procs import ctrl_c_default
+from tests.procs import launched
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "swapstream.pipeline.cli", "-q"]
@@ -30,8 +30,8 @@ def _start(facesets, out: Path, *extra: str) -> subprocess.Popen:
     cmd = [*CLI, "train", "--a", str(facesets[0]), "--b", str(facesets[1]), "-o", str(out),
            "--steps", "100000", "--batch-size", "4", "--lr", "5e-4", "--save-every", str(SAVE_EVERY),
            "--preview-every", "100000", "--log-every", "1", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=ctrl_c_default)
+    return subprocess.Popen(launched(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def _wait_for(p: subprocess.Popen, path: Path, seconds: float) -> None:
