@@ -1,15 +1,37 @@
 """Video facts every layer shares: what a stream is (StreamInfo), which colour matrix a frame is
 in, the conversion of any decoded frame to RGB, and whether a decoded frame can be written as it
-is. PyAV only; nothing of ours.
+is. PyAV only; nothing of ours. Importing it also makes forks safe for PyAV's scalers (see
+fresh_scalers_before_fork).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 
 import av
 import numpy as np
+
+
+def fresh_scalers_before_fork() -> None:
+    """Drop PyAV's per-thread scalers (one VideoReformatter a thread, in a threading.local of
+    av.video.frame, each with swscale's slice threads), here in the parent, before a fork whose
+    child runs Python: subprocess with preexec_fn, which Ray's process starts use. There the child
+    clears the other threads' thread-locals, and freeing a scaler whose slice threads did not
+    come across the fork waits on them for ever: `ray.init` hung in such a child, its Popen never
+    returning (measured here: two live threads that had converted a frame, then five
+    subprocess.run(preexec_fn=...): a hang without this, none with it). Each thread makes a new
+    scaler at its next conversion. A PyAV without the thread-local is left as it is."""
+    frame = sys.modules.get("av.video.frame")
+    if frame is not None and isinstance(getattr(frame, "_thread_local", None), threading.local):
+        frame._thread_local = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=fresh_scalers_before_fork)
 
 
 @dataclass

@@ -444,10 +444,16 @@ def test_the_web_page_shows_the_swapped_face_and_its_controls_work(model_dir, tm
         page = browser.new_page()
         page.goto(url)
         page.wait_for_function("(document.querySelector('video') || {}).videoWidth > 0", timeout=20000)
-        time.sleep(1.0)
-        shown, swapped = page_frame(page), sink.frames[-1][1]
-        d_swapped = np.abs(inner(shown, box) - inner(swapped, box)).mean()
-        d_camera = np.abs(inner(shown, box) - inner(still, box)).mean()
+        # the first frames go out before the face search (on its own thread live) has found the
+        # face; a loaded 2-core machine may take seconds to show the swapped ones
+        until = time.monotonic() + 10
+        while True:
+            time.sleep(0.5)
+            shown, swapped = page_frame(page), sink.frames[-1][1]
+            d_swapped = np.abs(inner(shown, box) - inner(swapped, box)).mean()
+            d_camera = np.abs(inner(shown, box) - inner(still, box)).mean()
+            if d_swapped < 6 or time.monotonic() > until:
+                break
         assert d_swapped < 6 and d_camera > 2 * d_swapped, (d_swapped, d_camera)
         page.keyboard.press("s")  # swap off, from the page
         until = time.monotonic() + 6  # a loaded 2-core machine may take a while to show it
