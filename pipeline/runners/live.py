@@ -230,34 +230,18 @@ class LiveRunner(Runner):
                 return
         self._room.release()
 
-    def _stage(self, stage: Stage, inq: Handoff, outq: Handoff, first: bool) -> None:
+    def _stages(self, stages: list[Stage], inq: Handoff, outq: Handoff, first: bool) -> None:
+        """Run `stages` in this thread, frame by frame: one stage a thread (two frames in
+        flight), or every stage in one (one frame in flight: the stages never run at once then,
+        and a thread each only adds hand-offs, each a wake-up that waits for a core and the GIL
+        on a busy machine). first: this thread takes frames into the chain. A frame a stage
+        holds back no longer takes room in the chain."""
         cont = Continuity()
         try:
             while (not first or self._admit()) and (p := self._get(inq)) is not None:
                 if first:
                     cont.admit(p)  # frames dropped before the chain: continue the last one in
                     self.stats.frame_taken()
-                t = time.perf_counter()
-                out = stage.process([p])
-                self.stats.stage_time(stage.name, 1000 * (time.perf_counter() - t))
-                if not any(q is p for q in out):  # held back: it no longer takes room in the chain
-                    self._hold(p)
-                for q in out:
-                    if not self._put(outq, q):
-                        return
-        finally:
-            outq.close()
-
-    def _stages(self, stages: list[Stage], inq: Handoff, outq: Handoff) -> None:
-        """Every stage in this one thread, frame by frame (in_flight 1): with one frame in the
-        chain the stages never run at once, and a thread each only adds hand-offs, each a wake-up
-        that waits for a core and the GIL on a busy machine. A frame a stage holds back leaves
-        the chain's count as with a thread a stage."""
-        cont = Continuity()
-        try:
-            while self._admit() and (p := self._get(inq)) is not None:
-                cont.admit(p)  # frames dropped before the chain: continue the last one in
-                self.stats.frame_taken()
                 batch = [p]
                 for stage in stages:
                     out: list[FramePacket] = []
@@ -406,12 +390,11 @@ class LiveRunner(Runner):
             if self.audio_source is not None:
                 self._spawn("audio", self._read_audio)
             prev = slot
-            if self.opt.in_flight == 1 and len(self.stages) > 1:  # one frame: one thread (see _stages)
-                prev = Handoff("block", 1)
-                self._spawn("stages", self._stages, self.stages, slot, prev)
-            for i, st in enumerate(self.stages if prev is slot else []):
+            one_thread = self.opt.in_flight == 1 and len(self.stages) > 1  # see _stages
+            for i, group in enumerate([self.stages] if one_thread else [[st] for st in self.stages]):
                 q = Handoff("block", 1)
-                self._spawn(f"stage-{st.name}", self._stage, st, prev, q, i == 0)
+                name = "stages" if len(group) > 1 else f"stage-{group[0].name}"
+                self._spawn(name, self._stages, group, prev, q, i == 0)
                 prev = q
             workers = [self._spawn("output", self._output, prev, feeds)]
             main = [(k, f) for k, f in enumerate(feeds) if f.sink.main_thread]

@@ -133,6 +133,12 @@ class _Track:
     mesh: object = None
 
 
+def _tiles(frame: np.ndarray, regions: list[tuple[int, int, int]]) -> list[tuple[int, int, np.ndarray]]:
+    """The square tiles `regions` ((x, y, side) each) of (H, W, 3) uint8 `frame`, as (x, y,
+    contiguous copy): MediaPipe reads a read-only array (as Ray delivers them) in place."""
+    return [(x, y, np.ascontiguousarray(frame[y:y + side, x:x + side])) for x, y, side in regions]
+
+
 class DetectStage(Stage):
     """Adds Face records (landmarks, score) to each FramePacket; keeps tracks across frames."""
 
@@ -258,17 +264,16 @@ class DetectStage(Stage):
             regions = self._regions(frame, found, consecutive, sweep)
             boxes = self._search(frame, regions) if regions else []
         new: list[np.ndarray] = []
-        if boxes:
-            for box, score in boxes:
-                if len(found) >= self.settings.max_faces:
-                    break
-                if any(_contained(box, _bbox(lm)) > 0.5 for lm, _ in found):
-                    continue
-                lm = self._mesh_around(frame, box, 2.0)
-                if lm is not None and not any(iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
-                    found.append((lm, score))
-                    kept.append(_Track(lm))
-                    new.append(lm)
+        for box, score in boxes:
+            if len(found) >= self.settings.max_faces:
+                break
+            if any(_contained(box, _bbox(lm)) > 0.5 for lm, _ in found):
+                continue
+            lm = self._mesh_around(frame, box, 2.0)
+            if lm is not None and not any(iou(_bbox(lm), _bbox(o)) > 0.3 for o, _ in found):
+                found.append((lm, score))
+                kept.append(_Track(lm))
+                new.append(lm)
         if self.settings.background:  # after placing the last search's faces: not searched again
             self._start_search(frame, found, consecutive)
         self._tracks = kept
@@ -382,9 +387,8 @@ class DetectStage(Stage):
 
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="face-search")
         # The thread reads the tiles while later stages run; they draw into copies (blend copies
-        # the frame), and every frame is a new array, so views of it stay as they are.
-        tiles = [(x, y, np.ascontiguousarray(frame[y:y + side, x:x + side])) for x, y, side in regions]
-        self._pending = self._pool.submit(self._search_tiles, tiles)
+        # the frame), and every frame is a new array, so a tile that is a view stays as it is.
+        self._pending = self._pool.submit(self._search_tiles, _tiles(frame, regions))
 
     def _discard_pending(self) -> None:
         """Background mode: a search in flight saw frames before a gap (or the stage closes): let
@@ -397,9 +401,7 @@ class DetectStage(Stage):
     def _search(self, frame: np.ndarray, regions: list[tuple[int, int, int]]) -> list[tuple[tuple, float]]:
         """Detector boxes (x0, y0, x1, y1) in frame px with scores, duplicates merged, over the
         square tiles `regions` (x, y, side) of the frame."""
-        # contiguous: MediaPipe reads a read-only array (as Ray delivers them) in place
-        return self._search_tiles([(x, y, np.ascontiguousarray(frame[y:y + side, x:x + side]))
-                                   for x, y, side in regions])
+        return self._search_tiles(_tiles(frame, regions))
 
     def _search_tiles(self, tiles: list[tuple[int, int, np.ndarray]]) -> list[tuple[tuple, float]]:
         """_search over tiles cut already: (x, y, (side, side, 3) uint8 contiguous) each."""

@@ -264,7 +264,9 @@ def test_live_finds_a_new_face_within_four_frames():
     out = paced(d, packets(frames, 8000))
     d.close()
     counts = [len(p.faces) for p in out]
-    assert counts[0] == 0 and counts[1:3].count(1) >= 1, counts  # found in frame 0, placed after
+    # found in frame 0, placed after it ends: a frame or two, ~6 where the detector's thread
+    # starts cold (the first search of the process: ~200 ms here)
+    assert counts[0] == 0 and 1 in counts[1:9], counts
     first = _first_with_two(out)
     # (partly in view from frame 9; a loaded machine's search may end a frame later)
     assert first <= 10 + 5, counts
@@ -301,11 +303,16 @@ def test_a_background_search_from_before_a_gap_is_not_used():
     face = next(render_frames(["astronaut"], 1, 640, 360, 0.6))
     empty = background(640, 360)
     d = DetectStage(DetectSettings(look_back=False, background=True))
+    placed = []  # the boxes of searches that FaceMesh was asked to place (zoom 2.0)
+    mesh_around = d._mesh_around
+    d._mesh_around = lambda frame, box, zoom, mesh=None: (
+        placed.append(box) if zoom == 2.0 else None, mesh_around(frame, box, zoom, mesh))[1]
     first = paced(d, packets([face], 9500))  # starts a search on the face
-    after = paced(d, packets([empty, empty], 9600))  # a new start: the search is stale
+    after = paced(d, packets([empty] * 4, 9600))  # a new start: the search is stale
     d.close()
     assert first[0].faces == []
-    assert after[0].faces == [] and after[1].faces == [], "a box from before the gap was placed"
+    assert placed == [], "a box from before the gap was placed on the frames after it"
+    assert all(p.faces == [] for p in after)
 
 
 def test_a_failed_background_search_is_raised_once_and_the_stage_still_closes():
