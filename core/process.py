@@ -17,6 +17,7 @@ limit. The CLI calls `prepare_process()` once at start.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import signal
 import threading
 
@@ -145,8 +146,14 @@ def raise_open_file_limit() -> tuple[int, int] | None:
 
 
 def prepare_process() -> None:
-    """At the start of a swapstream command: stop signals, SIGXFSZ, the open-file limit."""
+    """At the start of a swapstream command: stop signals, SIGXFSZ, the open-file limit, and
+    SIGUSR1 to print every thread's stack to stderr (`kill -USR1 PID`: where a command that
+    seems stuck is; it goes on running)."""
     take_stop_signals()
-    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    if threading.current_thread() is threading.main_thread():
+        if hasattr(signal, "SIGXFSZ"):
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if hasattr(signal, "SIGUSR1"):
+            with contextlib.suppress(OSError, ValueError):  # io.UnsupportedOperation: no real stderr
+                faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     raise_open_file_limit()

@@ -49,3 +49,37 @@ def test_a_signal_safe_thread_is_joined_only_if_it_was_launched():
     t0 = time.monotonic()
     cut.join_launched()  # waits LAUNCH_WAIT_S for it to begin, then passes it over
     assert ran == [1] and 1.5 < time.monotonic() - t0 < 5
+
+
+def test_sigusr1_prints_a_running_commands_stacks_and_it_goes_on(tmp_path):
+    """`kill -USR1 PID` on a swapstream command (here the studio, which waits for requests): every
+    thread's stack on stderr, the command still running and answering, then a clean stop."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.procs import launched
+
+    proc = subprocess.Popen(launched([sys.executable, "-m", "swapstream.pipeline.cli", "studio",
+                                      "--workspace", str(tmp_path / "ws"), "--serve", "127.0.0.1:0"]),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = ""
+        for line in proc.stdout:  # "studio: open http://127.0.0.1:PORT/"
+            if line.startswith("studio: open "):
+                url = line.split()[-1]
+                break
+        assert url, proc.stderr.read()
+        proc.send_signal(signal.SIGUSR1)
+        with urllib.request.urlopen(url, timeout=10) as r:  # still serving after the dump
+            assert r.status == 200
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # faulthandler's dump: the main thread waits in serve()
+    assert "Current thread" in err and "serve" in err, err
+    assert proc.returncode in (0, 143), err

@@ -80,14 +80,49 @@ def faces_in(folder: Path) -> int:
     return len([f for f in folder.glob("*.png") if not f.name.startswith("_")])
 
 
-def wait_job(page, title: str, timeout: float = 240) -> str:
-    """Wait until the job called `title` ends on the Jobs table; its state cell's text."""
-    page.wait_for_function(
-        """(title) => [...document.querySelectorAll('#jobs tr')].some((tr) =>
-             tr.cells[0].textContent === title && !/^running/.test(tr.cells[1].textContent))""",
-        arg=title, timeout=timeout * 1000)
+def wait_job(page, workspace: Path, title: str, timeout: float = 240) -> str:
+    """Wait until the job called `title` ends on the Jobs table; its state cell's text. A job still
+    shown running at the timeout fails the test with what the page shows and what the workspace holds
+    (running_jobs), so a hang says where it is: the command, or the page's polling."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            """(title) => [...document.querySelectorAll('#jobs tr')].some((tr) =>
+                 tr.cells[0].textContent === title && !/^running/.test(tr.cells[1].textContent))""",
+            arg=title, timeout=timeout * 1000)
+    except PlaywrightTimeout:
+        shown = page.evaluate("[...document.querySelectorAll('#jobs tr')]"
+                              ".map((tr) => tr.innerText).join('\\n')")
+        pytest.fail(f"job {title!r} shown running after {timeout:.0f} s; the page's jobs:\n{shown}\n"
+                    f"the workspace's:\n{running_jobs(workspace)}")
     return page.evaluate("""(title) => [...document.querySelectorAll('#jobs tr')]
         .find((tr) => tr.cells[0].textContent === title).cells[1].textContent""", title)
+
+
+def running_jobs(workspace: Path) -> str:
+    """Each job of the workspace: its state on file and its exit code (jobs/<id>.rc) when it ended;
+    one whose process still runs is asked for its threads' stacks (SIGUSR1) first; its log's tail."""
+    import signal
+    import time
+
+    from swapstream.pipeline.studio.jobs import _alive
+
+    out = []
+    for meta in sorted((workspace / "jobs").glob("*.json")):
+        job = json.loads(meta.read_text())
+        rc = workspace / "jobs" / f"{job['id']}.rc"
+        alive = _alive(job["pid"], job.get("since"))
+        if alive:
+            os.kill(job["pid"], signal.SIGUSR1)
+            time.sleep(2)
+        head = (f"--- {job['title']}: {job['state']} on file, process {'running' if alive else 'gone'}, "
+                f"rc {rc.read_text() if rc.exists() else 'none'}")
+        if job["state"] == "running" or alive:
+            log = (workspace / "jobs" / f"{job['id']}.log").read_bytes()[-12000:]
+            head += ":\n" + log.decode("utf-8", "replace")
+        out.append(head)
+    return "\n".join(out)
 
 
 def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(workspace, clips):
@@ -117,14 +152,14 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
                 page.check(f"input.source[value='{src}']")
                 page.fill("#faceset-name", name)
                 page.click("#extract")
-                assert wait_job(page, f"extract {name}") == "done"
+                assert wait_job(page, workspace, f"extract {name}") == "done"
             # the two-person clip, only the faces like faceset b's (Grace Hopper's): one of two a frame
             page.uncheck("input.source[value='sources/grace.mp4']")
             page.check("input.source[value='sources/ab.mp4']")
             page.fill("#faceset-name", "b_from_ab")
             page.select_option("#like", "b")
             page.click("#extract")
-            assert wait_job(page, "extract b_from_ab") == "done"
+            assert wait_job(page, workspace, "extract b_from_ab") == "done"
             liked = faces_in(workspace / "facesets" / "b_from_ab")
             assert 20 <= liked <= 30, liked  # 30 frames with two faces each
             page.uncheck("input.source[value='sources/ab.mp4']")
@@ -146,15 +181,20 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page.click("#undo")
             page.wait_for_function(f"document.getElementById('fs-count').textContent === '{n}'")
             assert all((workspace / "facesets" / "a" / f).exists() for f in first)
+            # delete one for good and sort by person at once: the page is still busy with the delete
+            # when Sort is clicked; the click is queued, not lost, and the sort sorts what is left
             page.click(f"#faces img[data-face='{first[0]}']")
             page.click("#delete")
-            page.wait_for_function(f"document.getElementById('fs-count').textContent === '{n - 1}'")
-            # sort by person: one person here, whose folder is listed beside the faceset
             page.click("#sort")
-            assert wait_job(page, "sort a") == "done"
+            assert wait_job(page, workspace, "sort a") == "done"
+            # one person here, whose folder is listed beside the faceset
             page.wait_for_selector("#facesets button:text-is('a/person_1')")
             kept = faces_in(workspace / "facesets" / "a" / "person_1")
             assert kept >= n - 1 - 3, (kept, n)  # a few may be outliers
+            sorted_faces = [f.name for f in (workspace / "facesets" / "a").glob("*/*.png")
+                            if not f.name.startswith("_")]
+            assert first[0] not in sorted_faces, first[0]
+            assert len(sorted_faces) == n - 1, (len(sorted_faces), n)
 
             # 2. train a few steps: the loss curve and the preview appear
             page.click("nav button[data-tab='train']")
@@ -163,7 +203,7 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page.fill("#train-model", "ab")
             page.fill("#train-steps", "12")
             page.click("#train")
-            assert wait_job(page, "train ab") == "done"
+            assert wait_job(page, workspace, "train ab") == "done"
             page.wait_for_function("document.querySelector('#curve polyline') !== null", timeout=20000)
             page.wait_for_function("!document.getElementById('preview').hidden && "
                                    "document.getElementById('preview').naturalWidth > 0", timeout=20000)
@@ -214,7 +254,7 @@ def test_a_new_user_goes_from_two_clips_to_converted_videos_in_the_studio(worksp
             page.check("input.convert-input[value='sources/grace.mp4']")
             page.select_option("#convert-model", "ab")
             page.click("#convert")
-            assert wait_job(page, "convert 2 file(s) with ab", 400) == "done"
+            assert wait_job(page, workspace, "convert 2 file(s) with ab", 400) == "done"
             page.wait_for_function("document.querySelectorAll('#outputs li').length === 2", timeout=10000)
             page.wait_for_function("[...document.querySelectorAll('#queue tr')].filter((tr) => "
                                    "tr.cells[1].textContent === 'done').length === 2", timeout=10000)
