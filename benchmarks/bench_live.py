@@ -267,7 +267,8 @@ class CpuCost:
 
     def stop(self) -> None:
         self._done.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # started (a session that never got ready did not)
+            self._thread.join(timeout=5)
 
     def per_frame(self, arrived: list[tuple[int, float]], bins: list[float] | None = None) -> dict:
         """CPU ms a frame over the run, and of each 5 s from `bins` (wall-clock s, the legs'
